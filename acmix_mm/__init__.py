@@ -1,0 +1,12 @@
+"""acmix_mm: ACmix backbones for mmdet 3.x and mmsegmentation 1.x.
+
+Importing the package registers every backbone in mmdet's and mmseg's ``MODELS``;
+configs reach it with ``custom_imports = dict(imports=['acmix_mm'])``.
+"""
+from .checkpoint import allow_runner_checkpoint_types
+from . import backbones, layers  # noqa: F401  (registers the models)
+
+__version__ = '0.1.0'
+
+# Our runner checkpoints must load under torch's weights_only=True loading.
+allow_runner_checkpoint_types()

@@ -1,0 +1,406 @@
+"""PVT-ACmix: Pyramid Vision Transformer v1 with ACmix attention (paper Table 11).
+
+Layering, small to large: :class:`PVTACmixBlock` (norm, ACmix with PVT's
+spatial-reduction attention as its attention path, norm, FFN) ->
+:class:`PVTACmixStage` (patch embedding, absolute position embedding, blocks) ->
+:class:`PVTACmix` (the backbone). :func:`pvt_official_to_acmix` converts the official PVT
+v1 ImageNet checkpoints (whai362/PVT) to this layout.
+"""
+import re
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.drop import build_dropout
+from mmcv.cnn.bricks.transformer import FFN, PatchEmbed
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule, ModuleList
+from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..checkpoint import load_pretrained
+from ..layers import ACmix, ShiftConvPath
+from ..registry import register_model
+
+
+class PVTACmixBlock(BaseModule):
+    """One PVT encoder layer whose attention is ACmix.
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Attention heads.
+        feedforward_channels (int): Hidden channels of the FFN.
+        sr_ratio (int): Spatial reduction ratio of the attention path. Default: 1.
+        qkv_bias (bool): Bias of the shared q, k, v projection. Default: True.
+        drop_rate (float): Dropout after attention and in the FFN. Default: 0.
+        attn_drop_rate (float): Dropout on attention weights. Default: 0.
+        drop_path_rate (float): Stochastic depth rate. Default: 0.
+        kernel_conv (int): Kernel size of the ACmix convolution path. Default: 3.
+        rate_init (tuple[float]): Initial (alpha, beta) of ACmix. Default: (0.5, 0.5).
+        act_cfg (dict): Activation of the FFN. Default: dict(type='GELU').
+        norm_cfg (dict): Norm layers. Default: dict(type='LN', eps=1e-6).
+        with_cp (bool): Use checkpointing to save memory. Default: False.
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    def __init__(self,
+                 embed_dims,
+                 num_heads,
+                 feedforward_channels,
+                 sr_ratio=1,
+                 qkv_bias=True,
+                 drop_rate=0.,
+                 attn_drop_rate=0.,
+                 drop_path_rate=0.,
+                 kernel_conv=3,
+                 rate_init=(0.5, 0.5),
+                 act_cfg=dict(type='GELU'),
+                 norm_cfg=dict(type='LN', eps=1e-6),
+                 with_cp=False,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
+        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        # The convolution path takes q, k, v projected from the full-resolution tokens;
+        # the attention path takes q and applies the same k, v weights to the tokens
+        # reduced by sr_ratio, so one set of projection weights serves both paths.
+        self.attn = ACmix(
+            embed_dims,
+            num_heads,
+            attn_path=dict(
+                type='SpatialReductionAttentionPath',
+                sr_ratio=sr_ratio,
+                attn_drop=attn_drop_rate,
+                proj_drop=drop_rate,
+                norm_cfg=norm_cfg),
+            kernel_conv=kernel_conv,
+            qkv_bias=qkv_bias,
+            rate_init=rate_init)
+        self.drop_path = build_dropout(dict(type='DropPath', drop_prob=drop_path_rate))
+        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.ffn = FFN(
+            embed_dims=embed_dims,
+            feedforward_channels=feedforward_channels,
+            num_fcs=2,
+            ffn_drop=drop_rate,
+            dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
+            act_cfg=act_cfg)
+
+    def forward(self, x, hw_shape):
+
+        def _inner_forward(x):
+            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
+            return self.ffn(self.norm2(x), identity=x)
+
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(_inner_forward, x, use_reentrant=False)
+        return _inner_forward(x)
+
+
+class PVTACmixStage(BaseModule):
+    """Patch embedding, absolute position embedding and the blocks of one stage.
+
+    Args:
+        in_channels (int): Channels of the stage input.
+        embed_dims (int): Channels of the stage.
+        patch_size (int): Patch size (and stride) of the embedding.
+        pos_shape (int): Grid side of the position embedding at the pretraining size;
+            it is resized bilinearly to any other grid.
+        num_blocks (int): Number of blocks.
+        block_cfg (dict): Keyword arguments of each :class:`PVTACmixBlock`, except
+            ``drop_path_rate``.
+        drop_path_rates (Sequence[float]): One stochastic depth rate per block.
+        drop_rate (float): Dropout after adding the position embedding. Default: 0.
+        patch_norm_cfg (dict): Norm of the patch embedding. Default: dict(type='LN').
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    def __init__(self,
+                 in_channels,
+                 embed_dims,
+                 patch_size,
+                 pos_shape,
+                 num_blocks,
+                 block_cfg,
+                 drop_path_rates,
+                 drop_rate=0.,
+                 patch_norm_cfg=dict(type='LN'),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        # 'corner' padding keeps the right and bottom pixels of inputs that are not a
+        # multiple of the patch size (output size is the ceiling, as for a conv).
+        self.patch_embed = PatchEmbed(
+            in_channels=in_channels,
+            embed_dims=embed_dims,
+            kernel_size=patch_size,
+            stride=patch_size,
+            padding='corner',
+            norm_cfg=patch_norm_cfg)
+        self.pos_shape = (pos_shape, pos_shape)
+        self.pos_embed = nn.Parameter(torch.zeros(1, pos_shape * pos_shape, embed_dims))
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.blocks = ModuleList([
+            PVTACmixBlock(embed_dims=embed_dims, drop_path_rate=rate, **block_cfg)
+            for rate in drop_path_rates[:num_blocks]
+        ])
+
+    def resized_pos_embed(self, hw_shape):
+        """The position embedding resized bilinearly to ``hw_shape``."""
+        if tuple(hw_shape) == self.pos_shape:
+            return self.pos_embed
+        grid = self.pos_embed.reshape(1, *self.pos_shape, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=hw_shape, mode='bilinear', align_corners=False)
+        return grid.flatten(2).transpose(1, 2)
+
+    def forward(self, x):
+        """(B, C_in, H, W) -> tokens (B, H'*W', C) and (H', W')."""
+        x, hw_shape = self.patch_embed(x)
+        x = self.pos_drop(x + self.resized_pos_embed(hw_shape))
+        for block in self.blocks:
+            x = block(x, hw_shape)
+        return x, hw_shape
+
+
+@register_model
+class PVTACmix(BaseModule):
+    """PVT-ACmix backbone (paper Table 11), for mmdet and mmseg.
+
+    Every spatial-reduction attention of PVT v1 is replaced by ACmix whose attention
+    path is that same spatial-reduction attention.
+
+    Args:
+        arch (str | dict): 'tiny', 'small', 'medium' or 'large' (PVT v1 sizes), or a
+            dict with keys ``embed_dims``, ``num_heads``, ``depths``, ``mlp_ratios``,
+            ``sr_ratios``. Default: 'tiny'.
+        in_channels (int): Input image channels. Default: 3.
+        pretrain_img_size (int): Image size the position embeddings were trained at.
+            Default: 224.
+        patch_sizes (Sequence[int]): Patch size of each stage. Default: (4, 2, 2, 2).
+        out_indices (Sequence[int]): Stages whose outputs are returned.
+            Default: (0, 1, 2, 3).
+        qkv_bias (bool): Bias of the q, k, v projections. Default: True.
+        drop_rate (float): Dropout rate. Default: 0.
+        attn_drop_rate (float): Attention dropout rate. Default: 0.
+        drop_path_rate (float): Stochastic depth rate, increasing linearly over the
+            blocks up to this value. Default: 0.1.
+        kernel_conv (int): Kernel size of the ACmix convolution path. Default: 3.
+        rate_init (tuple[float]): Initial (alpha, beta) of every ACmix. Default:
+            (0.5, 0.5) as in the official code; (1.0, 0.0) makes a model loaded from
+            a PVT checkpoint compute exactly that PVT at step 0.
+        act_cfg (dict): FFN activation. Default: dict(type='GELU').
+        norm_cfg (dict): Norms inside the blocks. Default: dict(type='LN', eps=1e-6).
+        frozen_stages (int): Number of leading stages whose parameters are frozen and
+            kept in eval mode; -1 (or 0) freezes none. Default: -1.
+        norm_eval (bool): Keep BatchNorm layers in eval mode during training (PVT uses
+            LayerNorm, so this only matters for a BN ``norm_cfg``). Default: False.
+        with_cp (bool): Gradient checkpointing of each block. Default: False.
+        convert_weights (bool): Accept the official PVT v1 checkpoint layout in
+            ``init_cfg`` and convert it on load. Default: True.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...)`` with an
+            official PVT v1 ImageNet checkpoint or one of ours. Default: None.
+    """
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], dict(depths=[2, 2, 2, 2])),
+        **dict.fromkeys(['s', 'small'], dict(depths=[3, 4, 6, 3])),
+        **dict.fromkeys(['m', 'medium'], dict(depths=[3, 4, 18, 3])),
+        **dict.fromkeys(['l', 'large'], dict(depths=[3, 8, 27, 3])),
+    }
+    default_arch = dict(
+        embed_dims=[64, 128, 320, 512],
+        num_heads=[1, 2, 5, 8],
+        mlp_ratios=[8, 8, 4, 4],
+        sr_ratios=[8, 4, 2, 1])
+    # Weights a plain PVT checkpoint cannot hold: they keep their initialisation.
+    acmix_only_keys = (r'\.conv_path\.', r'\.alpha$', r'\.beta$')
+
+    def __init__(self,
+                 arch='tiny',
+                 in_channels=3,
+                 pretrain_img_size=224,
+                 patch_sizes=(4, 2, 2, 2),
+                 out_indices=(0, 1, 2, 3),
+                 qkv_bias=True,
+                 drop_rate=0.,
+                 attn_drop_rate=0.,
+                 drop_path_rate=0.1,
+                 kernel_conv=3,
+                 rate_init=(0.5, 0.5),
+                 act_cfg=dict(type='GELU'),
+                 norm_cfg=dict(type='LN', eps=1e-6),
+                 frozen_stages=-1,
+                 norm_eval=False,
+                 with_cp=False,
+                 convert_weights=True,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        arch = self._resolve_arch(arch)
+        num_stages = len(arch['depths'])
+        self.out_indices = tuple(out_indices)
+        if not self.out_indices or not all(0 <= i < num_stages for i in self.out_indices):
+            raise ValueError(f'out_indices {out_indices} must name stages 0..'
+                             f'{num_stages - 1}.')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.convert_weights = convert_weights
+
+        rates = torch.linspace(0, drop_path_rate, sum(arch['depths'])).tolist()
+        self.stages = ModuleList()
+        channels, grid, start = in_channels, pretrain_img_size, 0
+        for i, depth in enumerate(arch['depths']):
+            grid //= patch_sizes[i]
+            dims = arch['embed_dims'][i]
+            self.stages.append(
+                PVTACmixStage(
+                    in_channels=channels,
+                    embed_dims=dims,
+                    patch_size=patch_sizes[i],
+                    pos_shape=grid,
+                    num_blocks=depth,
+                    block_cfg=dict(
+                        num_heads=arch['num_heads'][i],
+                        feedforward_channels=arch['mlp_ratios'][i] * dims,
+                        sr_ratio=arch['sr_ratios'][i],
+                        qkv_bias=qkv_bias,
+                        drop_rate=drop_rate,
+                        attn_drop_rate=attn_drop_rate,
+                        kernel_conv=kernel_conv,
+                        rate_init=rate_init,
+                        act_cfg=act_cfg,
+                        norm_cfg=norm_cfg,
+                        with_cp=with_cp),
+                    drop_path_rates=rates[start:start + depth],
+                    drop_rate=drop_rate))
+            channels, start = dims, start + depth
+        self.num_features = [arch['embed_dims'][i] for i in self.out_indices]
+        self._freeze_stages()
+
+    def _resolve_arch(self, arch):
+        if isinstance(arch, str):
+            if arch.lower() not in self.arch_zoo:
+                raise ValueError(f'Unknown PVTACmix arch {arch!r}; choose one of '
+                                 "'tiny', 'small', 'medium', 'large' or pass a dict.")
+            return {**self.default_arch, **self.arch_zoo[arch.lower()]}
+        keys = set(self.default_arch) | {'depths'}
+        if not isinstance(arch, dict) or set(arch) != keys:
+            raise ValueError(f'A custom PVTACmix arch must be a dict with keys '
+                             f'{sorted(keys)}, got {arch!r}.')
+        return arch
+
+    def init_weights(self):
+        logger = MMLogger.get_current_instance()
+        if self.init_cfg is None or self.init_cfg.get('type') != 'Pretrained':
+            logger.warning(f'No pre-trained weights for {type(self).__name__}, '
+                           'training starts from scratch.')
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_init(m, std=.02, bias=0.)
+                elif isinstance(m, nn.LayerNorm):
+                    constant_init(m, 1.0)
+                elif isinstance(m, nn.Conv2d):
+                    fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                    normal_init(m, 0, (2.0 / (fan_out // m.groups))**0.5)
+            for stage in self.stages:
+                trunc_normal_init(stage.pos_embed, std=.02)
+            # The generic init above must not overwrite ACmix's own initialisation.
+            for m in self.modules():
+                if isinstance(m, ShiftConvPath):
+                    m.reset_parameters()
+                elif isinstance(m, ACmix):
+                    m.reset_rates()
+        else:
+            load_pretrained(
+                self,
+                self.init_cfg['checkpoint'],
+                converter=self._convert_pretrained,
+                new_keys=self.acmix_only_keys,
+                logger=logger)
+
+    def _convert_pretrained(self, state_dict):
+        if is_official_pvt(state_dict):
+            if not self.convert_weights:
+                raise ValueError('The checkpoint is in the official PVT layout; set '
+                                 'convert_weights=True to convert it on load.')
+            state_dict = pvt_official_to_acmix(state_dict)
+        for i, stage in enumerate(self.stages):
+            key = f'stages.{i}.pos_embed'
+            if key in state_dict and state_dict[key].shape != stage.pos_embed.shape:
+                side = int(state_dict[key].shape[1]**0.5)
+                pos = state_dict[key].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+                pos = F.interpolate(pos, size=stage.pos_shape, mode='bilinear',
+                                    align_corners=False)
+                state_dict[key] = pos.flatten(2).transpose(1, 2)
+        return state_dict
+
+    def _freeze_stages(self):
+        for stage in self.stages[:max(self.frozen_stages, 0)]:
+            stage.eval()
+            for param in stage.parameters():
+                param.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x):
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x, hw_shape = stage(x)
+            x = x.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+
+def is_official_pvt(state_dict):
+    """Whether a state dict is in the layout of the official PVT v1 code."""
+    return any(re.match(r'(block|patch_embed|pos_embed)\d', k) for k in state_dict)
+
+
+def pvt_official_to_acmix(state_dict):
+    """Convert an official PVT v1 state dict (whai362/PVT) to the PVTACmix layout.
+
+    q and kv projections are joined into the shared projection; the classification
+    head, final norm and class token are dropped (a backbone does not use them). Keys
+    that match no rule are kept unchanged, so that loading reports them.
+    """
+    converted = OrderedDict()
+    for key, value in state_dict.items():
+        if key.startswith(('head.', 'norm.')) or key == 'cls_token':
+            continue
+        new_key, new_value = key, value
+        match = re.match(r'pos_embed(\d)$', key)
+        if match:
+            new_key = f'stages.{int(match.group(1)) - 1}.pos_embed'
+            side = int(value.shape[1]**0.5)
+            if side * side != value.shape[1]:  # stage 4 carries the class token first
+                new_value = value[:, 1:]
+        match = re.match(r'patch_embed(\d)\.(proj|norm)\.(.*)', key)
+        if match:
+            part = 'projection' if match.group(2) == 'proj' else 'norm'
+            new_key = f'stages.{int(match.group(1)) - 1}.patch_embed.{part}.' \
+                      f'{match.group(3)}'
+        match = re.match(r'block(\d)\.(\d+)\.(.*)', key)
+        if match:
+            prefix = f'stages.{int(match.group(1)) - 1}.blocks.{match.group(2)}.'
+            rest = match.group(3)
+            if rest.startswith('attn.kv.'):
+                continue  # joined with attn.q below
+            if rest.startswith('attn.q.'):
+                kv_key = key.replace('attn.q.', 'attn.kv.')
+                rest = rest.replace('attn.q.', 'attn.qkv.')
+                new_value = torch.cat([value, state_dict[kv_key]], dim=0)
+            else:
+                rest = re.sub(r'^attn\.(proj|sr|norm)\.', r'attn.attn_path.\1.', rest)
+                rest = rest.replace('mlp.fc1.', 'ffn.layers.0.0.')
+                rest = rest.replace('mlp.fc2.', 'ffn.layers.1.')
+            new_key = prefix + rest
+        converted[new_key] = new_value
+    return converted

@@ -1,0 +1,160 @@
+"""Checkpoint loading that stays safe and says what went wrong.
+
+* Loading never executes pickled code: torch loads with ``weights_only=True`` (its
+  default since 2.6) and we allow-list exactly the extra types that mmengine's runner
+  writes into our own checkpoints (its message hub's ``HistoryBuffer`` and the numpy
+  arrays and scalars inside), instead of switching the protection off.
+* Pretrained weights for a backbone may come in the official layout of another code
+  base; each backbone passes a converter, and every key that does not fit is listed in
+  the error, never dropped silently.
+"""
+import os.path as osp
+import pickle
+import re
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer, MMLogger, print_log
+from mmengine.runner.checkpoint import CheckpointLoader
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used, with the reason and the fix in its message."""
+
+
+def _numpy_checkpoint_types():
+    # Types that pickles of numpy arrays and scalars reference. numpy 1.x keeps the
+    # reconstructors under ``numpy.core``, numpy 2.x under ``numpy._core``.
+    if int(np.__version__.split('.')[0]) >= 2:
+        from numpy._core import multiarray
+    else:
+        from numpy.core import multiarray
+    types = [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar]
+    types += [type(np.dtype(name)) for name in ('float16', 'float32', 'float64', 'int32',
+                                                 'int64', 'uint8', 'bool')]
+    return types
+
+
+_DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_state(self):
+    # mmengine pickles the buffer's statistics methods, as getattr(HistoryBuffer,
+    # 'min') and so on, which would force allow-listing builtins.getattr. The default
+    # ones are re-created by HistoryBuffer.__setstate__ anyway, so only custom ones
+    # (registered by the user) are stored.
+    state = dict(self.__dict__)
+    state.pop('statistics_methods', None)
+    custom = {k: v for k, v in self._statistics_methods.items()
+              if k not in _DEFAULT_STATISTICS}
+    if custom:
+        state['statistics_methods'] = custom
+    return state
+
+
+def allow_runner_checkpoint_types():
+    """Make runner checkpoints load under ``weights_only=True``.
+
+    Allow-lists the types they hold (HistoryBuffer and numpy arrays and scalars) and
+    keeps HistoryBuffer from pickling references to its methods.
+    """
+    HistoryBuffer.__getstate__ = _history_buffer_state
+    torch.serialization.add_safe_globals([HistoryBuffer, *_numpy_checkpoint_types()])
+
+
+def load_checkpoint_file(filename, map_location='cpu'):
+    """Load a checkpoint file or URL safely (no pickled code is run).
+
+    Raises:
+        CheckpointError: if the file is missing, truncated, not a checkpoint, or holds
+            objects outside the allow-list.
+    """
+    if not re.match(r'^[a-z0-9+]+://', str(filename)) and not osp.isfile(filename):
+        raise CheckpointError(
+            f'Checkpoint file not found: {filename}. Download it to that path, pass '
+            'the right path, or drop the init_cfg/--resume that asks for it.')
+    try:
+        return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f'Refused to load {filename}: it holds objects that are not plain weights '
+            f'({err}). acmix_mm loads checkpoints with weights_only=True so that a '
+            'checkpoint cannot run code; only load files you trust, converted to '
+            'plain tensors.') from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(
+            f'Cannot read checkpoint {filename}: {err}. The file may be truncated or '
+            'not a PyTorch checkpoint; download or save it again.') from None
+
+
+def extract_state_dict(checkpoint, prefix='backbone.'):
+    """The weights inside a checkpoint: ``state_dict`` or ``model`` or the dict itself.
+
+    A detector or segmentor checkpoint holds the backbone under ``prefix``; only that
+    part is returned. A ``module.`` prefix left by DataParallel is stripped.
+    """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'Expected a dict of weights, got {type(checkpoint)}.')
+    for key in ('state_dict', 'model'):
+        if key in checkpoint and isinstance(checkpoint[key], dict):
+            checkpoint = checkpoint[key]
+            break
+    state_dict = OrderedDict(
+        (k[len('module.'):] if k.startswith('module.') else k, v)
+        for k, v in checkpoint.items())
+    if prefix and any(k.startswith(prefix) for k in state_dict):
+        state_dict = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items()
+                                 if k.startswith(prefix))
+    return state_dict
+
+
+def load_pretrained(module, filename, converter=None, new_keys=(), logger=None):
+    """Load pretrained weights into a backbone, converting official layouts.
+
+    Args:
+        module (nn.Module): The backbone.
+        filename (str): Path or URL of the checkpoint.
+        converter (callable, optional): Maps a state dict in a foreign layout to ours;
+            returns it unchanged when it is already ours.
+        new_keys (Sequence[str]): Regular expressions of our parameter names that a
+            foreign checkpoint cannot hold (e.g. the ACmix convolution path when
+            starting from plain PVT). They keep their initialisation and are reported.
+        logger (MMLogger, optional): Where to report. Default: the current logger.
+
+    Raises:
+        CheckpointError: if any checkpoint key has no place in the model, a shape
+            differs, or a model parameter outside ``new_keys`` is not in the checkpoint.
+    """
+    logger = logger or MMLogger.get_current_instance()
+    state_dict = extract_state_dict(load_checkpoint_file(filename))
+    if converter is not None:
+        state_dict = converter(state_dict)
+    own = module.state_dict()
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                  for k, v in state_dict.items()
+                  if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state_dict]
+    fresh = [k for k in missing if any(re.search(p, k) for p in new_keys)]
+    missing = [k for k in missing if k not in fresh]
+    problems = []
+    for title, keys in (('keys in the checkpoint that the model does not have',
+                         unexpected), ('shape mismatches', mismatched),
+                        ('model weights the checkpoint does not have', missing)):
+        if keys:
+            shown = '\n    '.join(keys[:20])
+            more = f'\n    ... and {len(keys) - 20} more' if len(keys) > 20 else ''
+            problems.append(f'  {title} ({len(keys)}):\n    {shown}{more}')
+    if problems:
+        raise CheckpointError(
+            f'Checkpoint {filename} does not fit {type(module).__name__}:\n' +
+            '\n'.join(problems) + '\nCheck that the checkpoint is for this '
+            'architecture (arch/depth) and layout, or set init_cfg=None.')
+    module.load_state_dict(state_dict, strict=False)
+    print_log(
+        f'Loaded {len(state_dict)} tensors from {filename} into '
+        f'{type(module).__name__}' +
+        (f'; {len(fresh)} ACmix-only tensors keep their initialisation' if fresh else
+         ''),
+        logger=logger)

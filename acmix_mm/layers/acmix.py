@@ -1,0 +1,164 @@
+"""The ACmix operator (Pan et al., CVPR 2022, Sec. 4.2-4.3), written once.
+
+Stage I projects the input tokens once with a shared 1x1 projection into q, k and v
+(3 x num_heads feature pieces). Stage II reuses those pieces twice:
+
+* an attention path, whose mode plugs in from ``ATTENTION_PATHS`` (global attention with
+  spatial reduction for PVT; other modes register themselves the same way);
+* a convolution path (:class:`ShiftConvPath`): a light fully connected layer mixes the
+  3 x num_heads pieces into k*k maps, then one group convolution, initialised with exact
+  shift kernels and learnable afterwards, shifts and sums them (Fig. 3c).
+
+The two outputs are mixed as ``alpha * F_att + beta * F_conv`` (Eq. 13).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+
+from ..registry import ATTENTION_PATHS
+
+
+def shift_kernels(kernel_size):
+    """Kernels that make a depthwise convolution a pure shift (Eq. 15).
+
+    Returns a ``(k*k, k, k)`` tensor whose ``i``-th kernel is one at position
+    ``(i // k, i % k)``: convolving with it moves the map by ``(i // k - k // 2,
+    i % k - k // 2)`` with zero filling (Eq. 16-17).
+    """
+    kernels = torch.zeros(kernel_size * kernel_size, kernel_size, kernel_size)
+    for i in range(kernel_size * kernel_size):
+        kernels[i, i // kernel_size, i % kernel_size] = 1.
+    return kernels
+
+
+class ShiftConvPath(nn.Module):
+    """Convolution path of ACmix: fully connected layer, then shift-and-sum.
+
+    The input is the Stage I projection laid out as ``3 * num_heads`` pieces of
+    ``head_dims`` channels each (q heads, then k heads, then v heads). For every channel
+    ``d`` of a piece, ``fc`` mixes the ``3 * num_heads`` pieces into ``k*k`` maps, as the
+    k*k Stage I projections of a convolution would give (Eq. 6). The group convolution
+    (``head_dims`` groups of ``k*k`` inputs and ``num_heads`` outputs each) then shifts
+    the maps and sums them (Eq. 7-8); its kernels start as exact shift kernels.
+
+    Args:
+        embed_dims (int): Channels of q, k, v and of the output.
+        num_heads (int): Number of heads the projection is split into.
+        kernel_size (int): Kernel size k_c of the emulated convolution. Default: 3.
+    """
+
+    def __init__(self, embed_dims, num_heads, kernel_size=3):
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads '
+                             f'({num_heads}).')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.kernel_size = kernel_size
+        num_shifts = kernel_size * kernel_size
+        self.fc = nn.Conv2d(3 * num_heads, num_shifts, kernel_size=1, bias=True)
+        # The official code assigns the result of an in-place helper (None) to the
+        # bias, so the released models have no bias here; we match that.
+        self.dep_conv = nn.Conv2d(
+            num_shifts * self.head_dims,
+            embed_dims,
+            kernel_size=kernel_size,
+            padding=kernel_size // 2,
+            groups=self.head_dims,
+            bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Shift initialisation of the group convolution (Fig. 3c.II)."""
+        with torch.no_grad():
+            self.dep_conv.weight.copy_(
+                shift_kernels(self.kernel_size).repeat(self.embed_dims, 1, 1, 1))
+            fan_in = 3 * self.num_heads
+            bound = 1 / fan_in**0.5
+            nn.init.uniform_(self.fc.weight, -bound, bound)
+            nn.init.uniform_(self.fc.bias, -bound, bound)
+
+    def forward(self, qkv, hw_shape):
+        """Apply the path to token-layout projections.
+
+        Args:
+            qkv (Tensor): Stage I output, shape (B, H*W, 3 * embed_dims).
+            hw_shape (tuple[int]): (H, W).
+
+        Returns:
+            Tensor: F_conv, shape (B, H*W, embed_dims).
+        """
+        batch, num_tokens, _ = qkv.shape
+        height, width = hw_shape
+        num_shifts = self.kernel_size**2
+        # (B, N, 3*heads, d) -> (B, N, d, 3*heads): fc mixes the pieces of each channel d.
+        pieces = qkv.view(batch, num_tokens, 3 * self.num_heads,
+                          self.head_dims).transpose(2, 3)
+        maps = F.linear(pieces, self.fc.weight.view(num_shifts, -1), self.fc.bias)
+        # (B, N, d, k*k) is already channels-last for the groups (d, k*k) of dep_conv,
+        # so this permute is a view, not a copy.
+        maps = maps.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+        out = self.dep_conv(maps)
+        return out.flatten(2).transpose(1, 2)
+
+
+class ACmix(BaseModule):
+    """ACmix on tokens: shared projection, attention path, convolution path.
+
+    Args:
+        embed_dims (int): Input and output channels C.
+        num_heads (int): Number of attention heads N.
+        attn_path (dict): Config of the attention path, built from ``ATTENTION_PATHS``
+            with ``embed_dims`` and ``num_heads`` filled in, e.g.
+            ``dict(type='SpatialReductionAttentionPath', sr_ratio=8)``.
+        kernel_conv (int): Kernel size k_c of the convolution path. Default: 3.
+        qkv_bias (bool): Bias of the shared projection. Default: True.
+        rate_init (tuple[float]): Initial (alpha, beta). Default: (0.5, 0.5), as in the
+            official code; (1.0, 0.0) makes a fresh ACmix compute exactly its
+            attention path, i.e. the pretrained attention model.
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    def __init__(self,
+                 embed_dims,
+                 num_heads,
+                 attn_path,
+                 kernel_conv=3,
+                 qkv_bias=True,
+                 rate_init=(0.5, 0.5),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.rate_init = tuple(rate_init)
+        # Stage I: one projection whose output both paths share.
+        self.qkv = nn.Linear(embed_dims, 3 * embed_dims, bias=qkv_bias)
+        self.attn_path = ATTENTION_PATHS.build(
+            attn_path, default_args=dict(embed_dims=embed_dims, num_heads=num_heads))
+        self.conv_path = ShiftConvPath(embed_dims, num_heads, kernel_conv)
+        self.alpha = nn.Parameter(torch.empty(1))
+        self.beta = nn.Parameter(torch.empty(1))
+        self.reset_rates()
+
+    def reset_rates(self):
+        """Set alpha and beta to ``rate_init``."""
+        with torch.no_grad():
+            self.alpha.fill_(self.rate_init[0])
+            self.beta.fill_(self.rate_init[1])
+
+    def forward(self, x, hw_shape):
+        """Forward on tokens.
+
+        Args:
+            x (Tensor): Shape (B, H*W, C).
+            hw_shape (tuple[int]): (H, W) of the token grid.
+
+        Returns:
+            Tensor: Shape (B, H*W, C).
+        """
+        qkv = self.qkv(x)
+        f_att = self.attn_path(x, qkv, hw_shape, self.qkv)
+        f_conv = self.conv_path(qkv, hw_shape)
+        return self.alpha * f_att + self.beta * f_conv

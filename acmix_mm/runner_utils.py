@@ -1,0 +1,141 @@
+"""What tools/train.py and tools/test.py share: config loading, the downstream scope,
+checks of the data paths, and errors a user can act on (no tracebacks)."""
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+
+from .checkpoint import CheckpointError
+
+
+class UserError(RuntimeError):
+    """A problem in what the user asked for; the message names it and the fix."""
+
+
+# Errors the tools turn into one clear message and exit status 1.
+USER_ERRORS = (UserError, CheckpointError)
+
+SCOPES = ('mmdet', 'mmseg')
+
+
+def _check_cfg_options(cfg, options):
+    """Refuse --cfg-options whose parent keys do not exist (likely a typo)."""
+    tree = cfg.to_dict()
+    for dotted in options or {}:
+        parts = dotted.split('.')
+        node, path = tree, []
+        for part in parts[:-1]:
+            path.append(part)
+            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                raise UserError(
+                    f'--cfg-options key {dotted!r}: {".".join(path)!r} is not in the '
+                    'config. Print the config (python -c "from mmengine import Config; '
+                    'print(Config.fromfile(PATH).pretty_text)") to see its keys.')
+        if len(parts) == 1 and parts[0] not in tree:
+            raise UserError(f'--cfg-options key {dotted!r} is not a top-level key of the '
+                            'config.')
+
+
+def load_config(path, cfg_options=None):
+    """Read a config file and apply ``--cfg-options``, with clear errors."""
+    if not osp.isfile(path):
+        raise UserError(f'Config file not found: {path}. Configs live under configs/, '
+                        'e.g. configs/retinanet_pvt_acmix_t_1x.py.')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        _check_cfg_options(cfg, cfg_options)
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise UserError(f'{path} has default_scope={scope!r}; acmix_mm tools run '
+                        f"configs of scope 'mmdet' (detection) or 'mmseg' (segmentation).")
+    return cfg
+
+
+def set_launcher(cfg, launcher):
+    """Record the launcher; without a GPU, distributed runs use gloo instead of nccl."""
+    import torch
+    cfg.launcher = launcher
+    if launcher != 'none' and not torch.cuda.is_available():
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+
+
+def init_scope(cfg):
+    """Register the modules of the config's downstream library (mmdet or mmseg)."""
+    if cfg.default_scope == 'mmdet':
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+
+
+_LAYOUTS = {
+    'mmdet': ('data/coco/\n  train2017/  val2017/  (images)\n  annotations/'
+              'instances_train2017.json  annotations/instances_val2017.json'),
+    'mmseg': ('data/ade/ADEChallengeData2016/\n  images/{training,validation}/*.jpg\n'
+              '  annotations/{training,validation}/*.png'),
+}
+
+
+def _dataset_paths(dataset):
+    """Files and folders a dataset config reads (following wrapper datasets)."""
+    if 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset, ...
+        return _dataset_paths(dataset['dataset'])
+    if 'datasets' in dataset:  # ConcatDataset
+        return [p for d in dataset['datasets'] for p in _dataset_paths(d)]
+    root = dataset.get('data_root') or ''
+    paths = [root] if root else []
+    if dataset.get('ann_file'):
+        paths.append(osp.join(root, dataset['ann_file']))
+    for prefix in (dataset.get('data_prefix') or {}).values():
+        if isinstance(prefix, str) and prefix:
+            paths.append(osp.join(root, prefix))
+    return paths
+
+
+def check_data(cfg, loaders):
+    """Fail early, naming the missing path and the expected layout."""
+    for loader in loaders:
+        dataset = (cfg.get(loader) or {}).get('dataset')
+        if not dataset:
+            continue
+        for path in _dataset_paths(dataset):
+            if '://' not in path and not osp.exists(path):
+                raise UserError(
+                    f'{loader}: {path} does not exist. Expected the standard layout\n'
+                    f'{_LAYOUTS[cfg.default_scope]}\n(link your data there, or set '
+                    "--cfg-options to another data_root). For the bundled demo data run "
+                    '"python tools/make_demo_data.py" and use a config in configs/demo/.')
+
+
+def add_common_args(parser):
+    """The arguments train.py and test.py share, as mmdet's and mmseg's tools name them."""
+    parser.add_argument('--work-dir', help='the dir to save logs, models and metrics')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value, e.g. '
+        'train_cfg.max_epochs=1 model.backbone.with_cp=True')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def config_from_args(args):
+    """Load ``args.config`` with the common arguments applied."""
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = load_config(args.config, args.cfg_options)
+    set_launcher(cfg, args.launcher)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg

@@ -1,0 +1,239 @@
+"""The PVTACmix backbone contract: registries, shapes, freezing, checkpoints."""
+import pytest
+import torch
+import torch.nn as nn
+
+from acmix_mm.backbones import PVTACmix, pvt_official_to_acmix
+from acmix_mm.checkpoint import CheckpointError
+
+
+class ReferencePVT(nn.Module):
+    """PVT v1 written as the official detection code computes it, with the official
+    key layout (patch_embed{i}, pos_embed{i}, block{i}.{j}.attn.q/kv/sr/norm/proj, ...),
+    plus the class token, final norm and head that the ImageNet checkpoints carry."""
+
+    class Attention(nn.Module):
+
+        def __init__(self, dim, heads, sr_ratio):
+            super().__init__()
+            self.heads, self.sr_ratio = heads, sr_ratio
+            self.q = nn.Linear(dim, dim)
+            self.kv = nn.Linear(dim, 2 * dim)
+            self.proj = nn.Linear(dim, dim)
+            if sr_ratio > 1:
+                self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
+                self.norm = nn.LayerNorm(dim)
+
+        def forward(self, x, height, width):
+            batch, length, dim = x.shape
+            q = self.q(x).reshape(batch, length, self.heads, -1).transpose(1, 2)
+            if self.sr_ratio > 1:
+                x = self.sr(x.transpose(1, 2).reshape(batch, dim, height, width))
+                x = self.norm(x.flatten(2).transpose(1, 2))
+            kv = self.kv(x).reshape(batch, -1, 2, self.heads, dim // self.heads)
+            k, v = kv.permute(2, 0, 3, 1, 4)
+            attn = (q @ k.transpose(-2, -1) * (dim // self.heads)**-0.5).softmax(-1)
+            return self.proj((attn @ v).transpose(1, 2).reshape(batch, length, dim))
+
+    def __init__(self, depths=(2, 2, 2, 2)):
+        super().__init__()
+        dims, heads, ratios, srs = [64, 128, 320, 512], [1, 2, 5, 8], [8, 8, 4, 4], \
+            [8, 4, 2, 1]
+        channels = 3
+        for i in range(4):
+            patch = 4 if i == 0 else 2
+            embed = nn.Module()
+            embed.proj = nn.Conv2d(channels, dims[i], patch, patch)
+            embed.norm = nn.LayerNorm(dims[i])
+            setattr(self, f'patch_embed{i + 1}', embed)
+            tokens = (56 // 2**i)**2 + (1 if i == 3 else 0)
+            setattr(self, f'pos_embed{i + 1}', nn.Parameter(torch.randn(1, tokens, dims[i])))
+            blocks = nn.ModuleList()
+            for _ in range(depths[i]):
+                block = nn.Module()
+                block.norm1 = nn.LayerNorm(dims[i], eps=1e-6)
+                block.attn = self.Attention(dims[i], heads[i], srs[i])
+                block.norm2 = nn.LayerNorm(dims[i], eps=1e-6)
+                block.mlp = nn.Module()
+                block.mlp.fc1 = nn.Linear(dims[i], dims[i] * ratios[i])
+                block.mlp.fc2 = nn.Linear(dims[i] * ratios[i], dims[i])
+                blocks.append(block)
+            setattr(self, f'block{i + 1}', blocks)
+            channels = dims[i]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 512))
+        self.norm = nn.LayerNorm(512)
+        self.head = nn.Linear(512, 1000)
+        for p in self.parameters():  # LayerNorms away from identity, to test them too
+            nn.init.normal_(p, std=0.05) if p.dim() < 2 else None
+
+    def forward(self, x):
+        outs = []
+        for i in range(1, 5):
+            embed = getattr(self, f'patch_embed{i}')
+            x = embed.proj(x)
+            height, width = x.shape[-2:]
+            x = embed.norm(x.flatten(2).transpose(1, 2))
+            pos = getattr(self, f'pos_embed{i}')
+            x = x + (pos[:, 1:] if i == 4 else pos)
+            for block in getattr(self, f'block{i}'):
+                x = x + block.attn(block.norm1(x), height, width)
+                h = block.norm2(x)
+                x = x + block.mlp.fc2(nn.functional.gelu(block.mlp.fc1(h)))
+            x = x.transpose(1, 2).reshape(x.shape[0], -1, height, width)
+            outs.append(x)
+        return outs
+
+
+@pytest.fixture(scope='module')
+def official_tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    reference = ReferencePVT().eval()
+    path = tmp_path_factory.mktemp('ckpt') / 'pvt_tiny.pth'
+    torch.save(reference.state_dict(), path)
+    return reference, str(path)
+
+
+def test_registered_in_mmdet_and_mmseg():
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmseg.registry import MODELS as SEG_MODELS
+    for registry in (DET_MODELS, SEG_MODELS):
+        model = registry.build(dict(type='PVTACmix', arch='tiny', out_indices=(3, )))
+        assert isinstance(model, PVTACmix)
+
+
+@pytest.mark.parametrize('arch,params', [('tiny', 13.2), ('small', 24.5)])
+def test_sizes_with_imagenet_head(arch, params):
+    """Paper: PVT-ACmix-T 13M, -S 25M parameters with a 1000-class head."""
+    model = PVTACmix(arch=arch)
+    total = sum(p.numel() for p in model.parameters()) + 512 * 1000 + 1000 + 2 * 512
+    assert abs(total / 1e6 - params) < 0.5
+
+
+def test_odd_input_shapes_and_strides():
+    model = PVTACmix(arch='tiny').eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 97, 131))
+    assert [tuple(o.shape) for o in outs] == [(1, 64, 25, 33), (1, 128, 13, 17),
+                                              (1, 320, 7, 9), (1, 512, 4, 5)]
+
+
+def test_out_indices():
+    model = PVTACmix(arch='tiny', out_indices=(1, 3)).eval()
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [128, 512]
+    with pytest.raises(ValueError, match='out_indices'):
+        PVTACmix(arch='tiny', out_indices=(4, ))
+
+
+def test_unknown_arch_is_refused():
+    with pytest.raises(ValueError, match="Unknown PVTACmix arch 'huge'"):
+        PVTACmix(arch='huge')
+
+
+def test_frozen_stages_stay_frozen_in_train_mode():
+    model = PVTACmix(arch='tiny', frozen_stages=2, drop_path_rate=0.5)
+    model.train()
+    for i, stage in enumerate(model.stages):
+        frozen = i < 2
+        assert all(p.requires_grad != frozen for p in stage.parameters())
+        assert all(m.training != frozen for m in stage.modules())
+    model(torch.randn(1, 3, 64, 64))[-1].sum().backward()
+    assert all(p.grad is None for p in model.stages[0].parameters())
+    assert model.stages[2].blocks[0].attn.alpha.grad is not None
+
+
+def test_train_and_eval_modes():
+    torch.manual_seed(0)
+    model = PVTACmix(arch='tiny', drop_path_rate=0.5)
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        first, second = model(x)[-1], model(x)[-1]
+    torch.testing.assert_close(first, second)  # eval: deterministic
+    model.train()
+    with torch.no_grad():
+        assert not torch.allclose(model(x)[-1], first)  # stochastic depth is active
+
+
+def test_with_cp_gives_equal_outputs_and_gradients():
+    torch.manual_seed(0)
+    plain = PVTACmix(arch='tiny')
+    checkpointed = PVTACmix(arch='tiny', with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    grads = []
+    for model in (plain, checkpointed):
+        model.eval()
+        out = model(x)
+        sum(o.square().sum() for o in out).backward()
+        grads.append(model.stages[0].blocks[0].attn.qkv.weight.grad.clone())
+        assert any(p.requires_grad for p in model.parameters())
+    torch.testing.assert_close(grads[0], grads[1])
+    torch.testing.assert_close(plain(x)[-1], checkpointed(x)[-1])
+
+
+def test_official_checkpoint_converts_and_matches_pvt(official_tiny):
+    """With (alpha, beta) = (1, 0) the model loaded from an official PVT v1 checkpoint
+    computes exactly that PVT; the convolution path keeps its shift initialisation."""
+    reference, path = official_tiny
+    model = PVTACmix(
+        arch='tiny',
+        rate_init=(1.0, 0.0),
+        init_cfg=dict(type='Pretrained', checkpoint=path))
+    model.init_weights()
+    model.eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        for ours, theirs in zip(model(x), reference(x)):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    path_conv = model.stages[0].blocks[0].attn.conv_path.dep_conv.weight
+    assert path_conv[:, 4, 1, 1].eq(1).all()  # the centre shift kernel, untouched
+
+
+def test_official_checkpoint_matches_mmdet_pvt(official_tiny):
+    """mmdet's PVT, loading the same file through its own converter, agrees."""
+    from mmdet.models.backbones import PyramidVisionTransformer
+    from mmengine.config import ConfigDict
+    reference, path = official_tiny
+    mmdet_pvt = PyramidVisionTransformer(
+        num_layers=[2, 2, 2, 2],
+        init_cfg=ConfigDict(type='Pretrained', checkpoint=path))
+    mmdet_pvt.init_weights()
+    model = PVTACmix(arch='tiny', rate_init=(1.0, 0.0),
+                     init_cfg=dict(type='Pretrained', checkpoint=path))
+    model.init_weights()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        for ours, theirs in zip(model.eval()(x), mmdet_pvt.eval()(x)):
+            torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-3)
+
+
+def test_converter_places_every_official_key(official_tiny):
+    reference, _ = official_tiny
+    converted = pvt_official_to_acmix(reference.state_dict())
+    own = PVTACmix(arch='tiny').state_dict()
+    assert set(converted) <= set(own)
+    assert all(converted[k].shape == own[k].shape for k in converted)
+    left = set(own) - set(converted)
+    assert left and all(('conv_path' in k or k.endswith(('alpha', 'beta'))) for k in left)
+
+
+def test_checkpoint_of_another_arch_is_refused_with_the_keys(official_tiny, tmp_path):
+    _, path = official_tiny
+    model = PVTACmix(arch='small', init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(CheckpointError, match='model weights the checkpoint does not '
+                       'have') as err:
+        model.init_weights()
+    assert 'stages.0.blocks.2' in str(err.value)
+    missing = PVTACmix(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'x.pth')))
+    with pytest.raises(CheckpointError, match='not found'):
+        missing.init_weights()
+
+
+def test_fresh_init_keeps_shift_kernels():
+    model = PVTACmix(arch='tiny')
+    model.init_weights()
+    attn = model.stages[1].blocks[1].attn
+    assert attn.alpha.item() == 0.5 and attn.beta.item() == 0.5
+    kernels = attn.conv_path.dep_conv.weight
+    assert kernels.sum().item() == kernels.shape[0] * 9 and kernels.max().item() == 1

@@ -1,0 +1,62 @@
+"""Paint a model's predictions on one image: boxes (mmdet configs) or masks (mmseg).
+
+    python tools/image_demo.py CONFIG CHECKPOINT IMAGE --out-file OUT.jpg
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import mmcv
+
+from acmix_mm.checkpoint import load_checkpoint_file
+from acmix_mm.runner_utils import USER_ERRORS, UserError, init_scope, load_config
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('image', help='image file')
+    parser.add_argument('--out-file', required=True, help='where to write the picture')
+    parser.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
+    parser.add_argument(
+        '--score-thr', type=float, default=0.3, help='detection score threshold')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        if not osp.isfile(args.image):
+            raise UserError(f'Image not found: {args.image}')
+        load_checkpoint_file(args.checkpoint)
+        init_scope(cfg)
+        image = mmcv.imread(args.image, channel_order='rgb')
+        os.makedirs(osp.dirname(osp.abspath(args.out_file)), exist_ok=True)
+        if cfg.default_scope == 'mmdet':
+            from mmdet.apis import inference_detector, init_detector
+            from mmdet.registry import VISUALIZERS
+            model = init_detector(cfg, args.checkpoint, device=args.device)
+            result = inference_detector(model, args.image)
+            visualizer = VISUALIZERS.build(cfg.visualizer)
+            visualizer.dataset_meta = model.dataset_meta
+            visualizer.add_datasample(
+                'result', image, data_sample=result, draw_gt=False, show=False,
+                pred_score_thr=args.score_thr, out_file=args.out_file)
+        else:
+            from mmseg.apis import inference_model, init_model, show_result_pyplot
+            model = init_model(cfg, args.checkpoint, device=args.device)
+            result = inference_model(model, args.image)
+            show_result_pyplot(model, args.image, result, show=False,
+                               out_file=args.out_file)
+    except USER_ERRORS as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    print(f'wrote {args.out_file}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Evaluate a checkpoint: COCO mAP (mmdet configs) or mIoU (mmseg configs).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
+                         [--show-dir DIR] [--show] [--tta] [--cfg-options k=v ...]
+"""
+import argparse
+import os.path as osp
+import sys
+
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from acmix_mm.checkpoint import load_checkpoint_file
+from acmix_mm.runner_utils import USER_ERRORS, UserError, add_common_args, check_data, \
+    config_from_args, init_scope
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--out',
+        help='mmdet: dump predictions to this pickle file (.pkl); mmseg: write the '
+        'predicted masks into this directory')
+    parser.add_argument('--show', action='store_true', help='show prediction results')
+    parser.add_argument(
+        '--show-dir', help='directory where painted images will be saved')
+    parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument('--tta', action='store_true', help='test time augmentation')
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def enable_visualization(cfg, args):
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise UserError('--show/--show-dir need default_hooks.visualization in the config.')
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        if cfg.default_scope == 'mmdet':
+            hook['test_out_dir'] = osp.abspath(args.show_dir)
+        else:
+            cfg.visualizer['save_dir'] = args.show_dir
+
+
+def build_cfg(args):
+    cfg = config_from_args(args)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise UserError('--tta needs tta_model and tta_pipeline in the config.')
+        cfg.model = dict(type=cfg.tta_model.type, module=cfg.model,
+                         **{k: v for k, v in cfg.tta_model.items() if k != 'type'})
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    if args.out and cfg.default_scope == 'mmseg':
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = build_cfg(args)
+        init_scope(cfg)
+        check_data(cfg, ['test_dataloader'])
+        load_checkpoint_file(args.checkpoint)  # fail early and clearly on a bad file
+        runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
+                  RUNNERS.build(cfg))
+        if args.out and cfg.default_scope == 'mmdet':
+            if not args.out.endswith(('.pkl', '.pickle')):
+                raise UserError('--out for detection must be a .pkl or .pickle file.')
+            from mmdet.evaluation import DumpDetResults
+            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+        runner.test()
+    except USER_ERRORS as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Train a detector (mmdet) or segmentor (mmseg) from a config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                          [--auto-scale-lr] [--cfg-options k=v ...] [--launcher pytorch]
+
+The config's ``default_scope`` ('mmdet' or 'mmseg') picks the library; the config
+reaches acmix_mm through its ``custom_imports``.
+"""
+import argparse
+import sys
+
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from acmix_mm.runner_utils import USER_ERRORS, UserError, add_common_args, check_data, \
+    config_from_args, init_scope
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--amp', action='store_true', help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true', help='enable automatically scaling LR')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from the given checkpoint, or from the latest checkpoint in the '
+        'work dir when no path is given')
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def build_cfg(args):
+    cfg = config_from_args(args)
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise UserError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
+                                 'the config.')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = build_cfg(args)
+        init_scope(cfg)
+        check_data(cfg, ['train_dataloader', 'val_dataloader'])
+        runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
+                  RUNNERS.build(cfg))
+        runner.train()
+    except USER_ERRORS as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
