@@ -4,7 +4,7 @@ Importing the package registers every backbone in mmdet's and mmseg's ``MODELS``
 configs reach it with ``custom_imports = dict(imports=['acmix_mm'])``.
 """
 from .checkpoint import allow_runner_checkpoint_types
-from . import backbones, layers  # noqa: F401  (registers the models)
+from . import backbones, layers, runner  # noqa: F401  (registers models, runner)
 
 __version__ = '0.1.0'
 

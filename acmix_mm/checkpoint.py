@@ -11,6 +11,7 @@
 import os.path as osp
 import pickle
 import re
+import zipfile
 from collections import OrderedDict
 
 import numpy as np
@@ -63,6 +64,14 @@ def allow_runner_checkpoint_types():
     torch.serialization.add_safe_globals([HistoryBuffer, *_numpy_checkpoint_types()])
 
 
+def _looks_like_torch_file(filename):
+    """torch.save writes a zip archive (or, before torch 1.6, a pickle)."""
+    if zipfile.is_zipfile(filename):
+        return True
+    with open(filename, 'rb') as f:
+        return f.read(1) == b'\x80'
+
+
 def load_checkpoint_file(filename, map_location='cpu'):
     """Load a checkpoint file or URL safely (no pickled code is run).
 
@@ -70,19 +79,32 @@ def load_checkpoint_file(filename, map_location='cpu'):
         CheckpointError: if the file is missing, truncated, not a checkpoint, or holds
             objects outside the allow-list.
     """
-    if not re.match(r'^[a-z0-9+]+://', str(filename)) and not osp.isfile(filename):
-        raise CheckpointError(
-            f'Checkpoint file not found: {filename}. Download it to that path, pass '
-            'the right path, or drop the init_cfg/--resume that asks for it.')
+    is_url = re.match(r'^[a-z0-9+]+://', str(filename)) is not None
+    if not is_url:
+        if not osp.isfile(filename):
+            raise CheckpointError(
+                f'Checkpoint file not found: {filename}. Download it to that path, pass '
+                'the right path, or drop the init_cfg/--resume that asks for it.')
+        if not _looks_like_torch_file(filename):
+            raise CheckpointError(
+                f'Cannot read checkpoint {filename}: it is truncated or not a PyTorch '
+                'checkpoint; download or save it again.')
     try:
         return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     except pickle.UnpicklingError as err:
+        found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(err))
+        what = f' ({found.group(1)})' if found else ''
         raise CheckpointError(
-            f'Refused to load {filename}: it holds objects that are not plain weights '
-            f'({err}). acmix_mm loads checkpoints with weights_only=True so that a '
-            'checkpoint cannot run code; only load files you trust, converted to '
+            f'Refused to load {filename}: it holds objects that are not plain '
+            f'weights{what}. acmix_mm loads checkpoints with weights_only=True so that '
+            'a checkpoint cannot run code; only load files you trust, converted to '
             'plain tensors.') from None
     except (RuntimeError, EOFError, OSError) as err:
+        if is_url:
+            raise CheckpointError(
+                f'Cannot download {filename} ({err}). Download it by hand and pass its '
+                'path (e.g. --cfg-options model.backbone.init_cfg.checkpoint=PATH), or '
+                'set model.backbone.init_cfg=None to train from scratch.') from None
         raise CheckpointError(
             f'Cannot read checkpoint {filename}: {err}. The file may be truncated or '
             'not a PyTorch checkpoint; download or save it again.') from None

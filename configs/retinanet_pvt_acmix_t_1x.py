@@ -2,7 +2,6 @@
 # the baseline's, only the backbone differs. The backbone starts from the official PVT-T
 # ImageNet weights (PVT-ACmix weights were never released), converted on load.
 _base_ = './retinanet_pvt_t_1x.py'
-custom_imports = dict(imports=['acmix_mm'], allow_failed_imports=False)
 model = dict(
     backbone=dict(
         _delete_=True,

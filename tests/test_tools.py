@@ -1,5 +1,6 @@
 """train.py and test.py end to end on the bundled data, and their error messages."""
 import json
+import os
 import os.path as osp
 
 import pytest
@@ -40,13 +41,27 @@ def test_train_runs_one_iteration_and_evaluates(trained):
     assert 'Epoch(train) [1][1/1]' in log
     assert 'coco/bbox_mAP' in log
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
+    assert not [f for f in os.listdir(work_dir) if f.endswith('.partial')]
+
+
+def test_resume_continues_from_the_last_checkpoint(trained, tiny_demo_data):
+    work_dir, _ = trained
+    proc = run_tool('tools/train.py', DEMO, '--work-dir', work_dir, '--resume',
+                    '--cfg-options', *demo_data_options(tiny_demo_data),
+                    'train_dataloader.batch_size=2', 'train_cfg.max_epochs=2',
+                    'train_cfg.val_interval=10')
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'resumed epoch: 1, iter: 1' in log
+    assert 'Epoch(train) [2][1/1]' in log and 'Epoch(train) [1]' not in log
 
 
 def test_test_reports_coco_map_and_paints_results(trained, tiny_demo_data, tmp_path):
     work_dir, _ = trained
     out = str(tmp_path / 'results.pkl')
     show_dir = str(tmp_path / 'painted')
-    proc = run_tool('tools/test.py', DEMO, osp.join(work_dir, 'epoch_1.pth'), '--work-dir',
+    checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+    proc = run_tool('tools/test.py', DEMO, checkpoint, '--work-dir',
                     str(tmp_path), '--out', out, '--show-dir', show_dir, '--cfg-options',
                     *demo_data_options(tiny_demo_data))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,5 +1,8 @@
 # Runtime shared by the detection configs (mmdet scope).
 default_scope = 'mmdet'
+# acmix_mm registers the backbones and the runner that writes checkpoints atomically.
+custom_imports = dict(imports=['acmix_mm'], allow_failed_imports=False)
+runner_type = 'AtomicCheckpointRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
