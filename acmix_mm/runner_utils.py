@@ -19,10 +19,20 @@ SCOPES = ('mmdet', 'mmseg')
 
 
 def _check_cfg_options(cfg, options):
-    """Refuse --cfg-options whose parent keys do not exist (likely a typo)."""
+    """Refuse --cfg-options whose parent keys do not exist (likely a typo).
+
+    Top-level arguments of mmengine's Runner (``randomness``, ``env_cfg``, ...) may be
+    set even when the config leaves them out.
+    """
+    import inspect
+
+    from mmengine.runner import Runner
+    runner_keys = set(inspect.signature(Runner.__init__).parameters)
     tree = cfg.to_dict()
     for dotted in options or {}:
         parts = dotted.split('.')
+        if parts[0] in runner_keys and parts[0] not in tree:
+            continue
         node, path = tree, []
         for part in parts[:-1]:
             path.append(part)
@@ -35,7 +45,7 @@ def _check_cfg_options(cfg, options):
                     f'--cfg-options key {dotted!r}: {".".join(path)!r} is not in the '
                     'config. Print the config (python -c "from mmengine import Config; '
                     'print(Config.fromfile(PATH).pretty_text)") to see its keys.')
-        if len(parts) == 1 and parts[0] not in tree:
+        if len(parts) == 1 and parts[0] not in tree and parts[0] not in runner_keys:
             raise UserError(f'--cfg-options key {dotted!r} is not a top-level key of the '
                             'config.')
 
@@ -70,7 +80,9 @@ def init_scope(cfg):
         from mmdet.utils import register_all_modules
     else:
         from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
+    from mmengine.registry import init_default_scope
+    register_all_modules(init_default_scope=False)
+    init_default_scope(cfg.default_scope)
 
 
 _LAYOUTS = {

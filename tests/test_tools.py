@@ -89,3 +89,31 @@ def test_test_refuses_a_missing_checkpoint(tiny_demo_data, tmp_path):
                     *demo_data_options(tiny_demo_data))
     assert proc.returncode == 1
     assert 'Checkpoint file not found' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+SEG_DEMO = 'configs/demo/sem_fpn_pvt_acmix_t_demo.py'
+
+
+def seg_data_options(data_root):
+    ade = osp.join(data_root, 'ade', 'ADEChallengeData2016')
+    return [f'{loader}.dataset.data_root={ade}' for loader in
+            ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+
+
+def test_segmentation_trains_one_iteration_and_reports_miou(tiny_demo_data, tmp_path):
+    work_dir = str(tmp_path / 'seg')
+    proc = run_tool('tools/train.py', SEG_DEMO, '--work-dir', work_dir, '--cfg-options',
+                    *seg_data_options(tiny_demo_data), 'train_dataloader.batch_size=2',
+                    'train_cfg.max_iters=1', 'train_cfg.val_interval=1',
+                    'default_hooks.checkpoint.interval=1')
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'Iter(train) [1/1]' in log and 'mIoU:' in log
+    checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+    proc = run_tool('tools/test.py', SEG_DEMO, checkpoint, '--work-dir', work_dir,
+                    '--show-dir', str(tmp_path / 'painted'), '--cfg-options',
+                    *seg_data_options(tiny_demo_data))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'mIoU:' in log
+    assert os.listdir(tmp_path / 'painted')

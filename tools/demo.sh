@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# The main job on the bundled data, from a fresh clone:
-#   set up (or reuse) the environment, make the demo data, train RetinaNet PVT-ACmix-T
-#   with tools/train.py, evaluate COCO bbox mAP with tools/test.py, and paint the
-#   detections on a demo image.
-#   bash tools/demo.sh            (outputs under work_dirs/demo_retinanet_pvt_acmix_t/)
+# The main job on the bundled data, from a fresh clone: set up (or reuse) the
+# environment, make the demo data, train with tools/train.py, evaluate with
+# tools/test.py and paint the predictions on a demo image.
+#   bash tools/demo.sh        RetinaNet PVT-ACmix-T, COCO bbox mAP (the main job)
+#   bash tools/demo.sh seg    Semantic FPN PVT-ACmix-T, ADE20K-style mIoU
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TASK=${1:-det}
+case "$TASK" in
+  det) NAME=retinanet_pvt_acmix_t_demo; IMAGE=data/demo/coco/val2017/000001.jpg
+       METRIC='coco/bbox_mAP: [0-9.]*.*bbox_mAP_l: [0-9.]*' ;;
+  seg) NAME=sem_fpn_pvt_acmix_t_demo
+       IMAGE=data/demo/ade/ADEChallengeData2016/images/validation/ADE_valid_00000001.jpg
+       METRIC='aAcc: [0-9.]*  mIoU: [0-9.]*  mAcc: [0-9.]*' ;;
+  *) echo "usage: bash tools/demo.sh [det|seg]" >&2; exit 2 ;;
+esac
 PY=$(bash tools/setup_env.sh)
-CONFIG=configs/demo/retinanet_pvt_acmix_t_demo.py
-WORK_DIR=work_dirs/demo_retinanet_pvt_acmix_t
+CONFIG=configs/demo/$NAME.py
+WORK_DIR=work_dirs/$NAME
 
 "$PY" tools/make_demo_data.py --out data/demo
 start=$(date +%s)
@@ -16,11 +25,10 @@ start=$(date +%s)
 trained=$(date +%s)
 CKPT=$(cat "$WORK_DIR/last_checkpoint")
 "$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK_DIR/test" 2>&1 | tee "$WORK_DIR/test.log"
-"$PY" tools/image_demo.py "$CONFIG" "$CKPT" data/demo/coco/val2017/000001.jpg \
-    --out-file "$WORK_DIR/detections_000001.jpg"
+"$PY" tools/image_demo.py "$CONFIG" "$CKPT" "$IMAGE" --out-file "$WORK_DIR/prediction.jpg"
 
 echo
 echo "Training took $(( (trained - start) / 60 )) min $(( (trained - start) % 60 )) s."
-echo "COCO bbox metrics on the demo val split (tools/test.py):"
-grep -o 'coco/bbox_mAP: [0-9.]*.*bbox_mAP_l: [0-9.]*' "$WORK_DIR/test.log" | tail -n 1
-echo "Detections painted on a demo image: $WORK_DIR/detections_000001.jpg"
+echo "Metrics on the demo val split (tools/test.py):"
+grep -o "$METRIC" "$WORK_DIR/test.log" | tail -n 1
+echo "Predictions painted on a demo image: $WORK_DIR/prediction.jpg"

@@ -9,7 +9,10 @@ data_root = 'data/demo/coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle'))
 image_scale = (320, 320)
 
-model = dict(backbone=dict(init_cfg=None), bbox_head=dict(num_classes=3))
+# From scratch, so the official initial rates (0.5, 0.5) rather than the paper
+# configs' (1, 0), which only make sense on top of pretrained PVT weights.
+model = dict(
+    backbone=dict(init_cfg=None, rate_init=(0.5, 0.5)), bbox_head=dict(num_classes=3))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -1,0 +1,13 @@
+# 40k iterations, poly learning rate; validation and checkpoints every 4k.
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0005),
+    clip_grad=None)
+param_scheduler = [
+    dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=40000, by_epoch=False)
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=40000, val_interval=4000)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+# The recipes assume 8 GPUs x 2 images; --auto-scale-lr rescales for other batches.
+auto_scale_lr = dict(enable=False, base_batch_size=16)
