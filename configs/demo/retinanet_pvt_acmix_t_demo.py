@@ -2,7 +2,8 @@
 # schedule for 2 CPU cores. Same model as the paper config except the 3 demo classes and
 # no ImageNet weights (they would need a download); only data and schedule differ.
 # From scratch, 7 epochs of 60 iterations (about 15 minutes on 2 cores) reach a bbox mAP
-# of about 0.3 on the demo val split.
+# of about 0.45 on the demo val split (0.48 measured). The seed is fixed: from scratch, a transformer at
+# this learning rate diverges on some seeds (seen once at lr 1e-3 with warm-up 100).
 _base_ = '../retinanet_pvt_acmix_t_1x.py'
 
 data_root = 'data/demo/coco/'
@@ -44,12 +45,13 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
 max_epochs = 7
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-optim_wrapper = dict(optimizer=dict(lr=0.001), clip_grad=dict(max_norm=10, norm_type=2))
+train_cfg = dict(max_epochs=max_epochs, val_interval=1)  # the log shows the mAP curve
+optim_wrapper = dict(optimizer=dict(lr=0.0008), clip_grad=dict(max_norm=10, norm_type=2))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=150),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5)
 ]
 default_hooks = dict(
     logger=dict(interval=20), checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 log_processor = dict(window_size=20)
+randomness = dict(seed=0)
