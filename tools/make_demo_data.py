@@ -27,7 +27,7 @@ CLASS_HUES = ((0, 20), (50, 80), (100, 130))  # OpenCV hue, 0..179
 # ADE20K label ids (1-based, 0 = "other", ignored with reduce_zero_label) used by the
 # segmentation set: background wall, floor, and the three shapes on top.
 ADE_BACKGROUND = (1, 4)  # wall, floor
-ADE_SHAPES = (20, 16, 23)  # car, mountain, painting: any distinct ADE classes do
+ADE_SHAPES = (20, 16, 23)  # chair, table, painting: any distinct ADE classes do
 IMAGE_SIZE = 320
 SEG_SIZE = 256
 
