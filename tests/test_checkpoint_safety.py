@@ -1,6 +1,5 @@
 """Checkpoints load without running pickled code, and are written atomically."""
 import os
-import pickle
 
 import pytest
 import torch
