@@ -8,6 +8,7 @@
   base; each backbone passes a converter, and every key that does not fit is listed in
   the error, never dropped silently.
 """
+import os
 import os.path as osp
 import pickle
 import re
@@ -137,8 +138,10 @@ def load_pretrained(module, filename, converter=None, new_keys=(), logger=None):
     Args:
         module (nn.Module): The backbone.
         filename (str): Path or URL of the checkpoint.
-        converter (callable, optional): Maps a state dict in a foreign layout to ours;
-            returns it unchanged when it is already ours.
+        converter (callable, optional): Maps a state dict in a foreign layout to ours
+            and returns ``(state_dict, discarded)``, ``discarded`` listing as
+            ``'key: reason'`` the foreign tensors it deliberately left out (an ImageNet
+            classifier, buffers the model recomputes); these are logged.
         new_keys (Sequence[str]): Regular expressions of our parameter names that a
             foreign checkpoint cannot hold (e.g. the ACmix convolution path when
             starting from plain PVT). They keep their initialisation and are reported.
@@ -150,8 +153,9 @@ def load_pretrained(module, filename, converter=None, new_keys=(), logger=None):
     """
     logger = logger or MMLogger.get_current_instance()
     state_dict = extract_state_dict(load_checkpoint_file(filename))
+    discarded = []
     if converter is not None:
-        state_dict = converter(state_dict)
+        state_dict, discarded = converter(state_dict)
     own = module.state_dict()
     unexpected = [k for k in state_dict if k not in own]
     mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
@@ -174,9 +178,27 @@ def load_pretrained(module, filename, converter=None, new_keys=(), logger=None):
             '\n'.join(problems) + '\nCheck that the checkpoint is for this '
             'architecture (arch/depth) and layout, or set init_cfg=None.')
     module.load_state_dict(state_dict, strict=False)
+    if discarded:
+        print_log(f'Not used from {filename} ({len(discarded)} tensors):\n    ' +
+                  '\n    '.join(discarded), logger=logger)
     print_log(
         f'Loaded {len(state_dict)} tensors from {filename} into '
         f'{type(module).__name__}' +
         (f'; {len(fresh)} ACmix-only tensors keep their initialisation' if fresh else
          ''),
         logger=logger)
+
+
+def save_atomic(obj, filename):
+    """``torch.save`` to a temporary file beside ``filename``, then rename it.
+
+    A crash while writing leaves any earlier ``filename`` intact.
+    """
+    directory, name = osp.split(osp.abspath(filename))
+    partial = osp.join(directory, f'.{name}.partial')
+    try:
+        torch.save(obj, partial)
+        os.replace(partial, filename)
+    finally:
+        if osp.exists(partial):
+            os.remove(partial)

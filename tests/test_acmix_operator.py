@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acmix_mm.layers import ACmix, ShiftConvPath, shift_kernels
+from acmix_mm.layers import ShiftConvPath, TokenACmix, shift_kernels
 
 
 def shift(t, dy, dx):
@@ -81,7 +81,7 @@ def test_conv_path_is_a_3x3_convolution_over_the_pieces():
 
 
 def _acmix(**kwargs):
-    return ACmix(16, 2, attn_path=dict(type='SpatialReductionAttentionPath', sr_ratio=2),
+    return TokenACmix(16, 2, attn_path=dict(type='SpatialReductionAttentionPath', sr_ratio=2),
                  **kwargs)
 
 

@@ -2,7 +2,7 @@
 import torch
 
 from acmix_mm.analysis import complexity
-from acmix_mm.layers import ACmix
+from acmix_mm.layers import TokenACmix
 
 
 class Wrapper(torch.nn.Module):
@@ -18,7 +18,7 @@ class Wrapper(torch.nn.Module):
 def test_acmix_flops_add_up_by_hand():
     dims, heads, (height, width), ratio = 32, 2, (8, 12), 2
     tokens, reduced = height * width, (height // ratio) * (width // ratio)
-    op = ACmix(dims, heads, attn_path=dict(type='SpatialReductionAttentionPath',
+    op = TokenACmix(dims, heads, attn_path=dict(type='SpatialReductionAttentionPath',
                                            sr_ratio=ratio))
     flops, params = complexity(Wrapper(op, (height, width)), (torch.randn(1, tokens, dims),))
     head_dims = dims // heads

@@ -210,8 +210,13 @@ def test_official_checkpoint_matches_mmdet_pvt(official_tiny):
 
 def test_converter_places_every_official_key(official_tiny):
     reference, _ = official_tiny
-    converted = pvt_official_to_acmix(reference.state_dict())
+    official = reference.state_dict()
+    converted, discarded = pvt_official_to_acmix(official)
     own = PVTACmix(arch='tiny').state_dict()
+    # Every official tensor is either placed or listed with its reason.
+    placed = {k.split(':')[0] for k in discarded}
+    assert placed == {k for k in official if k.startswith(('head.', 'norm.'))} | (
+        {'cls_token'} & set(official))
     assert set(converted) <= set(own)
     assert all(converted[k].shape == own[k].shape for k in converted)
     left = set(own) - set(converted)

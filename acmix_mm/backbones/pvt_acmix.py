@@ -12,38 +12,33 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
-from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks.drop import build_dropout
-from mmcv.cnn.bricks.transformer import FFN, PatchEmbed
-from mmengine.logging import MMLogger
+from mmcv.cnn.bricks.transformer import PatchEmbed
 from mmengine.model import BaseModule, ModuleList
-from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+from mmengine.model.weight_init import normal_init, trunc_normal_init
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..checkpoint import load_pretrained
-from ..layers import ACmix, ShiftConvPath
 from ..registry import register_model
+from .base import ACmixTransformerBackbone, ACmixTransformerBlock
 
 
-class PVTACmixBlock(BaseModule):
+class PVTACmixBlock(ACmixTransformerBlock):
     """One PVT encoder layer whose attention is ACmix.
+
+    The convolution path takes q, k, v projected from the full-resolution tokens; the
+    attention path takes q and applies the same k, v weights to the tokens reduced by
+    ``sr_ratio``, so one set of projection weights serves both paths.
 
     Args:
         embed_dims (int): Channels C.
         num_heads (int): Attention heads.
         feedforward_channels (int): Hidden channels of the FFN.
         sr_ratio (int): Spatial reduction ratio of the attention path. Default: 1.
-        qkv_bias (bool): Bias of the shared q, k, v projection. Default: True.
         drop_rate (float): Dropout after attention and in the FFN. Default: 0.
         attn_drop_rate (float): Dropout on attention weights. Default: 0.
-        drop_path_rate (float): Stochastic depth rate. Default: 0.
-        kernel_conv (int): Kernel size of the ACmix convolution path. Default: 3.
-        rate_init (tuple[float]): Initial (alpha, beta) of ACmix. Default: (0.5, 0.5).
-        act_cfg (dict): Activation of the FFN. Default: dict(type='GELU').
         norm_cfg (dict): Norm layers. Default: dict(type='LN', eps=1e-6).
-        with_cp (bool): Use checkpointing to save memory. Default: False.
-        init_cfg (dict, optional): Initialization config. Default: None.
+        **kwargs: The other arguments of :class:`ACmixTransformerBlock`
+            (``qkv_bias``, ``drop_path_rate``, ``kernel_conv``, ``rate_init``,
+            ``act_cfg``, ``with_cp``, ``init_cfg``).
     """
 
     def __init__(self,
@@ -51,53 +46,23 @@ class PVTACmixBlock(BaseModule):
                  num_heads,
                  feedforward_channels,
                  sr_ratio=1,
-                 qkv_bias=True,
                  drop_rate=0.,
                  attn_drop_rate=0.,
-                 drop_path_rate=0.,
-                 kernel_conv=3,
-                 rate_init=(0.5, 0.5),
-                 act_cfg=dict(type='GELU'),
                  norm_cfg=dict(type='LN', eps=1e-6),
-                 with_cp=False,
-                 init_cfg=None):
-        super().__init__(init_cfg=init_cfg)
-        self.with_cp = with_cp
-        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
-        # The convolution path takes q, k, v projected from the full-resolution tokens;
-        # the attention path takes q and applies the same k, v weights to the tokens
-        # reduced by sr_ratio, so one set of projection weights serves both paths.
-        self.attn = ACmix(
+                 **kwargs):
+        super().__init__(
             embed_dims,
             num_heads,
+            feedforward_channels,
             attn_path=dict(
                 type='SpatialReductionAttentionPath',
                 sr_ratio=sr_ratio,
                 attn_drop=attn_drop_rate,
                 proj_drop=drop_rate,
                 norm_cfg=norm_cfg),
-            kernel_conv=kernel_conv,
-            qkv_bias=qkv_bias,
-            rate_init=rate_init)
-        self.drop_path = build_dropout(dict(type='DropPath', drop_prob=drop_path_rate))
-        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.ffn = FFN(
-            embed_dims=embed_dims,
-            feedforward_channels=feedforward_channels,
-            num_fcs=2,
-            ffn_drop=drop_rate,
-            dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
-            act_cfg=act_cfg)
-
-    def forward(self, x, hw_shape):
-
-        def _inner_forward(x):
-            x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-            return self.ffn(self.norm2(x), identity=x)
-
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(_inner_forward, x, use_reentrant=False)
-        return _inner_forward(x)
+            drop_rate=drop_rate,
+            norm_cfg=norm_cfg,
+            **kwargs)
 
 
 class PVTACmixStage(BaseModule):
@@ -165,7 +130,7 @@ class PVTACmixStage(BaseModule):
 
 
 @register_model
-class PVTACmix(BaseModule):
+class PVTACmix(ACmixTransformerBackbone):
     """PVT-ACmix backbone (paper Table 11), for mmdet and mmseg.
 
     Every spatial-reduction attention of PVT v1 is replaced by ACmix whose attention
@@ -202,19 +167,19 @@ class PVTACmix(BaseModule):
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...)`` with an
             official PVT v1 ImageNet checkpoint or one of ours. Default: None.
     """
-    arch_zoo = {
-        **dict.fromkeys(['t', 'tiny'], dict(depths=[2, 2, 2, 2])),
-        **dict.fromkeys(['s', 'small'], dict(depths=[3, 4, 6, 3])),
-        **dict.fromkeys(['m', 'medium'], dict(depths=[3, 4, 18, 3])),
-        **dict.fromkeys(['l', 'large'], dict(depths=[3, 8, 27, 3])),
-    }
-    default_arch = dict(
+    _pvt_v1 = dict(
         embed_dims=[64, 128, 320, 512],
         num_heads=[1, 2, 5, 8],
         mlp_ratios=[8, 8, 4, 4],
         sr_ratios=[8, 4, 2, 1])
-    # Weights a plain PVT checkpoint cannot hold: they keep their initialisation.
-    acmix_only_keys = (r'\.conv_path\.', r'\.alpha$', r'\.beta$')
+    arch_zoo = {
+        **dict.fromkeys(['t', 'tiny'], dict(_pvt_v1, depths=[2, 2, 2, 2])),
+        **dict.fromkeys(['s', 'small'], dict(_pvt_v1, depths=[3, 4, 6, 3])),
+        **dict.fromkeys(['m', 'medium'], dict(_pvt_v1, depths=[3, 4, 18, 3])),
+        **dict.fromkeys(['l', 'large'], dict(_pvt_v1, depths=[3, 8, 27, 3])),
+    }
+    arch_keys = ('embed_dims', 'num_heads', 'depths', 'mlp_ratios', 'sr_ratios')
+    official_layout = 'official PVT v1'
 
     def __init__(self,
                  arch='tiny',
@@ -236,12 +201,8 @@ class PVTACmix(BaseModule):
                  convert_weights=True,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        arch = self._resolve_arch(arch)
-        num_stages = len(arch['depths'])
-        self.out_indices = tuple(out_indices)
-        if not self.out_indices or not all(0 <= i < num_stages for i in self.out_indices):
-            raise ValueError(f'out_indices {out_indices} must name stages 0..'
-                             f'{num_stages - 1}.')
+        arch = self.resolve_arch(arch)
+        self.out_indices = self.check_out_indices(out_indices, len(arch['depths']))
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.convert_weights = convert_weights
@@ -277,53 +238,23 @@ class PVTACmix(BaseModule):
         self.num_features = [arch['embed_dims'][i] for i in self.out_indices]
         self._freeze_stages()
 
-    def _resolve_arch(self, arch):
-        if isinstance(arch, str):
-            if arch.lower() not in self.arch_zoo:
-                raise ValueError(f'Unknown PVTACmix arch {arch!r}; choose one of '
-                                 "'tiny', 'small', 'medium', 'large' or pass a dict.")
-            return {**self.default_arch, **self.arch_zoo[arch.lower()]}
-        keys = set(self.default_arch) | {'depths'}
-        if not isinstance(arch, dict) or set(arch) != keys:
-            raise ValueError(f'A custom PVTACmix arch must be a dict with keys '
-                             f'{sorted(keys)}, got {arch!r}.')
-        return arch
+    def init_extra_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                normal_init(m, 0, (2.0 / (fan_out // m.groups))**0.5)
+        for stage in self.stages:
+            trunc_normal_init(stage.pos_embed, std=.02)
 
-    def init_weights(self):
-        logger = MMLogger.get_current_instance()
-        if self.init_cfg is None or self.init_cfg.get('type') != 'Pretrained':
-            logger.warning(f'No pre-trained weights for {type(self).__name__}, '
-                           'training starts from scratch.')
-            for m in self.modules():
-                if isinstance(m, nn.Linear):
-                    trunc_normal_init(m, std=.02, bias=0.)
-                elif isinstance(m, nn.LayerNorm):
-                    constant_init(m, 1.0)
-                elif isinstance(m, nn.Conv2d):
-                    fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                    normal_init(m, 0, (2.0 / (fan_out // m.groups))**0.5)
-            for stage in self.stages:
-                trunc_normal_init(stage.pos_embed, std=.02)
-            # The generic init above must not overwrite ACmix's own initialisation.
-            for m in self.modules():
-                if isinstance(m, ShiftConvPath):
-                    m.reset_parameters()
-                elif isinstance(m, ACmix):
-                    m.reset_rates()
-        else:
-            load_pretrained(
-                self,
-                self.init_cfg['checkpoint'],
-                converter=self._convert_pretrained,
-                new_keys=self.acmix_only_keys,
-                logger=logger)
+    def is_official(self, state_dict):
+        return is_official_pvt(state_dict)
 
-    def _convert_pretrained(self, state_dict):
-        if is_official_pvt(state_dict):
-            if not self.convert_weights:
-                raise ValueError('The checkpoint is in the official PVT layout; set '
-                                 'convert_weights=True to convert it on load.')
-            state_dict = pvt_official_to_acmix(state_dict)
+    def convert_official(self, state_dict):
+        return pvt_official_to_acmix(state_dict)
+
+    def convert_pretrained(self, state_dict):
+        state_dict, discarded = super().convert_pretrained(state_dict)
+        # Position embeddings of another pretraining size are resized to ours.
         for i, stage in enumerate(self.stages):
             key = f'stages.{i}.pos_embed'
             if key in state_dict and state_dict[key].shape != stage.pos_embed.shape:
@@ -332,7 +263,7 @@ class PVTACmix(BaseModule):
                 pos = F.interpolate(pos, size=stage.pos_shape, mode='bilinear',
                                     align_corners=False)
                 state_dict[key] = pos.flatten(2).transpose(1, 2)
-        return state_dict
+        return state_dict, discarded
 
     def _freeze_stages(self):
         for stage in self.stages[:max(self.frozen_stages, 0)]:
@@ -367,13 +298,18 @@ def is_official_pvt(state_dict):
 def pvt_official_to_acmix(state_dict):
     """Convert an official PVT v1 state dict (whai362/PVT) to the PVTACmix layout.
 
-    q and kv projections are joined into the shared projection; the classification
-    head, final norm and class token are dropped (a backbone does not use them). Keys
-    that match no rule are kept unchanged, so that loading reports them.
+    q and kv projections are joined into the shared projection.
+
+    Returns:
+        tuple: the converted state dict, and a list of ``'key: reason'`` for the
+        classification head, final norm and class token, which a backbone does not
+        use. Keys that match no rule are kept unchanged, so that loading reports them.
     """
-    converted = OrderedDict()
+    converted, discarded = OrderedDict(), []
     for key, value in state_dict.items():
         if key.startswith(('head.', 'norm.')) or key == 'cls_token':
+            discarded.append(f'{key}: ImageNet classification part, not used by a '
+                             'backbone')
             continue
         new_key, new_value = key, value
         match = re.match(r'pos_embed(\d)$', key)
@@ -403,4 +339,4 @@ def pvt_official_to_acmix(state_dict):
                 rest = rest.replace('mlp.fc2.', 'ffn.layers.1.')
             new_key = prefix + rest
         converted[new_key] = new_value
-    return converted
+    return converted, discarded

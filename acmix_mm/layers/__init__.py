@@ -1,4 +1,9 @@
-from .acmix import ACmix, ShiftConvPath, shift_kernels
-from .attention_paths import SpatialReductionAttentionPath
+from .acmix import ACmix, ShiftConvPath, TokenACmix, shift_kernels
+from .attention_paths import (ShiftedWindowAttentionPath, SlidingWindowAttentionPath,
+                              SpatialReductionAttentionPath)
+from .sliding_window import local_attention
 
-__all__ = ['ACmix', 'ShiftConvPath', 'shift_kernels', 'SpatialReductionAttentionPath']
+__all__ = [
+    'ACmix', 'ShiftConvPath', 'TokenACmix', 'shift_kernels', 'ShiftedWindowAttentionPath',
+    'SlidingWindowAttentionPath', 'SpatialReductionAttentionPath', 'local_attention'
+]

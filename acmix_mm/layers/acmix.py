@@ -4,19 +4,22 @@ Stage I projects the input tokens once with a shared 1x1 projection into q, k an
 (3 x num_heads feature pieces). Stage II reuses those pieces twice:
 
 * an attention path, whose mode plugs in from ``ATTENTION_PATHS`` (global attention with
-  spatial reduction for PVT; other modes register themselves the same way);
+  spatial reduction for PVT, shifted windows for Swin, sliding windows for ResNet);
 * a convolution path (:class:`ShiftConvPath`): a light fully connected layer mixes the
   3 x num_heads pieces into k*k maps, then one group convolution, initialised with exact
   shift kernels and learnable afterwards, shifts and sums them (Fig. 3c).
 
 The two outputs are mixed as ``alpha * F_att + beta * F_conv`` (Eq. 13).
+
+:class:`TokenACmix` is the operator on tokens (B, H*W, C), as transformer blocks hold
+them; :class:`ACmix` wraps it for NCHW maps, in place of a 3x3 convolution.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 
-from ..registry import ATTENTION_PATHS
+from ..registry import ATTENTION_PATHS, register_model
 
 
 def shift_kernels(kernel_size):
@@ -30,6 +33,21 @@ def shift_kernels(kernel_size):
     for i in range(kernel_size * kernel_size):
         kernels[i, i // kernel_size, i % kernel_size] = 1.
     return kernels
+
+
+def build_attention_path(cfg, embed_dims, num_heads):
+    """Build an attention path from ``ATTENTION_PATHS`` by its ``type``.
+
+    Looked up directly rather than through ``Registry.build``, which would search the
+    caller's mmdet/mmseg scope first and warn on every layer.
+    """
+    cfg = dict(cfg)
+    path_type = cfg.pop('type')
+    path_cls = ATTENTION_PATHS.module_dict.get(path_type)
+    if path_cls is None:
+        raise KeyError(f'Unknown ACmix attention path {path_type!r}; registered: '
+                       f'{sorted(ATTENTION_PATHS.module_dict)}.')
+    return path_cls(embed_dims=embed_dims, num_heads=num_heads, **cfg)
 
 
 class ShiftConvPath(nn.Module):
@@ -46,9 +64,12 @@ class ShiftConvPath(nn.Module):
         embed_dims (int): Channels of q, k, v and of the output.
         num_heads (int): Number of heads the projection is split into.
         kernel_size (int): Kernel size k_c of the emulated convolution. Default: 3.
+        stride (int): Stride of the emulated convolution. Default: 1.
+        fc_bias (bool): Bias of the fully connected layer (the official Swin-ACmix has
+            one, the official ResNet-ACmix not). Default: True.
     """
 
-    def __init__(self, embed_dims, num_heads, kernel_size=3):
+    def __init__(self, embed_dims, num_heads, kernel_size=3, stride=1, fc_bias=True):
         super().__init__()
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads '
@@ -58,13 +79,14 @@ class ShiftConvPath(nn.Module):
         self.head_dims = embed_dims // num_heads
         self.kernel_size = kernel_size
         num_shifts = kernel_size * kernel_size
-        self.fc = nn.Conv2d(3 * num_heads, num_shifts, kernel_size=1, bias=True)
+        self.fc = nn.Conv2d(3 * num_heads, num_shifts, kernel_size=1, bias=fc_bias)
         # The official code assigns the result of an in-place helper (None) to the
         # bias, so the released models have no bias here; we match that.
         self.dep_conv = nn.Conv2d(
             num_shifts * self.head_dims,
             embed_dims,
             kernel_size=kernel_size,
+            stride=stride,
             padding=kernel_size // 2,
             groups=self.head_dims,
             bias=False)
@@ -75,10 +97,10 @@ class ShiftConvPath(nn.Module):
         with torch.no_grad():
             self.dep_conv.weight.copy_(
                 shift_kernels(self.kernel_size).repeat(self.embed_dims, 1, 1, 1))
-            fan_in = 3 * self.num_heads
-            bound = 1 / fan_in**0.5
+            bound = 1 / (3 * self.num_heads)**0.5
             nn.init.uniform_(self.fc.weight, -bound, bound)
-            nn.init.uniform_(self.fc.bias, -bound, bound)
+            if self.fc.bias is not None:
+                nn.init.uniform_(self.fc.bias, -bound, bound)
 
     def forward(self, qkv, hw_shape):
         """Apply the path to token-layout projections.
@@ -88,7 +110,7 @@ class ShiftConvPath(nn.Module):
             hw_shape (tuple[int]): (H, W).
 
         Returns:
-            Tensor: F_conv, shape (B, H*W, embed_dims).
+            Tensor: F_conv, shape (B, H'*W', embed_dims), H' = ceil(H / stride).
         """
         batch, num_tokens, _ = qkv.shape
         height, width = hw_shape
@@ -104,17 +126,23 @@ class ShiftConvPath(nn.Module):
         return out.flatten(2).transpose(1, 2)
 
 
-class ACmix(BaseModule):
+class TokenACmix(BaseModule):
     """ACmix on tokens: shared projection, attention path, convolution path.
 
     Args:
-        embed_dims (int): Input and output channels C.
+        embed_dims (int): Output channels C (and channels of q, k, v).
         num_heads (int): Number of attention heads N.
         attn_path (dict): Config of the attention path, built from ``ATTENTION_PATHS``
             with ``embed_dims`` and ``num_heads`` filled in, e.g.
             ``dict(type='SpatialReductionAttentionPath', sr_ratio=8)``.
+        in_dims (int, optional): Input channels; ``embed_dims`` when None.
+            Default: None.
         kernel_conv (int): Kernel size k_c of the convolution path. Default: 3.
+        stride (int): Stride of the convolution path; the attention path must be built
+            with the same one. Default: 1.
         qkv_bias (bool): Bias of the shared projection. Default: True.
+        fc_bias (bool): Bias of the convolution path's fully connected layer.
+            Default: True.
         rate_init (tuple[float]): Initial (alpha, beta). Default: (0.5, 0.5), as in the
             official code; (1.0, 0.0) makes a fresh ACmix compute exactly its
             attention path, i.e. the pretrained attention model.
@@ -125,8 +153,11 @@ class ACmix(BaseModule):
                  embed_dims,
                  num_heads,
                  attn_path,
+                 in_dims=None,
                  kernel_conv=3,
+                 stride=1,
                  qkv_bias=True,
+                 fc_bias=True,
                  rate_init=(0.5, 0.5),
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
@@ -134,10 +165,9 @@ class ACmix(BaseModule):
         self.num_heads = num_heads
         self.rate_init = tuple(rate_init)
         # Stage I: one projection whose output both paths share.
-        self.qkv = nn.Linear(embed_dims, 3 * embed_dims, bias=qkv_bias)
-        self.attn_path = ATTENTION_PATHS.build(
-            attn_path, default_args=dict(embed_dims=embed_dims, num_heads=num_heads))
-        self.conv_path = ShiftConvPath(embed_dims, num_heads, kernel_conv)
+        self.qkv = nn.Linear(in_dims or embed_dims, 3 * embed_dims, bias=qkv_bias)
+        self.attn_path = build_attention_path(attn_path, embed_dims, num_heads)
+        self.conv_path = ShiftConvPath(embed_dims, num_heads, kernel_conv, stride, fc_bias)
         self.alpha = nn.Parameter(torch.empty(1))
         self.beta = nn.Parameter(torch.empty(1))
         self.reset_rates()
@@ -148,17 +178,84 @@ class ACmix(BaseModule):
             self.alpha.fill_(self.rate_init[0])
             self.beta.fill_(self.rate_init[1])
 
-    def forward(self, x, hw_shape):
+    def init_weights(self):
+        # A backbone's generic init (e.g. Kaiming on every Conv2d) runs before this and
+        # must not leave the convolution path without its shift kernels.
+        super().init_weights()
+        self.conv_path.reset_parameters()
+        self.reset_rates()
+
+    def forward(self, x, hw_shape, **path_kwargs):
         """Forward on tokens.
 
         Args:
-            x (Tensor): Shape (B, H*W, C).
+            x (Tensor): Shape (B, H*W, C_in).
             hw_shape (tuple[int]): (H, W) of the token grid.
+            **path_kwargs: Passed to the attention path (e.g. Swin's ``shift_size``).
 
         Returns:
-            Tensor: Shape (B, H*W, C).
+            Tensor: Shape (B, H'*W', C), H' = ceil(H / stride).
         """
         qkv = self.qkv(x)
-        f_att = self.attn_path(x, qkv, hw_shape, self.qkv)
+        f_att = self.attn_path(x, qkv, hw_shape, self.qkv, **path_kwargs)
         f_conv = self.conv_path(qkv, hw_shape)
         return self.alpha * f_att + self.beta * f_conv
+
+
+@register_model
+class ACmix(TokenACmix):
+    """ACmix with sliding-window attention on NCHW maps (the official ResNet-ACmix).
+
+    Usable in place of a ``k_conv x k_conv`` convolution in any OpenMMLab model:
+    ``MODELS.build(dict(type='ACmix', in_channels=64, out_channels=64))``. The
+    attention path attends over ``kernel_att x kernel_att`` windows with relative
+    position encoding from normalised coordinates and reflection padding; the
+    convolution path emulates a ``kernel_conv x kernel_conv`` convolution.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        kernel_att (int): Attention window side. Default: 7.
+        head (int): Attention heads. Default: 4.
+        kernel_conv (int): Kernel of the convolution path. Default: 3.
+        stride (int): 1 or 2; queries and convolution are strided alike, the output
+            is ceil(H / stride) x ceil(W / stride). Default: 1.
+        dilation (int): Only 1, as in the released models. Default: 1.
+        rate_init (tuple[float]): Initial (alpha, beta). Default: (0.5, 0.5).
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    def __init__(self,
+                 in_channels,
+                 out_channels,
+                 kernel_att=7,
+                 head=4,
+                 kernel_conv=3,
+                 stride=1,
+                 dilation=1,
+                 rate_init=(0.5, 0.5),
+                 init_cfg=None):
+        if dilation != 1:
+            raise ValueError(f'ACmix supports dilation 1 only, got {dilation}.')
+        if out_channels % head:
+            raise ValueError(f'out_channels ({out_channels}) must be divisible by head '
+                             f'({head}).')
+        super().__init__(
+            embed_dims=out_channels,
+            num_heads=head,
+            attn_path=dict(
+                type='SlidingWindowAttentionPath', kernel_size=kernel_att, stride=stride),
+            in_dims=in_channels,
+            kernel_conv=kernel_conv,
+            stride=stride,
+            fc_bias=False,
+            rate_init=rate_init,
+            init_cfg=init_cfg)
+        self.stride = stride
+
+    def forward(self, x):
+        """(B, C_in, H, W) -> (B, C_out, ceil(H / stride), ceil(W / stride))."""
+        batch, _, height, width = x.shape
+        out = super().forward(x.flatten(2).transpose(1, 2), (height, width))
+        out_shape = (-(-height // self.stride), -(-width // self.stride))
+        return out.transpose(1, 2).reshape(batch, -1, *out_shape)

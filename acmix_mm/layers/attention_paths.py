@@ -5,12 +5,14 @@ Stage I projection of them, the token grid and the projection layer itself (so t
 mode that attends to other tokens than the queries can project those with the very same
 weights), and returns F_att in the token layout (B, H*W, C).
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 
 from ..registry import ATTENTION_PATHS
+from .sliding_window import local_attention
 
 
 @ATTENTION_PATHS.register_module()
@@ -75,4 +77,152 @@ class SpatialReductionAttentionPath(BaseModule):
             self._split_heads(value),
             dropout_p=self.attn_drop if self.training else 0.)
         out = out.transpose(1, 2).flatten(2)
+        return self.proj_drop(self.proj(out))
+
+
+@ATTENTION_PATHS.register_module()
+class SlidingWindowAttentionPath(BaseModule):
+    """Sliding-window attention with relative position encoding (ResNet-ACmix).
+
+    Each query attends to the ``kernel_size x kernel_size`` window around it on the
+    reflection-padded map, as in SASA and the official ResNet-ACmix. Position encodings
+    are a learnt projection of normalised (x, y) coordinates in [-1, 1]; the logit of a
+    query and a key adds ``q . (pe(query) - pe(key))``. The query's own term is the same
+    for all its keys and cancels in the softmax (so does the projection's bias), which
+    leaves ``q . (k - pe(key))``: the encoding folds into the keys and the attention
+    runs as plain local attention (see :func:`local_attention`).
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Number of heads.
+        kernel_size (int): Window side k_att. Default: 7.
+        stride (int): Take queries every ``stride`` pixels. Default: 1.
+        block_size (int): Query block side of :func:`local_attention` (speed only).
+            Default: 8.
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    def __init__(self,
+                 embed_dims,
+                 num_heads,
+                 kernel_size=7,
+                 stride=1,
+                 block_size=8,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.block_size = block_size
+        # Shared by the heads, as the official conv_p (a 1x1 conv from 2 channels).
+        self.position_proj = nn.Linear(2, self.head_dims, bias=False)
+
+    def position_encoding(self, hw_shape, like):
+        """pe(p) without bias for every pixel p: shape (H*W, head_dims)."""
+        height, width = hw_shape
+        loc_y, loc_x = torch.meshgrid(
+            torch.linspace(-1.0, 1.0, height, device=like.device, dtype=like.dtype),
+            torch.linspace(-1.0, 1.0, width, device=like.device, dtype=like.dtype),
+            indexing='ij')
+        return self.position_proj(torch.stack([loc_x, loc_y], dim=-1).view(-1, 2))
+
+    def attention_flops(self, batch, hw_shape):
+        """Multiply-adds of q.k and attention.v over the k*k window of each query."""
+        out_pixels = -(-hw_shape[0] // self.stride) * -(-hw_shape[1] // self.stride)
+        return 2 * batch * out_pixels * self.kernel_size**2 * self.embed_dims
+
+    def forward(self, x, qkv, hw_shape, projection):
+        batch, num_tokens, _ = qkv.shape
+        query, key, value = qkv.view(batch, num_tokens, 3, self.num_heads,
+                                     self.head_dims).unbind(2)
+        key = key - self.position_encoding(hw_shape, key)[:, None, :]
+        out, _ = local_attention(query, key, value, hw_shape, self.kernel_size,
+                                 self.stride, self.block_size)
+        return out.flatten(2)
+
+
+@ATTENTION_PATHS.register_module()
+class ShiftedWindowAttentionPath(BaseModule):
+    """(Shifted) window attention with relative position bias (Swin), as an ACmix path.
+
+    Takes the shared projection of the map that the Swin block has already padded to
+    window multiples and cyclically shifted, attends inside each window (with the mask
+    that keeps the regions a cyclic shift brought together apart), then applies the
+    output projection. The convolution path works on the same shifted map.
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Number of heads.
+        window_size (int): Window side. Default: 7.
+        attn_drop (float): Dropout on attention weights. Default: 0.
+        proj_drop (float): Dropout after the output projection. Default: 0.
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    def __init__(self,
+                 embed_dims,
+                 num_heads,
+                 window_size=7,
+                 attn_drop=0.,
+                 proj_drop=0.,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.attn_drop = attn_drop
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1)**2, num_heads))
+        coords = torch.stack(
+            torch.meshgrid(torch.arange(window_size), torch.arange(window_size),
+                           indexing='ij')).flatten(1)
+        relative = (coords[:, :, None] - coords[:, None, :]) + window_size - 1
+        # Recomputed, so not stored in checkpoints.
+        self.register_buffer(
+            'relative_position_index',
+            relative[0] * (2 * window_size - 1) + relative[1],
+            persistent=False)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def init_weights(self):
+        super().init_weights()
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=.02)
+
+    def _shift_mask(self, hw_shape, shift_size, like):
+        """(num_windows, N, N) mask: 0 within a region, -100 across (as Swin)."""
+        height, width = hw_shape
+        window = self.window_size
+        regions = torch.zeros(height, width, device=like.device)
+        cuts = (slice(0, -window), slice(-window, -shift_size), slice(-shift_size, None))
+        for i, rows in enumerate(cuts):
+            for j, cols in enumerate(cuts):
+                regions[rows, cols] = 3 * i + j
+        regions = regions.view(height // window, window, width // window, window)
+        regions = regions.transpose(1, 2).reshape(-1, window * window)
+        mask = regions[:, None, :] != regions[:, :, None]
+        return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(
+            mask, -100.0)
+
+    def forward(self, x, qkv, hw_shape, projection, shift_size=0):
+        batch = qkv.shape[0]
+        height, width = hw_shape
+        window = self.window_size
+        rows, cols = height // window, width // window
+        head_dims = self.embed_dims // self.num_heads
+        # (B, H*W, 3C) -> (3, B, windows, heads, N, d)
+        windows = qkv.view(batch, rows, window, cols, window, 3, self.num_heads, head_dims)
+        windows = windows.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(
+            3, batch, rows * cols, self.num_heads, window * window, head_dims)
+        bias = self.relative_position_bias_table[self.relative_position_index]
+        bias = bias.permute(2, 0, 1)  # (heads, N, N)
+        if shift_size > 0:
+            bias = bias + self._shift_mask(hw_shape, shift_size, qkv)[:, None]
+        out = F.scaled_dot_product_attention(
+            *windows, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.)
+        # (B, windows, heads, N, d) -> (B, H*W, C)
+        out = out.view(batch, rows, cols, self.num_heads, window, window, head_dims)
+        out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, height * width, -1)
         return self.proj_drop(self.proj(out))

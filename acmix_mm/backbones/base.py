@@ -1,0 +1,169 @@
+"""What the transformer ACmix backbones (PVT-ACmix, Swin-ACmix) share.
+
+The block (norm, ACmix, norm, FFN), and for the backbone: arch lookup with clear errors, ``out_indices`` checking, initialisation from scratch
+that keeps ACmix's own initialisation, and ``init_cfg=Pretrained`` loading that accepts
+the official checkpoint layout of the family (converted on load) or ours.
+"""
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks.drop import build_dropout
+from mmcv.cnn.bricks.transformer import FFN
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import constant_init, trunc_normal_init
+
+from ..checkpoint import load_pretrained
+from ..layers import TokenACmix
+
+
+class ACmixTransformerBackbone(BaseModule):
+    """Base of :class:`PVTACmix` and :class:`SwinACmix`.
+
+    Subclasses set ``arch_zoo`` (names -> arch dicts), ``arch_keys`` (keys of a custom
+    arch dict), ``official_layout`` (its name in messages), and implement
+    ``is_official(state_dict)`` and ``convert_official(state_dict)``, which returns
+    ``(state_dict, discarded)``.
+    """
+    arch_zoo = {}
+    arch_keys = ()
+    official_layout = ''
+    # Weights a checkpoint of the plain (non-ACmix) family cannot hold: they keep their
+    # initialisation when such a checkpoint is loaded.
+    acmix_only_keys = (r'\.conv_path\.', r'\.alpha$', r'\.beta$')
+
+    def resolve_arch(self, arch):
+        """The arch dict for a name of ``arch_zoo`` or a custom dict."""
+        name = type(self).__name__
+        if isinstance(arch, str):
+            if arch.lower() not in self.arch_zoo:
+                choices = ', '.join(repr(k) for k in self.arch_zoo if len(k) > 1)
+                raise ValueError(f'Unknown {name} arch {arch!r}; choose one of '
+                                 f'{choices} or pass a dict.')
+            return dict(self.arch_zoo[arch.lower()])
+        if not isinstance(arch, dict) or set(arch) != set(self.arch_keys):
+            raise ValueError(f'A custom {name} arch must be a dict with keys '
+                             f'{sorted(self.arch_keys)}, got {arch!r}.')
+        return arch
+
+    @staticmethod
+    def check_out_indices(out_indices, num_stages):
+        out_indices = tuple(out_indices)
+        if not out_indices or not all(0 <= i < num_stages for i in out_indices):
+            raise ValueError(f'out_indices {out_indices} must name stages 0..'
+                             f'{num_stages - 1}.')
+        return out_indices
+
+    def init_weights(self):
+        logger = MMLogger.get_current_instance()
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            load_pretrained(
+                self,
+                self.init_cfg['checkpoint'],
+                converter=self.convert_pretrained,
+                new_keys=self.pretrained_new_keys(),
+                logger=logger)
+            return
+        logger.warning(f'No pre-trained weights for {type(self).__name__}, training '
+                       'starts from scratch.')
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, nn.LayerNorm):
+                constant_init(m, 1.0)
+        self.init_extra_weights()
+        # The generic init above must not overwrite ACmix's own initialisation.
+        for m in self.modules():
+            if isinstance(m, TokenACmix):
+                m.conv_path.reset_parameters()
+                m.reset_rates()
+
+    def init_extra_weights(self):
+        """Initialisation from scratch beyond linear and norm layers."""
+
+    def pretrained_new_keys(self):
+        """Our weights that a pretrained checkpoint may lack (regular expressions)."""
+        return self.acmix_only_keys
+
+    def convert_pretrained(self, state_dict):
+        """Convert an official-layout state dict on load; ours passes unchanged."""
+        if not self.is_official(state_dict):
+            return state_dict, []
+        if not self.convert_weights:
+            raise ValueError(f'The checkpoint is in the {self.official_layout} layout; set '
+                             'convert_weights=True to convert it on load.')
+        return self.convert_official(state_dict)
+
+
+class ACmixTransformerBlock(BaseModule):
+    """A pre-norm transformer block whose attention is ACmix, with an FFN.
+
+    ``x + drop_path(ACmix(norm1(x)))``, then ``x + FFN(norm2(x))``. Subclasses choose
+    the attention path and may override :meth:`mix` (Swin pads and shifts around it).
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Attention heads.
+        feedforward_channels (int): Hidden channels of the FFN.
+        attn_path (dict): Attention path of the ACmix (see ``ATTENTION_PATHS``).
+        qkv_bias (bool): Bias of the shared projection. Default: True.
+        fc_bias (bool): Bias of the convolution path's fc. Default: True.
+        drop_rate (float): Dropout in the FFN. Default: 0.
+        drop_path_rate (float): Stochastic depth rate. Default: 0.
+        kernel_conv (int): Kernel of the ACmix convolution path. Default: 3.
+        rate_init (tuple[float]): Initial (alpha, beta). Default: (0.5, 0.5).
+        act_cfg (dict): FFN activation. Default: dict(type='GELU').
+        norm_cfg (dict): Norm layers. Default: dict(type='LN').
+        with_cp (bool): Gradient checkpointing. Default: False.
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    def __init__(self,
+                 embed_dims,
+                 num_heads,
+                 feedforward_channels,
+                 attn_path,
+                 qkv_bias=True,
+                 fc_bias=True,
+                 drop_rate=0.,
+                 drop_path_rate=0.,
+                 kernel_conv=3,
+                 rate_init=(0.5, 0.5),
+                 act_cfg=dict(type='GELU'),
+                 norm_cfg=dict(type='LN'),
+                 with_cp=False,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.with_cp = with_cp
+        self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.attn = TokenACmix(
+            embed_dims,
+            num_heads,
+            attn_path=attn_path,
+            kernel_conv=kernel_conv,
+            qkv_bias=qkv_bias,
+            fc_bias=fc_bias,
+            rate_init=rate_init)
+        self.drop_path = build_dropout(dict(type='DropPath', drop_prob=drop_path_rate))
+        self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
+        self.ffn = FFN(
+            embed_dims=embed_dims,
+            feedforward_channels=feedforward_channels,
+            num_fcs=2,
+            ffn_drop=drop_rate,
+            dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
+            act_cfg=act_cfg)
+
+    def mix(self, x, hw_shape):
+        """The token mixer: norm, then ACmix."""
+        return self.attn(self.norm1(x), hw_shape)
+
+    def forward(self, x, hw_shape):
+
+        def _inner_forward(x):
+            x = x + self.drop_path(self.mix(x, hw_shape))
+            return self.ffn(self.norm2(x), identity=x)
+
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(_inner_forward, x, use_reentrant=False)
+        return _inner_forward(x)

@@ -1,0 +1,95 @@
+"""Sliding-window ACmix: ours vs the unfold formulation of the official code.
+
+    python benchmarks/sliding_window_acmix.py [--channels 64] [--size 200 336]
+                                              [--stride 1] [--repeat 3]
+
+One forward + backward of one operator on a (1, C, H, W) map; the default is a
+1333x800 image at stride 4. Each formulation runs in its own process so that its peak
+memory (growth of the resident set during the step) is its own; time is the best of
+``--repeat`` steps after the measured one. The unfold formulation is the straightforward
+reference kept in tests/test_resnet_acmix.py (keys and values unfolded k*k-fold, as the
+official ResNet-ACmix computes them); both are loaded with the same weights.
+"""
+import argparse
+import importlib.util
+import multiprocessing as mp
+import os.path as osp
+import platform
+import resource
+import time
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def reference_module():
+    spec = importlib.util.spec_from_file_location(
+        'reference', osp.join(ROOT, 'tests', 'test_resnet_acmix.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build(kind, channels, stride):
+    ref = reference_module()
+    torch.manual_seed(0)
+    reference = ref.ReferenceACmix(channels, channels, stride=stride)
+    if kind == 'unfold':
+        return reference
+    return ref.ours_from_reference(reference, channels, channels, stride)
+
+
+def measure(kind, channels, size, stride, repeat, queue):
+    torch.set_num_threads(torch.get_num_threads())
+    layer = build(kind, channels, stride)
+    # Warm up on a small map, so that library start-up (thread pools, kernel caches)
+    # is not counted as the step's memory.
+    layer(torch.randn(1, channels, 32, 32, requires_grad=True)).sum().backward()
+    x = torch.randn(1, channels, *size, requires_grad=True)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = layer(x)
+    out.sum().backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+    del out
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        layer(x).sum().backward()
+        times.append(time.perf_counter() - start)
+    queue.put((min(times), peak / 1024))  # ru_maxrss is in KiB on Linux
+
+
+def run(kind, args):
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    proc = ctx.Process(target=measure, args=(kind, args.channels, tuple(args.size),
+                                             args.stride, args.repeat, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--channels', type=int, default=64)
+    parser.add_argument('--size', type=int, nargs=2, default=[200, 336])
+    parser.add_argument('--stride', type=int, default=1)
+    parser.add_argument('--repeat', type=int, default=3)
+    args = parser.parse_args()
+    print(f'ACmix k_att 7, 4 heads, k_conv 3, {args.channels} channels, '
+          f'{args.size[0]}x{args.size[1]}, stride {args.stride}; forward+backward; '
+          f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
+          f'{platform.processor() or platform.machine()}')
+    results = {}
+    for kind in ('unfold', 'ours'):
+        seconds, mib = run(kind, args)
+        results[kind] = (seconds, mib)
+        print(f'  {kind:>6}: {seconds:7.3f} s   peak extra memory {mib:8.0f} MiB')
+    (t_ref, m_ref), (t_ours, m_ours) = results['unfold'], results['ours']
+    print(f'speed-up {t_ref / t_ours:.1f}x, memory {m_ref / max(m_ours, 1):.1f}x less')
+
+
+if __name__ == '__main__':
+    main()

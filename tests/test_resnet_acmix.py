@@ -1,0 +1,274 @@
+"""Sliding-window ACmix (the NCHW ``ACmix`` layer) and the ResNetACmix backbone.
+
+Both are checked against straightforward references kept in this file: the operator as
+the official ResNet-ACmix computes it (keys and values unfolded k*k-fold, position
+encoding added to each unfolded key), and a ResNet built from it with the official key
+layout, whose state dicts therefore are official-layout checkpoints.
+"""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmdet.registry import MODELS as DET_MODELS
+from mmseg.registry import MODELS as SEG_MODELS
+
+import acmix_mm  # noqa: F401
+from acmix_mm.backbones import ResNetACmix, resnet_official_to_acmix
+from acmix_mm.checkpoint import CheckpointError
+from acmix_mm.layers import ACmix, local_attention, shift_kernels
+from acmix_mm.layers import sliding_window
+
+
+class ReferenceACmix(nn.Module):
+    """The operator as the official code writes it, with its parameter names."""
+
+    def __init__(self, in_planes, out_planes, kernel_att=7, head=4, kernel_conv=3,
+                 stride=1):
+        super().__init__()
+        self.head, self.kernel_att, self.stride = head, kernel_att, stride
+        self.head_dim = out_planes // head
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 1)
+        self.conv2 = nn.Conv2d(in_planes, out_planes, 1)
+        self.conv3 = nn.Conv2d(in_planes, out_planes, 1)
+        self.conv_p = nn.Conv2d(2, self.head_dim, 1)
+        self.fc = nn.Conv2d(3 * head, kernel_conv**2, 1, bias=False)
+        self.dep_conv = nn.Conv2d(kernel_conv**2 * self.head_dim, out_planes, kernel_conv,
+                                  stride, kernel_conv // 2, groups=self.head_dim,
+                                  bias=False)
+        self.rate1 = nn.Parameter(torch.rand(1))
+        self.rate2 = nn.Parameter(torch.rand(1))
+
+    def forward(self, x):
+        q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
+        b, c, h, w = q.shape
+        s, ka, hd = self.stride, self.kernel_att, self.head_dim
+        h_out, w_out = -(-h // s), -(-w // s)
+        loc = torch.stack(torch.meshgrid(torch.linspace(-1, 1, w, dtype=x.dtype),
+                                         torch.linspace(-1, 1, h, dtype=x.dtype),
+                                         indexing='xy'))[None]
+        pe = self.conv_p(loc)
+        pad = nn.ReflectionPad2d(ka // 2)
+
+        def unfold(t):
+            return F.unfold(pad(t), ka, stride=s).view(t.shape[0], hd, ka * ka, h_out,
+                                                       w_out)
+
+        q_att = q.view(b * self.head, hd, h, w)[:, :, ::s, ::s] * hd**-0.5
+        att = (q_att.unsqueeze(2) * (unfold(k.view(b * self.head, hd, h, w)) +
+                                     pe[:, :, ::s, ::s].unsqueeze(2) - unfold(pe))).sum(1)
+        att = att.softmax(1)
+        out_att = (att.unsqueeze(1) * unfold(v.view(b * self.head, hd, h, w))).sum(2)
+        pieces = torch.cat([t.view(b, self.head, hd, h * w) for t in (q, k, v)], 1)
+        maps = self.fc(pieces).permute(0, 2, 1, 3).reshape(b, -1, h, w)
+        return self.rate1 * out_att.view(b, c, h_out, w_out) + self.rate2 * self.dep_conv(maps)
+
+
+def ours_from_reference(reference, in_channels, out_channels, stride):
+    """Our layer with the reference's weights, through the checkpoint converter."""
+    prefix = 'layer1.0.conv2.'
+    converted, _ = resnet_official_to_acmix(
+        {prefix + k: v for k, v in reference.state_dict().items()})
+    ours = ACmix(in_channels, out_channels, stride=stride)
+    ours.load_state_dict({k[len(prefix):]: v for k, v in converted.items()})
+    return ours
+
+
+@pytest.mark.parametrize('in_channels,out_channels,stride,size', [
+    (32, 32, 1, (12, 14)), (32, 32, 2, (12, 16)), (16, 32, 1, (9, 11)),
+    (32, 32, 2, (9, 13)), (32, 32, 1, (4, 30))])
+def test_acmix_layer_equals_the_unfold_formulation(in_channels, out_channels, stride,
+                                                   size):
+    torch.manual_seed(0)
+    reference = ReferenceACmix(in_channels, out_channels, stride=stride).double()
+    ours = ours_from_reference(reference, in_channels, out_channels, stride).double()
+    x = torch.randn(2, in_channels, *size, dtype=torch.float64, requires_grad=True)
+    expected, got = reference(x), ours(x)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    # Gradients through the gathers and the fused attention equal the reference's.
+    grad_out = torch.randn_like(expected)
+    (g_ref, ) = torch.autograd.grad(expected, x, grad_out)
+    (g_ours, ) = torch.autograd.grad(got, x, grad_out)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('block,chunk_blocks,fused_path', [(1, 7, True), (3, 1, True),
+                                                            (8, 2, True), (16, 128, True),
+                                                            (4, 128, False)])
+def test_local_attention_blocks_chunks_and_paths_change_nothing(block, chunk_blocks,
+                                                                fused_path, monkeypatch):
+    """Block size and chunking are for speed and memory only; the plain autograd path
+    (used off CPU) gives the same values and gradients as the chunked CPU one."""
+    if not fused_path:
+        monkeypatch.setattr(sliding_window, '_FLASH_CPU', None)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 11 * 19, 2, 4, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    grad = torch.randn(2, 6 * 10, 2, 4, dtype=torch.float64)
+    base, shape = local_attention(q, k, v, (11, 19), 5, 2, block=4, chunk_blocks=1000)
+    base_grads = torch.autograd.grad(base, (q, k, v), grad)
+    out, out_shape = local_attention(q, k, v, (11, 19), 5, 2, block=block,
+                                     chunk_blocks=chunk_blocks)
+    assert shape == out_shape == (6, 10)
+    torch.testing.assert_close(out, base)
+    for got, expected in zip(torch.autograd.grad(out, (q, k, v), grad), base_grads):
+        torch.testing.assert_close(got, expected)
+
+
+def test_acmix_layer_from_the_registries_replaces_a_conv():
+    for registry in (DET_MODELS, SEG_MODELS):
+        layer = registry.build(
+            dict(type='ACmix', in_channels=16, out_channels=32, kernel_att=7, head=4,
+                 kernel_conv=3, stride=2))
+        assert isinstance(layer, ACmix)
+        assert layer(torch.randn(2, 16, 15, 20)).shape == (2, 32, 8, 10)
+
+
+def test_too_small_map_is_a_clear_error():
+    layer = ACmix(8, 8)
+    with pytest.raises(ValueError, match='larger than 3 pixels'):
+        layer(torch.randn(1, 8, 3, 10))
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match='divisible by head'):
+        ACmix(8, 10, head=4)
+    with pytest.raises(ValueError, match='dilation 1 only'):
+        ACmix(8, 8, dilation=2)
+    with pytest.raises(ValueError, match='Unknown ResNetACmix depth 18'):
+        ResNetACmix(depth=18)
+
+
+class ReferenceResNetACmix(nn.Module):
+    """The official ResNet-ACmix structure and key layout (torchvision-style)."""
+
+    class Bottleneck(nn.Module):
+
+        def __init__(self, inplanes, planes, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = ReferenceACmix(planes, planes, stride=stride)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(planes * 4)
+            self.downsample = None
+            if stride != 1 or inplanes != planes * 4:
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False),
+                    nn.BatchNorm2d(planes * 4))
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = F.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return F.relu(out + identity)
+
+    def __init__(self, layers):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        inplanes = 64
+        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+            stage = []
+            for j in range(blocks):
+                stage.append(self.Bottleneck(inplanes, planes, 2 if i and not j else 1))
+                inplanes = planes * 4
+            setattr(self, f'layer{i + 1}', nn.Sequential(*stage))
+        self.fc = nn.Linear(2048, 1000)
+        for name, p in self.named_parameters():  # norms away from identity
+            if 'bn' in name or 'downsample.1' in name:
+                nn.init.normal_(p, 1.0 if name.endswith('weight') else 0.0, 0.1)
+        for name, buf in self.named_buffers():
+            if 'running_var' in name:
+                buf.uniform_(0.5, 1.5)
+            elif 'running_mean' in name:
+                buf.normal_(0, 0.1)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        outs = []
+        for i in range(1, 5):
+            x = getattr(self, f'layer{i}')(x)
+            outs.append(x)
+        return outs
+
+
+@pytest.fixture(scope='module')
+def official_r26(tmp_path_factory):
+    torch.manual_seed(0)
+    reference = ReferenceResNetACmix((1, 2, 4, 1)).eval()
+    path = tmp_path_factory.mktemp('ckpt') / 'resnet26_acmix_official.pth'
+    torch.save({'state_dict': {f'module.{k}': v for k, v in
+                               reference.state_dict().items()}}, path)
+    return reference, str(path)
+
+
+@pytest.mark.parametrize('depth,official_params', [(26, 10_487_816), (38, 14_410_896),
+                                                   (50, 18_333_976)])
+def test_sizes_equal_the_official_models(depth, official_params):
+    model = ResNetACmix(depth)
+    ours = sum(p.numel() for p in model.parameters())
+    acmix_layers = [m for m in model.modules() if isinstance(m, ACmix)]
+    # Official extra: the 1000-class head and conv_p's bias (which cancels, see ACmix).
+    head = 2048 * 1000 + 1000
+    position_bias = sum(m.attn_path.head_dims for m in acmix_layers)
+    assert ours + head + position_bias == official_params
+
+
+def test_converter_places_every_official_key(official_r26):
+    reference, _ = official_r26
+    official = reference.state_dict()
+    converted, discarded = resnet_official_to_acmix(official)
+    own = ResNetACmix(26).state_dict()
+    assert set(converted) == set(own)
+    assert all(converted[k].shape == own[k].shape for k in own)
+    left_out = {line.split(':')[0] for line in discarded}
+    assert left_out == {'fc.weight', 'fc.bias'} | {
+        k for k in official if k.endswith('conv_p.bias')}
+    # Every other official tensor went into some converted one.
+    used = sum(v.numel() for v in converted.values())
+    assert used == sum(official[k].numel() for k in official if k not in left_out)
+
+
+def test_official_checkpoint_loads_and_gives_the_same_features(official_r26):
+    reference, path = official_r26
+    model = ResNetACmix(26, init_cfg=dict(type='Pretrained', checkpoint=path))
+    model.init_weights()
+    model.eval()
+    x = torch.randn(2, 3, 128, 160)
+    with torch.no_grad():
+        expected, got = reference(x), model(x)
+    for a, b in zip(got, expected):
+        assert a.shape == b.shape
+        assert ((a - b).abs().max() / b.abs().max()).item() < 1e-4
+
+
+def test_checkpoint_of_another_depth_lists_the_keys(official_r26):
+    _, path = official_r26
+    model = ResNetACmix(38, init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(CheckpointError, match='layer1.1.conv2.qkv.weight'):
+        model.init_weights()
+
+
+def test_scratch_init_keeps_shift_kernels_and_rates():
+    model = ResNetACmix(26)
+    model.init_weights()
+    layer = model.layer2[0].conv2
+    assert torch.equal(layer.conv_path.dep_conv.weight, shift_kernels(3).repeat(128, 1, 1, 1))
+    assert layer.alpha.item() == layer.beta.item() == 0.5
+
+
+def test_backbone_conventions():
+    model = ResNetACmix(26, out_indices=(1, 3), frozen_stages=1, norm_eval=True,
+                        with_cp=True)
+    model.init_weights()
+    model.train()
+    assert not any(p.requires_grad for p in model.layer1.parameters())
+    assert all(p.requires_grad for p in model.layer2.parameters())
+    assert not model.bn1.training and not model.layer2[0].bn1.training
+    x = torch.randn(1, 3, 97, 131, requires_grad=True)
+    outs = model(x)
+    assert [o.shape[1:] for o in outs] == [(512, 13, 17), (2048, 4, 5)]
+    sum(o.sum() for o in outs).backward()
+    assert model.layer4[0].conv2.qkv.weight.grad is not None

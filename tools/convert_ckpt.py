@@ -1,0 +1,75 @@
+"""Convert an official ImageNet checkpoint to the acmix_mm backbone layout.
+
+    python tools/convert_ckpt.py SRC DST
+
+Detects the layout of SRC: the official Swin-ACmix release (LeapLabTHU/ACmix,
+``{'model': ...}``) or official Swin (microsoft/Swin-Transformer) -> SwinACmix; the
+official ResNet-ACmix state dict -> ResNetACmix; official PVT v1 (whai362/PVT) ->
+PVTACmix. DST holds ``{'state_dict': ..., 'meta': ...}`` and loads with
+``init_cfg=dict(type='Pretrained', checkpoint=DST)`` (the official files load there
+directly too, converted on load). Every official tensor is either converted or listed
+with the reason it is left out.
+"""
+import argparse
+import os.path as osp
+import sys
+
+from acmix_mm.backbones.pvt_acmix import is_official_pvt, pvt_official_to_acmix
+from acmix_mm.backbones.resnet_acmix import (is_official_resnet_acmix,
+                                             resnet_official_to_acmix)
+from acmix_mm.backbones.swin_acmix import is_official_swin, swin_official_to_acmix
+from acmix_mm.checkpoint import (CheckpointError, extract_state_dict,
+                                 load_checkpoint_file, save_atomic)
+
+# (name, our backbone, detector, converter)
+LAYOUTS = (
+    ('official Swin / Swin-ACmix', 'SwinACmix', is_official_swin, swin_official_to_acmix),
+    ('official ResNet-ACmix', 'ResNetACmix', is_official_resnet_acmix,
+     resnet_official_to_acmix),
+    ('official PVT v1', 'PVTACmix', is_official_pvt, pvt_official_to_acmix),
+)
+
+
+def convert(state_dict):
+    """Returns (layout name, backbone type, converted state dict, discarded list)."""
+    for name, backbone, detect, converter in LAYOUTS:
+        if detect(state_dict):
+            converted, discarded = converter(state_dict)
+            return name, backbone, converted, discarded
+    sample = ', '.join(list(state_dict)[:5])
+    raise CheckpointError(
+        f'Unrecognised checkpoint layout (first keys: {sample}). Supported: ' +
+        '; '.join(name for name, *_ in LAYOUTS) + '. A checkpoint written by '
+        'acmix_mm needs no conversion.')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('src', help='official checkpoint (path)')
+    parser.add_argument('dst', help='where to write the converted checkpoint')
+    args = parser.parse_args(argv)
+    try:
+        if osp.abspath(args.src) == osp.abspath(args.dst):
+            raise CheckpointError('SRC and DST are the same file; choose another DST so '
+                                  'that the original is kept.')
+        state_dict = extract_state_dict(load_checkpoint_file(args.src))
+        name, backbone, converted, discarded = convert(state_dict)
+    except CheckpointError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    save_atomic(
+        dict(
+            state_dict=converted,
+            meta=dict(converted_from=osp.basename(args.src), layout=name,
+                      backbone=backbone, left_out=discarded)), args.dst)
+    print(f'{args.src}: {name} layout, {len(state_dict)} tensors')
+    print(f'wrote {args.dst}: {len(converted)} tensors for {backbone}')
+    if discarded:
+        print(f'left out ({len(discarded)}):')
+        for line in discarded:
+            print(f'  {line}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
