@@ -1,4 +1,4 @@
-"""A runner whose checkpoints are written atomically.
+"""A runner whose checkpoints are written atomically, and mixed precision on CPU.
 
 mmengine writes a checkpoint straight to its final name, so a run killed while saving
 leaves a truncated file where a good one is expected. Here the file is written under a
@@ -7,8 +7,11 @@ temporary name in the same folder and renamed into place (atomic on POSIX); the
 """
 import os
 import os.path as osp
+from contextlib import contextmanager
 
-from mmengine.registry import RUNNERS
+import torch
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 
 
@@ -26,3 +29,27 @@ class AtomicCheckpointRunner(Runner):
         finally:
             if osp.exists(osp.join(out_dir, partial)):
                 os.remove(osp.join(out_dir, partial))
+
+
+@OPTIM_WRAPPERS.register_module()
+class CPUAmpOptimWrapper(OptimWrapper):
+    """Mixed precision on CPU: forward under bfloat16 autocast, no loss scaling.
+
+    mmengine's ``AmpOptimWrapper`` refuses to run without an accelerator; bfloat16 has
+    float32's exponent range, so gradients need no scaling. ``tools/train.py --amp``
+    picks this wrapper when there is no GPU and mmengine's fp16 one when there is.
+
+    Args:
+        dtype (str): 'bfloat16' (float16 autocast is slow or missing on CPU).
+            Default: 'bfloat16'.
+        **kwargs: Arguments of :class:`mmengine.optim.OptimWrapper`.
+    """
+
+    def __init__(self, dtype='bfloat16', **kwargs):
+        super().__init__(**kwargs)
+        self.cast_dtype = getattr(torch, dtype)
+
+    @contextmanager
+    def optim_context(self, model):
+        with super().optim_context(model), torch.autocast('cpu', dtype=self.cast_dtype):
+            yield

@@ -20,6 +20,12 @@ def test_configs_exist():
     expected |= {f'sem_fpn_pvt_{size}_40k.py' for size in 'ts'}
     expected |= {f'sem_fpn_pvt_acmix_{size}_{s}.py' for size in 'ts' for s in ('40k', '160k')}
     expected |= {'demo/retinanet_pvt_acmix_t_demo.py', 'demo/sem_fpn_pvt_acmix_t_demo.py'}
+    expected |= {'retinanet_r50_1x.py', 'retinanet_r50_acmix_1x.py',
+                 'retinanet_r50_acmix_3x.py'}
+    expected |= {f'{det}_swin_{variant}.py' for det in ('mask_rcnn', 'cascade_mask_rcnn')
+                 for variant in ('t_3x', 'acmix_t_3x', 'acmix_t_1x')}
+    expected |= {f'upernet_swin{acmix}_{size}_160k.py' for acmix in ('', '_acmix')
+                 for size in 'ts'}
     assert expected <= names
 
 
@@ -83,3 +89,116 @@ def test_semantic_fpn_recipe():
     assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs
     assert cfg.model.decode_head.num_classes == 150
     assert cfg.train_dataloader.dataset.pipeline[1].reduce_zero_label
+
+
+def _differs_from_baseline_only_in_backbone(acmix_name, base_name):
+    acmix = Config.fromfile(osp.join(ROOT, 'configs', acmix_name))
+    base = Config.fromfile(osp.join(ROOT, 'configs', base_name))
+    for key in set(acmix) | set(base):
+        if key != 'model' and not key.startswith(('swin', 'seg_swin', 'resnet50')):
+            assert acmix.get(key) == base.get(key), key
+    for key in set(acmix.model) | set(base.model):
+        if key != 'backbone':
+            assert acmix.model.get(key) == base.model.get(key), key
+    return acmix, base
+
+
+def test_swin_3x_recipe():
+    """Swin's Mask R-CNN 3x recipe; Swin-ACmix changes only the backbone."""
+    cfg, base = _differs_from_baseline_only_in_backbone('mask_rcnn_swin_acmix_t_3x.py',
+                                                        'mask_rcnn_swin_t_3x.py')
+    assert cfg.default_scope == 'mmdet' and cfg.custom_imports.imports == ['acmix_mm']
+    assert cfg.model.backbone.type == 'SwinACmix' and cfg.model.backbone.arch == 'tiny'
+    assert base.model.backbone.type == 'SwinTransformer'
+    assert cfg.model.backbone.drop_path_rate == base.model.backbone.drop_path_rate == 0.2
+    assert cfg.model.neck.in_channels == [96, 192, 384, 768]
+    assert cfg.optim_wrapper.optimizer == dict(
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
+    assert set(cfg.optim_wrapper.paramwise_cfg.custom_keys) == {
+        'absolute_pos_embed', 'relative_position_bias_table', 'norm'}
+    assert cfg.train_cfg.max_epochs == 36
+    warmup, steps = cfg.param_scheduler
+    assert warmup.type == 'LinearLR' and warmup.end == 1000 and warmup.start_factor == 1e-3
+    assert steps.milestones == [27, 33]
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert pipeline[1].with_mask
+    choice = pipeline[3]
+    assert choice.type == 'RandomChoice' and len(choice.transforms) == 2
+    assert choice.transforms[0][0].scales[0] == (480, 1333)
+    assert choice.transforms[0][0].scales[-1] == (800, 1333)
+    assert choice.transforms[1][1].type == 'RandomCrop'
+    assert cfg.val_evaluator.metric == ['bbox', 'segm']
+    assert cfg.train_dataloader.batch_size == 2 and cfg.auto_scale_lr.base_batch_size == 16
+
+    one = Config.fromfile(osp.join(ROOT, 'configs', 'mask_rcnn_swin_acmix_t_1x.py'))
+    assert one.train_cfg.max_epochs == 12 and one.param_scheduler[1].milestones == [8, 11]
+    assert one.train_dataloader.dataset.pipeline[2] == dict(
+        type='Resize', scale=(1333, 800), keep_ratio=True)
+    assert one.optim_wrapper == cfg.optim_wrapper
+
+
+def test_cascade_swin_recipe():
+    """Swin's Cascade Mask R-CNN: 4conv1fc GIoU box heads, the Mask R-CNN 3x recipe."""
+    cfg, _ = _differs_from_baseline_only_in_backbone(
+        'cascade_mask_rcnn_swin_acmix_t_3x.py', 'cascade_mask_rcnn_swin_t_3x.py')
+    assert cfg.model.type == 'CascadeRCNN' and cfg.model.backbone.type == 'SwinACmix'
+    heads = cfg.model.roi_head.bbox_head
+    assert len(heads) == 3
+    for head in heads:
+        assert head.type == 'Shared4Conv1FCBBoxHead'
+        assert head.norm_cfg.type == 'SyncBN'
+        assert head.loss_bbox == dict(type='GIoULoss', loss_weight=10.0)
+        assert head.reg_decoded_bbox and not head.reg_class_agnostic
+    assert [h.bbox_coder.target_stds[0] for h in heads] == [0.1, 0.05, 0.033]
+    mask = Config.fromfile(osp.join(ROOT, 'configs', 'mask_rcnn_swin_acmix_t_3x.py'))
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader',
+                'val_evaluator'):
+        assert cfg[key] == mask[key], key
+    one, mask_one = (Config.fromfile(osp.join(ROOT, 'configs', name))
+                     for name in ('cascade_mask_rcnn_swin_acmix_t_1x.py',
+                                  'mask_rcnn_swin_acmix_t_1x.py'))
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader'):
+        assert one[key] == mask_one[key], key
+
+
+def test_upernet_swin_recipe():
+    for size, depth in (('t', 6), ('s', 18)):
+        cfg, base = _differs_from_baseline_only_in_backbone(
+            f'upernet_swin_acmix_{size}_160k.py', f'upernet_swin_{size}_160k.py')
+        assert cfg.default_scope == 'mmseg'
+        assert cfg.model.backbone.type == 'SwinACmix'
+        assert base.model.backbone.depths[2] == depth
+        assert cfg.model.backbone.drop_path_rate == 0.3
+        assert base.model.backbone.drop_path_rate == 0.3
+        assert cfg.optim_wrapper.optimizer == dict(
+            type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01)
+        assert set(cfg.optim_wrapper.paramwise_cfg.custom_keys) == {
+            'absolute_pos_embed', 'relative_position_bias_table', 'norm'}
+        warmup, poly = cfg.param_scheduler
+        assert warmup.type == 'LinearLR' and warmup.end == 1500
+        assert poly.type == 'PolyLR' and (poly.begin, poly.end) == (1500, 160000)
+        assert poly.power == 1.0 and poly.eta_min == 0.0
+        assert cfg.train_cfg.max_iters == 160000
+        assert cfg.train_cfg.val_interval == cfg.default_hooks.checkpoint.interval == 16000
+        assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs
+        assert cfg.model.decode_head.type == 'UPerHead'
+        assert cfg.model.decode_head.in_channels == [96, 192, 384, 768]
+        assert cfg.model.decode_head.channels == 512
+        assert cfg.model.auxiliary_head.in_channels == 384
+        assert cfg.model.decode_head.num_classes == 150
+        assert cfg.model.auxiliary_head.num_classes == 150
+
+
+def test_retinanet_r50_recipe():
+    cfg, base = _differs_from_baseline_only_in_backbone('retinanet_r50_acmix_1x.py',
+                                                        'retinanet_r50_1x.py')
+    assert base.model.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
+    assert cfg.model.backbone.type == 'ResNetACmix' and cfg.model.backbone.depth == 50
+    assert cfg.optim_wrapper.optimizer == dict(
+        type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)
+    assert cfg.train_cfg.max_epochs == 12
+    three = Config.fromfile(osp.join(ROOT, 'configs', 'retinanet_r50_acmix_3x.py'))
+    assert three.optim_wrapper == cfg.optim_wrapper
+    assert three.train_cfg.max_epochs == 36
+    assert three.param_scheduler[1].milestones == [27, 33]
+    assert three.train_dataloader.dataset.pipeline[2].scale == [(1333, 640), (1333, 800)]

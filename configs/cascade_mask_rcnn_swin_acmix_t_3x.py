@@ -1,0 +1,4 @@
+# Cascade Mask R-CNN with Swin-ACmix-T, 3x schedule (paper Table 4: 754 GFLOPs): the
+# baseline's recipe, only the backbone differs (see _base_/models/swin_acmix.py).
+_base_ = ['./cascade_mask_rcnn_swin_t_3x.py', '_base_/models/swin_acmix.py']
+model = dict(backbone={{_base_.swin_acmix_t}})

@@ -1,0 +1,4 @@
+# UperNet with Swin-ACmix-T on ADE20K (paper Table 2: 60M, 950 GFLOPs, 45.3 mIoU): the
+# baseline's recipe, only the backbone differs (see _base_/models/swin_acmix.py).
+_base_ = ['./upernet_swin_t_160k.py', '_base_/models/swin_acmix.py']
+model = dict(backbone={{_base_.seg_swin_acmix_t}})
