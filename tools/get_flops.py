@@ -1,0 +1,110 @@
+"""Count a config's FLOPs and parameters, as mmdet's and mmseg's get_flops do.
+
+    python tools/get_flops.py CONFIG [--shape H W] [--cfg-options k=v ...]
+
+Builds the whole model (every head; two-stage detectors run their RoI heads on the RPN
+proposals of the test settings), feeds it one zero image of the given size with the
+metadata a data pipeline would give, and counts with mmengine's analysis plus the
+attention that its counter skips (``acmix_mm.analysis``). Mask heads run on the first
+100 RoIs, as in mmdet's Mask R-CNN count and mmdet 2.x's cascade count, with which the
+papers' (Swin's, ACmix's) Cascade Mask R-CNN FLOPs were computed; mmdet 3.x's cascade
+forward would run them on all 1000 proposals of all three stages (3x the paper's count). No data set and no weights are
+needed (``init_cfg`` is ignored). One multiply-add counts as one FLOP, as the papers do.
+Defaults: 800x1333 for mmdet configs, 512x2048 for mmseg configs (the papers' settings).
+"""
+import argparse
+import sys
+
+import torch
+import torch.nn as nn
+from mmengine.config import DictAction
+
+from acmix_mm.analysis import complexity
+from acmix_mm.runner_utils import USER_ERRORS, init_scope, load_config
+
+DEFAULT_SHAPES = {'mmdet': (800, 1333), 'mmseg': (512, 2048)}
+
+
+class TensorForward(nn.Module):
+    """The model's tensor-mode forward on a fixed batch of data samples."""
+
+    def __init__(self, model, data_samples):
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs):
+        return self.model._forward(inputs, self.data_samples)
+
+
+def data_samples_for(scope, height, width):
+    meta = dict(img_shape=(height, width), ori_shape=(height, width),
+                pad_shape=(height, width), batch_input_shape=(height, width),
+                scale_factor=(1.0, 1.0))
+    if scope == 'mmdet':
+        from mmdet.structures import DetDataSample
+        return [DetDataSample(metainfo=meta)]
+    from mmseg.structures import SegDataSample
+    return [SegDataSample(metainfo=meta)]
+
+
+MASK_ROIS = 100
+
+
+def limit_mask_rois(model):
+    """Make a cascade RoI head run its mask heads on the first ``MASK_ROIS`` RoIs."""
+    roi_head = getattr(model, 'roi_head', None)
+    if roi_head is None or not getattr(roi_head, 'with_mask', False) or \
+            not hasattr(roi_head, 'num_stages'):
+        return
+    mask_forward = roi_head._mask_forward
+
+    def first_rois_only(stage, x, rois):
+        results = mask_forward(stage, x, rois[:MASK_ROIS])
+        # Zero masks for the other RoIs keep the shapes the caller splits by.
+        missing = rois.shape[0] - results['mask_preds'].shape[0]
+        results['mask_preds'] = torch.cat(
+            [results['mask_preds'],
+             results['mask_preds'].new_zeros(missing, *results['mask_preds'].shape[1:])])
+        return results
+
+    roi_head._mask_forward = first_rois_only
+
+
+def count(cfg, shape=None):
+    """(flops, params, (H, W)) of the model of ``cfg``."""
+    init_scope(cfg)
+    from mmengine.registry import MODELS
+    height, width = shape or DEFAULT_SHAPES[cfg.default_scope]
+    model = MODELS.build(cfg.model).eval()
+    limit_mask_rois(model)
+    wrapped = TensorForward(model, data_samples_for(cfg.default_scope, height, width))
+    with torch.no_grad():
+        flops, _ = complexity(wrapped, (torch.zeros(1, 3, height, width), ))
+    params = sum(p.numel() for p in model.parameters())
+    return flops, params, (height, width)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size (default: 800 1333 detection, 512 2048 '
+                        'segmentation)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        metavar='KEY=VALUE', help='override settings of the config')
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+    except USER_ERRORS as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    flops, params, (height, width) = count(cfg, args.shape)
+    line = '=' * 30
+    print(f'{line}\nInput shape: (1, 3, {height}, {width})\nFlops: {flops / 1e9:.1f}G\n'
+          f'Params: {params / 1e6:.2f}M\n{line}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
