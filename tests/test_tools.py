@@ -2,6 +2,7 @@
 import json
 import os
 import os.path as osp
+import re
 
 import pytest
 
@@ -117,3 +118,25 @@ def test_segmentation_trains_one_iteration_and_reports_miou(tiny_demo_data, tmp_
     assert proc.returncode == 0, log[-3000:]
     assert 'mIoU:' in log
     assert os.listdir(tmp_path / 'painted')
+
+
+MASK_DEMO = 'configs/demo/mask_rcnn_swin_acmix_t_demo.py'
+
+
+def test_mask_rcnn_swin_acmix_trains_and_reports_bbox_and_segm_map(tiny_demo_data,
+                                                                   tmp_path):
+    work_dir = str(tmp_path / 'mask')
+    options = demo_data_options(tiny_demo_data)[:-1] + ['model.test_cfg.rcnn.score_thr=0.0']
+    proc = run_tool('tools/train.py', MASK_DEMO, '--work-dir', work_dir, '--cfg-options',
+                    *options, 'train_dataloader.batch_size=2', 'train_cfg.max_epochs=1',
+                    'default_hooks.checkpoint.interval=1')
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'Epoch(train) [1][1/1]' in log
+    checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+    proc = run_tool('tools/test.py', MASK_DEMO, checkpoint, '--work-dir', work_dir,
+                    '--cfg-options', *options)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert re.search(r'coco/bbox_mAP: [0-9.]+', log)
+    assert re.search(r'coco/segm_mAP: [0-9.]+', log)
