@@ -10,6 +10,7 @@ import os.path as osp
 from contextlib import contextmanager
 
 import torch
+from mmengine.dist import is_main_process
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
@@ -20,7 +21,9 @@ class AtomicCheckpointRunner(Runner):
     """:class:`mmengine.runner.Runner` that never leaves a partly written checkpoint."""
 
     def save_checkpoint(self, out_dir, filename, *args, **kwargs):
-        if '://' in str(out_dir):  # remote backends write objects whole already
+        # Only the main process writes (the parent method does nothing elsewhere);
+        # remote backends write objects whole already.
+        if not is_main_process() or '://' in str(out_dir):
             return super().save_checkpoint(out_dir, filename, *args, **kwargs)
         partial = f'.{filename}.partial'
         try:

@@ -2,6 +2,7 @@
 checks of the data paths, and errors a user can act on (no tracebacks)."""
 import os
 import os.path as osp
+import sys
 
 from mmengine.config import Config, DictAction
 
@@ -67,11 +68,28 @@ def load_config(path, cfg_options=None):
 
 
 def set_launcher(cfg, launcher):
-    """Record the launcher; without a GPU, distributed runs use gloo instead of nccl."""
+    """Record the launcher; without a GPU, distributed runs use gloo instead of nccl.
+
+    mmengine's own set-up of a torchrun process selects a CUDA device, and its DDP
+    wrapper passes one, so on CPU the process group is started here (the runner then
+    leaves it as it is) and DDP gets no device ids.
+    """
     import torch
     cfg.launcher = launcher
-    if launcher != 'none' and not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    cfg.model_wrapper_cfg = dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False),
+        device_ids=None)
+    if launcher != 'pytorch':
+        raise UserError(f'--launcher {launcher} without a GPU is not supported; use '
+                        'tools/dist_train.sh (torchrun) on CPU machines.')
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
 
 
 def init_scope(cfg):
@@ -151,3 +169,39 @@ def config_from_args(args):
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def data_error_message(err):
+    """A one-line message for a data file that cannot be read, or None.
+
+    mmcv's image loading fails with an assertion naming the file deep inside the data
+    loader; the tools turn it into an error that says what to do.
+    """
+    while err is not None:
+        text = str(err)
+        if 'failed to load image:' in text:
+            path = text.split('failed to load image:', 1)[1].strip()
+            return (f'Cannot read image {path}: it is truncated or not an image. Replace '
+                    'the file, or remove it from the annotation file.')
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def run_with_clear_errors(body):
+    """Run a tool's work; bad input ends with one line on stderr and exit status 1.
+
+    Returns:
+        int: the exit status (0 on success).
+    """
+    try:
+        body()
+    except USER_ERRORS as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    except Exception as err:  # a data file found unreadable mid-run
+        message = data_error_message(err)
+        if message is None:
+            raise
+        print(f'error: {message}', file=sys.stderr)
+        return 1
+    return 0

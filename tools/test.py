@@ -11,8 +11,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from acmix_mm.checkpoint import load_checkpoint_file
-from acmix_mm.runner_utils import USER_ERRORS, UserError, add_common_args, check_data, \
-    config_from_args, init_scope
+from acmix_mm.runner_utils import (UserError, add_common_args, check_data, config_from_args,
+                                   init_scope, run_with_clear_errors)
 
 
 def parse_args(argv=None):
@@ -66,7 +66,8 @@ def build_cfg(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+
+    def test():
         cfg = build_cfg(args)
         init_scope(cfg)
         check_data(cfg, ['test_dataloader'])
@@ -79,10 +80,8 @@ def main(argv=None):
             from mmdet.evaluation import DumpDetResults
             runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
         runner.test()
-    except USER_ERRORS as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    return 0
+
+    return run_with_clear_errors(test)
 
 
 if __name__ == '__main__':

@@ -12,8 +12,8 @@ import sys
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from acmix_mm.runner_utils import USER_ERRORS, UserError, add_common_args, check_data, \
-    config_from_args, init_scope
+from acmix_mm.runner_utils import (UserError, add_common_args, check_data, config_from_args,
+                                   init_scope, run_with_clear_errors)
 
 
 def parse_args(argv=None):
@@ -30,6 +30,10 @@ def parse_args(argv=None):
         const='auto',
         help='resume from the given checkpoint, or from the latest checkpoint in the '
         'work dir when no path is given')
+    parser.add_argument(
+        '--sync-bn',
+        choices=['torch', 'mmcv'],
+        help='convert BatchNorm layers to synchronised BatchNorm in distributed runs')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -44,6 +48,8 @@ def build_cfg(args):
         else:  # bfloat16 autocast on CPU
             cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
             cfg.optim_wrapper.pop('loss_scale', None)
+    if args.sync_bn:
+        cfg.sync_bn = args.sync_bn
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise UserError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
@@ -58,17 +64,16 @@ def build_cfg(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+
+    def train():
         cfg = build_cfg(args)
         init_scope(cfg)
         check_data(cfg, ['train_dataloader', 'val_dataloader'])
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
         runner.train()
-    except USER_ERRORS as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    return 0
+
+    return run_with_clear_errors(train)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,155 @@
+"""Faults and bad input: killed runs, distributed runs, mixed precision, determinism."""
+import os
+import os.path as osp
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import acmix_mm  # noqa: F401
+from acmix_mm.backbones import PVTACmix, ResNetACmix, SwinACmix
+from acmix_mm.checkpoint import load_checkpoint_file
+from conftest import ROOT, run_tool
+from test_tools import DEMO, demo_data_options
+
+
+def train_args(data_root, work_dir, *extra):
+    return [DEMO, '--work-dir', work_dir, '--cfg-options', *demo_data_options(data_root),
+            'default_hooks.logger.interval=1', *extra]
+
+
+def iteration_losses(log):
+    return re.findall(r'Epoch\(train\) +\[\d+\]\[\d+/\d+\].*? loss: ([0-9.]+)', log)
+
+
+def test_killed_run_resumes_from_the_last_complete_checkpoint(tiny_demo_data, tmp_path):
+    """A real run is killed (SIGKILL) after its first checkpoint; --resume finishes it."""
+    work_dir = str(tmp_path / 'work')
+    schedule = ['train_dataloader.batch_size=1', 'train_cfg.max_epochs=4',
+                'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=1']
+    proc = subprocess.Popen(
+        [sys.executable, 'tools/train.py', *train_args(tiny_demo_data, work_dir, *schedule)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not osp.isfile(osp.join(work_dir, 'epoch_1.pth')) and proc.poll() is None:
+        assert time.time() < deadline, 'no checkpoint within 10 minutes'
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not osp.isfile(osp.join(work_dir, 'epoch_4.pth'))
+    # Whatever moment it died at, the checkpoint the pointer names is complete.
+    last = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+    assert 'state_dict' in load_checkpoint_file(last)
+    proc = run_tool('tools/train.py', *train_args(tiny_demo_data, work_dir, *schedule),
+                    '--resume')
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert re.search(r'resumed epoch: [1-3], iter: [2-6]', log)
+    assert 'Epoch(train) [4][2/2]' in log
+    assert osp.isfile(osp.join(work_dir, 'epoch_4.pth'))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_distributed_training(tiny_demo_data, tmp_path):
+    work_dir = str(tmp_path / 'dist')
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', DEMO, '2', '--sync-bn', 'torch',
+         *train_args(tiny_demo_data, work_dir, 'train_dataloader.batch_size=1',
+                     'train_cfg.max_epochs=2', 'train_cfg.val_interval=100')[1:]],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'Distributed training: True' in log
+    assert 'GPU number: 2' in log  # mmengine's name for the world size
+    # 2 images, 1 per process: one iteration per epoch, two epochs.
+    assert 'Epoch(train) [1][1/1]' in log and 'Epoch(train) [2][1/1]' in log
+    assert sorted(os.listdir(work_dir)).count('epoch_2.pth') == 1
+    assert not [f for f in os.listdir(work_dir) if f.endswith('.partial')]
+
+
+def test_same_seed_deterministic_runs_give_the_same_first_loss(tiny_demo_data, tmp_path):
+    losses = []
+    for run in range(2):
+        proc = run_tool('tools/train.py', *train_args(
+            tiny_demo_data, str(tmp_path / str(run)), 'train_dataloader.batch_size=2',
+            'train_cfg.max_epochs=1', 'train_cfg.val_interval=100',
+            'randomness.deterministic=True'))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        losses.append(iteration_losses(proc.stdout + proc.stderr)[0])
+    assert losses[0] == losses[1]
+
+
+def test_amp_on_cpu_trains_with_bfloat16(tiny_demo_data, tmp_path):
+    proc = run_tool('tools/train.py', *train_args(
+        tiny_demo_data, str(tmp_path), 'train_dataloader.batch_size=1',
+        'train_cfg.max_epochs=1', 'train_cfg.val_interval=100'), '--amp')
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "type='CPUAmpOptimWrapper'" in log
+    losses = [float(v) for v in iteration_losses(log)]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+
+
+@pytest.mark.parametrize('backbone', [
+    lambda: PVTACmix('tiny'),
+    lambda: SwinACmix(dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[2, 4, 4, 8])),
+    lambda: ResNetACmix(26, norm_eval=False),
+], ids=['PVTACmix', 'SwinACmix', 'ResNetACmix'])
+def test_each_backbone_trains_under_bfloat16_autocast(backbone):
+    torch.manual_seed(0)
+    model = backbone()
+    model.init_weights()
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for _ in range(3):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            outs = model(torch.randn(2, 3, 96, 128))
+            loss = sum(o.float().pow(2).mean() for o in outs)
+        optimizer.zero_grad()
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters()
+                   if p.grad is not None)
+        optimizer.step()
+
+
+def test_unreadable_image_is_named(tiny_demo_data, tmp_path):
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_demo_data, data)
+    image = sorted((data / 'coco' / 'train2017').iterdir())[0]
+    image.write_bytes(b'not an image')
+    proc = run_tool('tools/train.py', *train_args(
+        str(data), str(tmp_path / 'work'), 'train_dataloader.batch_size=2',
+        'train_cfg.max_epochs=1'))
+    assert proc.returncode == 1
+    assert f'error: Cannot read image {image}: it is truncated or not an image' in \
+        proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_slurm_script_runs_train_with_the_slurm_launcher(tmp_path):
+    """A stand-in srun records its arguments (no cluster here)."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    record = tmp_path / 'srun_args'
+    (bin_dir / 'srun').write_text(f'#!/bin/sh\necho "$@" > {record}\n')
+    (bin_dir / 'srun').chmod(0o755)
+    env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', GPUS='16')
+    proc = subprocess.run(['bash', 'tools/slurm_train.sh', 'gpu', 'acmix', DEMO, 'wd',
+                           '--amp'], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    args = record.read_text().split()
+    assert args[:2] == ['-p', 'gpu'] and '--ntasks=16' in args
+    assert args[-5:] == ['tools/train.py', DEMO, '--work-dir=wd', '--launcher=slurm', '--amp']
