@@ -7,6 +7,7 @@ import sys
 from mmengine.config import Config, DictAction
 
 from .checkpoint import CheckpointError
+from .errors import ConfigError
 
 
 class UserError(RuntimeError):
@@ -14,7 +15,7 @@ class UserError(RuntimeError):
 
 
 # Errors the tools turn into one clear message and exit status 1.
-USER_ERRORS = (UserError, CheckpointError)
+USER_ERRORS = (UserError, CheckpointError, ConfigError)
 
 SCOPES = ('mmdet', 'mmseg')
 

@@ -72,3 +72,12 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     runner.save_checkpoint(str(tmp_path), 'epoch_1.pth')
     assert target.read_bytes() == b'new checkpoint'
     assert os.listdir(tmp_path) == ['epoch_1.pth']
+
+
+def test_unreachable_pretrained_url_says_what_to_do():
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint_file('http://127.0.0.1:9/pvt_tiny.pth')
+    message = str(err.value)
+    assert message.startswith('Cannot download http://127.0.0.1:9/pvt_tiny.pth')
+    assert 'model.backbone.init_cfg.checkpoint=PATH' in message
+    assert 'model.backbone.init_cfg=None' in message

@@ -85,6 +85,18 @@ def test_train_errors_are_clear(args, message):
     assert message in proc.stderr and 'Traceback' not in proc.stderr
 
 
+@pytest.mark.parametrize('option,message', [
+    ('model.backbone.arch=huge', "Unknown PVTACmix arch 'huge'; choose one of 'tiny', "
+     "'small', 'medium', 'large'"),
+    ('model.backbone.out_indices=[5]', 'out_indices (5,) must name stages 0..3'),
+])
+def test_bad_model_arguments_are_clear(tiny_demo_data, tmp_path, option, message):
+    proc = run_tool('tools/train.py', DEMO, '--work-dir', str(tmp_path), '--cfg-options',
+                    *demo_data_options(tiny_demo_data), option)
+    assert proc.returncode == 1
+    assert message in proc.stderr and 'Traceback' not in proc.stderr
+
+
 def test_test_refuses_a_missing_checkpoint(tiny_demo_data, tmp_path):
     proc = run_tool('tools/test.py', DEMO, str(tmp_path / 'none.pth'), '--cfg-options',
                     *demo_data_options(tiny_demo_data))

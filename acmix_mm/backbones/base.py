@@ -14,6 +14,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 
 from ..checkpoint import load_pretrained
+from ..errors import ConfigError
 from ..layers import TokenACmix
 
 
@@ -38,11 +39,11 @@ class ACmixTransformerBackbone(BaseModule):
         if isinstance(arch, str):
             if arch.lower() not in self.arch_zoo:
                 choices = ', '.join(repr(k) for k in self.arch_zoo if len(k) > 1)
-                raise ValueError(f'Unknown {name} arch {arch!r}; choose one of '
+                raise ConfigError(f'Unknown {name} arch {arch!r}; choose one of '
                                  f'{choices} or pass a dict.')
             return dict(self.arch_zoo[arch.lower()])
         if not isinstance(arch, dict) or set(arch) != set(self.arch_keys):
-            raise ValueError(f'A custom {name} arch must be a dict with keys '
+            raise ConfigError(f'A custom {name} arch must be a dict with keys '
                              f'{sorted(self.arch_keys)}, got {arch!r}.')
         return arch
 
@@ -50,7 +51,7 @@ class ACmixTransformerBackbone(BaseModule):
     def check_out_indices(out_indices, num_stages):
         out_indices = tuple(out_indices)
         if not out_indices or not all(0 <= i < num_stages for i in out_indices):
-            raise ValueError(f'out_indices {out_indices} must name stages 0..'
+            raise ConfigError(f'out_indices {out_indices} must name stages 0..'
                              f'{num_stages - 1}.')
         return out_indices
 
@@ -90,7 +91,7 @@ class ACmixTransformerBackbone(BaseModule):
         if not self.is_official(state_dict):
             return state_dict, []
         if not self.convert_weights:
-            raise ValueError(f'The checkpoint is in the {self.official_layout} layout; set '
+            raise ConfigError(f'The checkpoint is in the {self.official_layout} layout; set '
                              'convert_weights=True to convert it on load.')
         return self.convert_official(state_dict)
 

@@ -15,6 +15,7 @@ from mmdet.models.layers import ResLayer
 from mmengine.logging import MMLogger
 
 from ..checkpoint import load_pretrained
+from ..errors import ConfigError
 from ..layers import ACmix
 from ..registry import register_model
 
@@ -34,14 +35,14 @@ class BottleneckACmix(Bottleneck):
     def __init__(self, *args, kernel_att=7, head=4, kernel_conv=3, rate_init=(0.5, 0.5),
                  **kwargs):
         if kwargs.get('dcn') is not None or kwargs.get('plugins'):
-            raise ValueError('ResNetACmix does not support dcn or plugins: ACmix '
+            raise ConfigError('ResNetACmix does not support dcn or plugins: ACmix '
                              'replaces the 3x3 convolution they would modify.')
         super().__init__(*args, **kwargs)
         if self.style != 'pytorch':
-            raise ValueError("ResNetACmix needs style='pytorch' (stride in the 3x3 "
+            raise ConfigError("ResNetACmix needs style='pytorch' (stride in the 3x3 "
                              "layer), as the official model.")
         if self.dilation != 1:
-            raise ValueError('ResNetACmix supports dilation 1 only.')
+            raise ConfigError('ResNetACmix supports dilation 1 only.')
         self.conv2 = ACmix(
             self.planes,
             self.planes,
@@ -90,13 +91,13 @@ class ResNetACmix(ResNet):
                  init_cfg=None,
                  **kwargs):
         if depth not in self.arch_settings:
-            raise ValueError(f'Unknown ResNetACmix depth {depth!r}; choose one of '
+            raise ConfigError(f'Unknown ResNetACmix depth {depth!r}; choose one of '
                              f'{sorted(self.arch_settings)}.')
         if 'pretrained' in kwargs:
-            raise ValueError("ResNetACmix takes init_cfg=dict(type='Pretrained', "
+            raise ConfigError("ResNetACmix takes init_cfg=dict(type='Pretrained', "
                              "checkpoint=...) instead of pretrained=.")
         if kwargs.get('deep_stem') or kwargs.get('avg_down'):
-            raise ValueError('ResNetACmix keeps the plain ResNet stem and shortcut '
+            raise ConfigError('ResNetACmix keeps the plain ResNet stem and shortcut '
                              '(deep_stem and avg_down are not supported).')
         self.acmix_cfg = dict(
             kernel_att=kernel_att, head=head, kernel_conv=kernel_conv, rate_init=rate_init)
@@ -129,7 +130,7 @@ class ResNetACmix(ResNet):
         if not is_official_resnet_acmix(state_dict):
             return state_dict, []
         if not self.convert_weights:
-            raise ValueError('The checkpoint is in the official ResNet-ACmix layout; '
+            raise ConfigError('The checkpoint is in the official ResNet-ACmix layout; '
                              'set convert_weights=True to convert it on load.')
         return resnet_official_to_acmix(state_dict)
 

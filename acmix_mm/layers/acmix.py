@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 
+from ..errors import ConfigError
 from ..registry import ATTENTION_PATHS, register_model
 
 
@@ -72,7 +73,7 @@ class ShiftConvPath(nn.Module):
     def __init__(self, embed_dims, num_heads, kernel_size=3, stride=1, fc_bias=True):
         super().__init__()
         if embed_dims % num_heads:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads '
+            raise ConfigError(f'embed_dims ({embed_dims}) must be divisible by num_heads '
                              f'({num_heads}).')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
@@ -236,9 +237,9 @@ class ACmix(TokenACmix):
                  rate_init=(0.5, 0.5),
                  init_cfg=None):
         if dilation != 1:
-            raise ValueError(f'ACmix supports dilation 1 only, got {dilation}.')
+            raise ConfigError(f'ACmix supports dilation 1 only, got {dilation}.')
         if out_channels % head:
-            raise ValueError(f'out_channels ({out_channels}) must be divisible by head '
+            raise ConfigError(f'out_channels ({out_channels}) must be divisible by head '
                              f'({head}).')
         super().__init__(
             embed_dims=out_channels,

@@ -15,6 +15,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 
 def _reflect(index, size):
     # Reflection without repeating the edge, as nn.ReflectionPad2d.
@@ -27,7 +29,7 @@ def _block_layout(height, width, kernel_size, stride, block, device):
     """Gather indices and the mask for one map size (cached: sizes repeat)."""
     radius = kernel_size // 2
     if min(height, width) <= radius:
-        raise ValueError(
+        raise ConfigError(
             f'Sliding-window attention with kernel {kernel_size} pads by reflection, '
             f'which needs feature maps larger than {radius} pixels; got {height}x'
             f'{width}. Use a larger input image.')
