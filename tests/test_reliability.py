@@ -37,7 +37,9 @@ def test_killed_run_resumes_from_the_last_complete_checkpoint(tiny_demo_data, tm
         [sys.executable, 'tools/train.py', *train_args(tiny_demo_data, work_dir, *schedule)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
-    while not osp.isfile(osp.join(work_dir, 'epoch_1.pth')) and proc.poll() is None:
+    # Wait for the pointer --resume follows (written right after the first checkpoint;
+    # a kill between the two leaves no pointer yet, and a rerun starts afresh).
+    while not osp.isfile(osp.join(work_dir, 'last_checkpoint')) and proc.poll() is None:
         assert time.time() < deadline, 'no checkpoint within 10 minutes'
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)

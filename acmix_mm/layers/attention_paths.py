@@ -212,16 +212,19 @@ class ShiftedWindowAttentionPath(BaseModule):
         window = self.window_size
         rows, cols = height // window, width // window
         head_dims = self.embed_dims // self.num_heads
-        # (B, H*W, 3C) -> (3, B, windows, heads, N, d)
+        # (B, H*W, 3C) -> (3, B * windows, heads, N, d): 4-D inputs take the fused
+        # attention kernel (a 5-D batch falls back to the slow reference one).
         windows = qkv.view(batch, rows, window, cols, window, 3, self.num_heads, head_dims)
         windows = windows.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(
-            3, batch, rows * cols, self.num_heads, window * window, head_dims)
+            3, batch * rows * cols, self.num_heads, window * window, head_dims)
         bias = self.relative_position_bias_table[self.relative_position_index]
-        bias = bias.permute(2, 0, 1)  # (heads, N, N)
+        bias = bias.permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
         if shift_size > 0:
             bias = bias + self._shift_mask(hw_shape, shift_size, qkv)[:, None]
+            bias = bias.repeat(batch, 1, 1, 1) if batch > 1 else bias
         out = F.scaled_dot_product_attention(
-            *windows, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.)
+            *windows, attn_mask=bias.to(qkv.dtype),
+            dropout_p=self.attn_drop if self.training else 0.)
         # (B, windows, heads, N, d) -> (B, H*W, C)
         out = out.view(batch, rows, cols, self.num_heads, window, window, head_dims)
         out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, height * width, -1)
