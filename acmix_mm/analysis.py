@@ -10,6 +10,8 @@ multiply-add as one FLOP.
 """
 from math import prod
 
+import torch
+import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 
@@ -44,3 +46,51 @@ def complexity(model, inputs):
         for hook in hooks:
             hook.remove()
     return flops + sum(reported), parameter_count(model)['']
+
+
+# Running a whole mmdet / mmseg model without data (FLOPs counting, speed benchmarks):
+# its tensor-mode forward on one batch of fake data samples.
+class TensorForward(nn.Module):
+    """The model's tensor-mode forward on a fixed batch of data samples."""
+
+    def __init__(self, model, data_samples):
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs):
+        return self.model._forward(inputs, self.data_samples)
+
+
+def data_samples_for(scope, height, width):
+    meta = dict(img_shape=(height, width), ori_shape=(height, width),
+                pad_shape=(height, width), batch_input_shape=(height, width),
+                scale_factor=(1.0, 1.0))
+    if scope == 'mmdet':
+        from mmdet.structures import DetDataSample
+        return [DetDataSample(metainfo=meta)]
+    from mmseg.structures import SegDataSample
+    return [SegDataSample(metainfo=meta)]
+
+
+MASK_ROIS = 100
+
+
+def limit_mask_rois(model):
+    """Make a cascade RoI head run its mask heads on the first ``MASK_ROIS`` RoIs."""
+    roi_head = getattr(model, 'roi_head', None)
+    if roi_head is None or not getattr(roi_head, 'with_mask', False) or \
+            not hasattr(roi_head, 'num_stages'):
+        return
+    mask_forward = roi_head._mask_forward
+
+    def first_rois_only(stage, x, rois):
+        results = mask_forward(stage, x, rois[:MASK_ROIS])
+        # Zero masks for the other RoIs keep the shapes the caller splits by.
+        missing = rois.shape[0] - results['mask_preds'].shape[0]
+        results['mask_preds'] = torch.cat(
+            [results['mask_preds'],
+             results['mask_preds'].new_zeros(missing, *results['mask_preds'].shape[1:])])
+        return results
+
+    roi_head._mask_forward = first_rois_only

@@ -103,12 +103,25 @@ class ShiftConvPath(nn.Module):
             if self.fc.bias is not None:
                 nn.init.uniform_(self.fc.bias, -bound, bound)
 
-    def forward(self, qkv, hw_shape):
+    def channel_major_order(self):
+        """Row order that lays the projection out channel-major: (d, piece).
+
+        A projection whose output rows are permuted this way gives the pieces of each
+        channel d side by side, which is the layout fc reads, so no transposed copy
+        of the 3C-wide projection is needed.
+        """
+        rows = torch.arange(3 * self.embed_dims).view(3 * self.num_heads, self.head_dims)
+        return rows.t().reshape(-1)
+
+    def forward(self, qkv, hw_shape, channel_major=False):
         """Apply the path to token-layout projections.
 
         Args:
-            qkv (Tensor): Stage I output, shape (B, H*W, 3 * embed_dims).
+            qkv (Tensor): Stage I output, shape (B, H*W, 3 * embed_dims), piece-major
+                (q heads, k heads, v heads) or, with ``channel_major``, permuted by
+                :meth:`channel_major_order`.
             hw_shape (tuple[int]): (H, W).
+            channel_major (bool): Layout of ``qkv``. Default: False.
 
         Returns:
             Tensor: F_conv, shape (B, H'*W', embed_dims), H' = ceil(H / stride).
@@ -116,9 +129,12 @@ class ShiftConvPath(nn.Module):
         batch, num_tokens, _ = qkv.shape
         height, width = hw_shape
         num_shifts = self.kernel_size**2
-        # (B, N, 3*heads, d) -> (B, N, d, 3*heads): fc mixes the pieces of each channel d.
-        pieces = qkv.view(batch, num_tokens, 3 * self.num_heads,
-                          self.head_dims).transpose(2, 3)
+        # (B, N, d, 3*heads): fc mixes the pieces of each channel d.
+        if channel_major:
+            pieces = qkv.view(batch, num_tokens, self.head_dims, 3 * self.num_heads)
+        else:
+            pieces = qkv.view(batch, num_tokens, 3 * self.num_heads,
+                              self.head_dims).transpose(2, 3)
         maps = F.linear(pieces, self.fc.weight.view(num_shifts, -1), self.fc.bias)
         # (B, N, d, k*k) is already channels-last for the groups (d, k*k) of dep_conv,
         # so this permute is a view, not a copy.
@@ -197,9 +213,17 @@ class TokenACmix(BaseModule):
         Returns:
             Tensor: Shape (B, H'*W', C), H' = ceil(H / stride).
         """
-        qkv = self.qkv(x)
+        # Paths that read a channel-major projection (getattr: the default is False)
+        # get one; the weights keep the usual q, k, v row order.
+        channel_major = getattr(self.attn_path, 'channel_major', False)
+        if channel_major:
+            order = self.conv_path.channel_major_order().to(x.device)
+            bias = None if self.qkv.bias is None else self.qkv.bias[order]
+            qkv = F.linear(x, self.qkv.weight[order], bias)
+        else:
+            qkv = self.qkv(x)
         f_att = self.attn_path(x, qkv, hw_shape, self.qkv, **path_kwargs)
-        f_conv = self.conv_path(qkv, hw_shape)
+        f_conv = self.conv_path(qkv, hw_shape, channel_major)
         return self.alpha * f_att + self.beta * f_conv
 
 

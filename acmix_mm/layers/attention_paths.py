@@ -187,6 +187,10 @@ class ShiftedWindowAttentionPath(BaseModule):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    # The windows are a copy of the projection anyway, so the path takes it in the
+    # layout the convolution path reads without a copy (see ShiftConvPath).
+    channel_major = True
+
     def init_weights(self):
         super().init_weights()
         nn.init.trunc_normal_(self.relative_position_bias_table, std=.02)
@@ -212,10 +216,11 @@ class ShiftedWindowAttentionPath(BaseModule):
         window = self.window_size
         rows, cols = height // window, width // window
         head_dims = self.embed_dims // self.num_heads
-        # (B, H*W, 3C) -> (3, B * windows, heads, N, d): 4-D inputs take the fused
-        # attention kernel (a 5-D batch falls back to the slow reference one).
-        windows = qkv.view(batch, rows, window, cols, window, 3, self.num_heads, head_dims)
-        windows = windows.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(
+        # Channel-major (B, H*W, d, 3, heads) -> (3, B * windows, heads, N, d): 4-D
+        # inputs take the fused attention kernel (a 5-D batch falls back to the slow
+        # reference one).
+        windows = qkv.view(batch, rows, window, cols, window, head_dims, 3, self.num_heads)
+        windows = windows.permute(6, 0, 1, 3, 7, 2, 4, 5).reshape(
             3, batch * rows * cols, self.num_heads, window * window, head_dims)
         bias = self.relative_position_bias_table[self.relative_position_index]
         bias = bias.permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)

@@ -1,0 +1,38 @@
+"""tools/benchmark.py end to end at a small size (timings are not asserted)."""
+import re
+
+from conftest import run_tool
+
+ACMIX = 'configs/retinanet_pvt_acmix_t_1x.py'
+BASELINE = 'configs/retinanet_pvt_t_1x.py'
+RATE = r': (\d+\.\d+) img/s \(median \d+\.\d+ s/iter, batch 1, 128x128, {} iters after 1 ' \
+    r'warm-up\)'
+
+
+def test_benchmark_vs_baseline_prints_both_rates_and_ratio():
+    proc = run_tool('tools/benchmark.py', ACMIX, '--shape', '128', '128', '--iters', '2',
+                    '--warmup', '1', '--vs', BASELINE)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r'^torch \S+, \d+ threads, device \S', proc.stdout, re.M)
+    for name in ('retinanet_pvt_acmix_t_1x', 'retinanet_pvt_t_1x'):
+        match = re.search('^' + name + RATE.format(2), proc.stdout, re.M)
+        assert match and float(match.group(1)) > 0, proc.stdout
+    ratio = re.search(r'^ratio retinanet_pvt_acmix_t_1x / retinanet_pvt_t_1x: '
+                      r'(\d+\.\d+)x images/s$', proc.stdout, re.M)
+    assert ratio and float(ratio.group(1)) > 0, proc.stdout
+
+
+def test_benchmark_segmentation_config():
+    proc = run_tool('tools/benchmark.py', 'configs/sem_fpn_pvt_acmix_t_40k.py', '--shape',
+                    '128', '128', '--iters', '1', '--warmup', '1')
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    match = re.search('^sem_fpn_pvt_acmix_t_40k' + RATE.format(1), proc.stdout, re.M)
+    assert match and float(match.group(1)) > 0, proc.stdout
+    assert 'ratio' not in proc.stdout
+
+
+def test_benchmark_missing_config_is_a_clear_error():
+    proc = run_tool('tools/benchmark.py', 'configs/no_such_config.py')
+    assert proc.returncode == 1
+    assert 'Config file not found' in proc.stderr
+    assert 'Traceback' not in proc.stderr

@@ -1,0 +1,158 @@
+"""Measure the inference speed (images/s) of a config's whole model, as Table 5 of ACmix.
+
+    python tools/benchmark.py CONFIG [--shape H W] [--batch N] [--iters N] [--warmup N]
+        [--vs OTHER_CONFIG] [--cfg-options k=v ...]
+
+Builds the whole model as tools/get_flops.py does (every head; two-stage detectors run
+their RoI heads on the RPN proposals; cascade mask heads on the first 100 RoIs), puts
+it in eval mode and times its tensor-mode forward under ``torch.no_grad`` on random
+images of the given size (default 576x576, the paper's Table 5 setting). No data set
+and no weights are needed (``init_cfg`` is ignored). Runs on CUDA when available, else
+on the CPU.
+
+With ``--vs OTHER_CONFIG`` a baseline is measured in the same run: after both models
+warm up they run alternately (A, B, A, B, ...) so that both see the same machine state,
+and the ratio of their images/s is printed. ``--cfg-options`` apply to both configs.
+Images/s is ``batch * iters`` over the total time of the timed iterations; the median
+time of one iteration is printed too. Warm-up iterations are not timed.
+"""
+import argparse
+import os.path as osp
+import statistics
+import sys
+import time
+
+import torch
+from mmengine.config import DictAction
+from mmengine.utils import ProgressBar
+
+from acmix_mm.analysis import TensorForward, data_samples_for, limit_mask_rois
+from acmix_mm.runner_utils import USER_ERRORS, init_scope, load_config
+
+DEFAULT_SHAPE = (576, 576)
+
+
+def build_runner(cfg, shape, batch, device):
+    """A callable running one inference step of the model of ``cfg``.
+
+    Args:
+        cfg (Config): A loaded mmdet or mmseg config.
+        shape (tuple[int, int]): Input height and width.
+        batch (int): Images per step.
+        device (torch.device): Where the model and the inputs live.
+
+    Returns:
+        Callable[[], Any]: Runs the model's tensor-mode forward on a fixed batch.
+    """
+    init_scope(cfg)
+    from mmengine.registry import MODELS
+    height, width = shape
+    model = MODELS.build(cfg.model).eval()
+    # Same RoI budget for mask heads as the FLOPs count, close to real inference.
+    limit_mask_rois(model)
+    samples = [s for _ in range(batch)
+               for s in data_samples_for(cfg.default_scope, height, width)]
+    wrapped = TensorForward(model, samples).to(device)
+    # Random rather than zero pixels: no input-specific fast paths.
+    inputs = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    inputs = inputs.to(device)
+    return lambda: wrapped(inputs)
+
+
+def timed(step, device):
+    """Seconds one call of ``step`` takes, waiting for queued GPU work on both sides."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def benchmark(runners, iters, warmup, device):
+    """Per-iteration times of each runner, the runners measured alternately.
+
+    Args:
+        runners (list[Callable]): One inference step per model.
+        iters (int): Timed iterations per model.
+        warmup (int): Untimed iterations per model before any timing.
+        device (torch.device): The device the models run on.
+
+    Returns:
+        list[list[float]]: Seconds of each timed iteration, per runner.
+    """
+    bar = ProgressBar(len(runners) * (warmup + iters), file=sys.stderr)
+    times = [[] for _ in runners]
+    with torch.no_grad():
+        for step in runners:
+            for _ in range(warmup):
+                step()
+                bar.update()
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        for _ in range(iters):
+            # Interleaved so that drifts in the machine's state hit every model alike.
+            for step, record in zip(runners, times):
+                record.append(timed(step, device))
+                bar.update()
+    sys.stderr.write('\n')
+    return times
+
+
+def config_name(path):
+    return osp.splitext(osp.basename(path))[0]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        default=DEFAULT_SHAPE, help='input size (default: 576 576)')
+    parser.add_argument('--batch', type=int, default=1, help='images per iteration')
+    parser.add_argument('--iters', type=int, default=20, help='timed iterations')
+    parser.add_argument('--warmup', type=int, default=3,
+                        help='untimed iterations before timing')
+    parser.add_argument('--vs', metavar='OTHER_CONFIG',
+                        help='a baseline config measured in the same run')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        metavar='KEY=VALUE', help='override settings of both configs')
+    args = parser.parse_args(argv)
+    for name in ('batch', 'iters'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name} must be at least 1')
+    if args.warmup < 0:
+        parser.error('--warmup must not be negative')
+    if min(args.shape) < 1:
+        parser.error('--shape must be positive')
+
+    paths = [args.config] + ([args.vs] if args.vs else [])
+    try:
+        cfgs = [load_config(path, args.cfg_options) for path in paths]
+    except USER_ERRORS as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    where = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}',
+          flush=True)
+    runners = [build_runner(cfg, args.shape, args.batch, device) for cfg in cfgs]
+    times = benchmark(runners, args.iters, args.warmup, device)
+
+    height, width = args.shape
+    rates = []
+    for path, record in zip(paths, times):
+        rate = args.batch * args.iters / sum(record)
+        rates.append(rate)
+        print(f'{config_name(path)}: {rate:.2f} img/s (median '
+              f'{statistics.median(record):.3f} s/iter, batch {args.batch}, '
+              f'{height}x{width}, {args.iters} iters after {args.warmup} warm-up)')
+    if args.vs:
+        print(f'ratio {config_name(paths[0])} / {config_name(paths[1])}: '
+              f'{rates[0] / rates[1]:.2f}x images/s')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
