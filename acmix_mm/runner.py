@@ -1,4 +1,5 @@
-"""A runner whose checkpoints are written atomically, and mixed precision on CPU.
+"""A runner whose checkpoints are written atomically, mixed precision on CPU, and
+the hook that fuses ACmix layers for testing.
 
 mmengine writes a checkpoint straight to its final name, so a run killed while saving
 leaves a truncated file where a good one is expected. Here the file is written under a
@@ -12,7 +13,9 @@ from contextlib import contextmanager
 import torch
 from mmengine.dist import is_main_process
 from mmengine.optim import OptimWrapper
-from mmengine.registry import OPTIM_WRAPPERS, RUNNERS
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS, OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 
 
@@ -56,3 +59,24 @@ class CPUAmpOptimWrapper(OptimWrapper):
     def optim_context(self, model):
         with super().optim_context(model), torch.autocast('cpu', dtype=self.cast_dtype):
             yield
+
+
+@HOOKS.register_module()
+class FuseACmixHook(Hook):
+    """Before testing (after the checkpoint is loaded), fuse the ACmix convolution
+    paths into single grouped convolutions where that is cheaper
+    (``tools/test.py --deploy``). Outputs equal the training form within float
+    rounding.
+
+    Args:
+        only_cheaper (bool): See :func:`acmix_mm.layers.fuse_acmix`. Default: True.
+    """
+
+    def __init__(self, only_cheaper=True):
+        self.only_cheaper = only_cheaper
+
+    def before_test(self, runner):
+        from .layers import fuse_acmix
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        count = fuse_acmix(model, self.only_cheaper)
+        runner.logger.info(f'Fused the convolution path of {count} ACmix layers.')

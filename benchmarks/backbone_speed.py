@@ -1,11 +1,13 @@
 """ACmix backbones against their baselines: forward time, measured side by side.
 
     python benchmarks/backbone_speed.py [--size 800 1344] [--repeat 5] [--pairs swin pvt]
+                                        [--deploy]
 
 Swin-ACmix-T vs mmdet's Swin-T and PVT-ACmix-T vs mmdet's PVT-T, one image, eval mode,
 no gradients. The two models of a pair run alternately, after a warm-up each, and the
 best time of each is kept, so that both see the same machine state. Prints the times
-and the ratio ACmix / baseline (issue target: at most 1.10 at 800x1344).
+and the ratio ACmix / baseline (issue target: at most 1.10 at 800x1344). ``--deploy``
+fuses the ACmix convolution paths where that is cheaper (``acmix_mm.layers.fuse_acmix``).
 """
 import argparse
 import platform
@@ -16,6 +18,7 @@ from mmdet.models.backbones import PyramidVisionTransformer, SwinTransformer
 
 import acmix_mm  # noqa: F401
 from acmix_mm.backbones import PVTACmix, SwinACmix
+from acmix_mm.layers import fuse_acmix
 
 PAIRS = {
     'swin': ('Swin-ACmix-T', lambda: SwinACmix('tiny'), 'Swin-T',
@@ -44,6 +47,7 @@ def main():
     parser.add_argument('--size', type=int, nargs=2, default=[800, 1344])
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--pairs', nargs='+', default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument('--deploy', action='store_true', help='fuse the ACmix models')
     args = parser.parse_args()
     print(f'1x3x{args.size[0]}x{args.size[1]}, forward, eval, best of {args.repeat}; '
           f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
@@ -54,6 +58,9 @@ def main():
         torch.manual_seed(0)
         models = [build().eval(), build_base()]
         models[1].eval()
+        if args.deploy:
+            fuse_acmix(models[0])
+            name += ' (fused)'
         ours, base = best_times(models, x, args.repeat)
         print(f'  {name}: {ours:.3f} s   {base_name}: {base:.3f} s   '
               f'ratio {ours / base:.2f}')

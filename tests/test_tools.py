@@ -152,3 +152,14 @@ def test_mask_rcnn_swin_acmix_trains_and_reports_bbox_and_segm_map(tiny_demo_dat
     assert proc.returncode == 0, log[-3000:]
     assert re.search(r'coco/bbox_mAP: [0-9.]+', log)
     assert re.search(r'coco/segm_mAP: [0-9.]+', log)
+
+
+def test_test_deploy_fuses_acmix_and_evaluates(trained, tiny_demo_data, tmp_path):
+    work_dir, _ = trained
+    checkpoint = osp.join(work_dir, 'epoch_1.pth')
+    proc = run_tool('tools/test.py', DEMO, checkpoint, '--work-dir', str(tmp_path),
+                    '--deploy', '--cfg-options', *demo_data_options(tiny_demo_data))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'Fused the convolution path of 4 ACmix layers' in log  # PVT-T, heads 1 and 2
+    assert re.search(r'coco/bbox_mAP: [0-9.]+', log)

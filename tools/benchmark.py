@@ -1,7 +1,7 @@
 """Measure the inference speed (images/s) of a config's whole model, as Table 5 of ACmix.
 
     python tools/benchmark.py CONFIG [--shape H W] [--batch N] [--iters N] [--warmup N]
-        [--vs OTHER_CONFIG] [--cfg-options k=v ...]
+        [--vs OTHER_CONFIG] [--deploy] [--cfg-options k=v ...]
 
 Builds the whole model as tools/get_flops.py does (every head; two-stage detectors run
 their RoI heads on the RPN proposals; cascade mask heads on the first 100 RoIs), puts
@@ -27,12 +27,13 @@ from mmengine.config import DictAction
 from mmengine.utils import ProgressBar
 
 from acmix_mm.analysis import TensorForward, data_samples_for, limit_mask_rois
+from acmix_mm.layers import fuse_acmix
 from acmix_mm.runner_utils import USER_ERRORS, init_scope, load_config
 
 DEFAULT_SHAPE = (576, 576)
 
 
-def build_runner(cfg, shape, batch, device):
+def build_runner(cfg, shape, batch, device, deploy=False):
     """A callable running one inference step of the model of ``cfg``.
 
     Args:
@@ -40,6 +41,7 @@ def build_runner(cfg, shape, batch, device):
         shape (tuple[int, int]): Input height and width.
         batch (int): Images per step.
         device (torch.device): Where the model and the inputs live.
+        deploy (bool): Fuse ACmix convolution paths where cheaper. Default: False.
 
     Returns:
         Callable[[], Any]: Runs the model's tensor-mode forward on a fixed batch.
@@ -50,6 +52,8 @@ def build_runner(cfg, shape, batch, device):
     model = MODELS.build(cfg.model).eval()
     # Same RoI budget for mask heads as the FLOPs count, close to real inference.
     limit_mask_rois(model)
+    if deploy:
+        fuse_acmix(model)
     samples = [s for _ in range(batch)
                for s in data_samples_for(cfg.default_scope, height, width)]
     wrapped = TensorForward(model, samples).to(device)
@@ -115,6 +119,8 @@ def main(argv=None):
                         help='untimed iterations before timing')
     parser.add_argument('--vs', metavar='OTHER_CONFIG',
                         help='a baseline config measured in the same run')
+    parser.add_argument('--deploy', action='store_true',
+                        help='fuse ACmix convolution paths where cheaper (inference form)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         metavar='KEY=VALUE', help='override settings of both configs')
     args = parser.parse_args(argv)
@@ -137,7 +143,8 @@ def main(argv=None):
     where = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}',
           flush=True)
-    runners = [build_runner(cfg, args.shape, args.batch, device) for cfg in cfgs]
+    runners = [build_runner(cfg, args.shape, args.batch, device, args.deploy)
+               for cfg in cfgs]
     times = benchmark(runners, args.iters, args.warmup, device)
 
     height, width = args.shape

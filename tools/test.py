@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: COCO mAP (mmdet configs) or mIoU (mmseg configs).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
-                         [--show-dir DIR] [--show] [--tta] [--cfg-options k=v ...]
+                         [--show-dir DIR] [--show] [--tta] [--deploy]
+                         [--cfg-options k=v ...]
 """
 import argparse
 import os.path as osp
@@ -28,6 +29,10 @@ def parse_args(argv=None):
         '--show-dir', help='directory where painted images will be saved')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument('--tta', action='store_true', help='test time augmentation')
+    parser.add_argument(
+        '--deploy',
+        action='store_true',
+        help='fuse each ACmix convolution path into one grouped conv where cheaper')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -58,6 +63,8 @@ def build_cfg(args):
         cfg.model = dict(type=cfg.tta_model.type, module=cfg.model,
                          **{k: v for k, v in cfg.tta_model.items() if k != 'type'})
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    if args.deploy:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [dict(type='FuseACmixHook')]
     if args.out and cfg.default_scope == 'mmseg':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True

@@ -91,6 +91,7 @@ class ShiftConvPath(nn.Module):
             padding=kernel_size // 2,
             groups=self.head_dims,
             bias=False)
+        self.fused = None  # set by fuse(): one grouped conv for inference
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -102,6 +103,46 @@ class ShiftConvPath(nn.Module):
             nn.init.uniform_(self.fc.weight, -bound, bound)
             if self.fc.bias is not None:
                 nn.init.uniform_(self.fc.bias, -bound, bound)
+
+    @torch.no_grad()
+    def fuse(self, scale):
+        """Fold fc, the shift group conv and ``scale`` (beta) into one grouped conv.
+
+        For channel d, fc mixes the 3*heads pieces into k*k maps and the group conv
+        turns those into heads outputs, both linear: their product is one k x k conv
+        per group from the 3*heads pieces (read channel-major) to the heads outputs.
+        fc's bias, zero-padded with the maps at the border, becomes a fixed map: the
+        same conv applied to a map of ones. Inference only (the parameters stay, the
+        fused conv is a copy).
+
+        Args:
+            scale (Tensor): beta, folded into the fused weights.
+        """
+        num_shifts = self.kernel_size**2
+        fc = self.fc.weight.view(num_shifts, 3 * self.num_heads)
+        dep = self.dep_conv.weight  # (C, k*k, k, k)
+        conv = nn.Conv2d(
+            3 * self.embed_dims,
+            self.embed_dims,
+            self.kernel_size,
+            stride=self.dep_conv.stride,
+            padding=self.dep_conv.padding,
+            groups=self.head_dims,
+            bias=False).to(dep)
+        conv.weight.copy_(scale * torch.einsum('csyx,st->ctyx', dep, fc))
+        bias = None
+        if self.fc.bias is not None:
+            bias = scale * torch.einsum('csyx,s->cyx', dep, self.fc.bias).unsqueeze(1)
+        self.fused = nn.ModuleDict(dict(conv=conv))
+        self.fused.register_buffer('bias_kernel', bias)
+
+    def fused_is_cheaper(self):
+        """Whether the fused conv needs fewer multiply-adds per pixel (heads < 4 at
+        k=3: 27*heads*C against 27*C for fc plus 81*C for the group conv)."""
+        num_shifts = self.kernel_size**2
+        fused = self.embed_dims * 3 * self.num_heads * num_shifts
+        unfused = 3 * self.embed_dims * num_shifts + self.embed_dims * num_shifts**2
+        return fused < unfused
 
     def channel_major_order(self):
         """Row order that lays the projection out channel-major: (d, piece).
@@ -129,6 +170,17 @@ class ShiftConvPath(nn.Module):
         batch, num_tokens, _ = qkv.shape
         height, width = hw_shape
         num_shifts = self.kernel_size**2
+        if self.fused is not None:
+            if not channel_major:
+                raise RuntimeError('A fused convolution path reads a channel-major '
+                                   'projection (see TokenACmix.fuse_conv_path).')
+            maps = qkv.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+            out = self.fused.conv(maps)
+            if self.fused.bias_kernel is not None:
+                ones = maps.new_ones(1, 1, height, width)
+                out = out + F.conv2d(ones, self.fused.bias_kernel, None,
+                                     self.dep_conv.stride, self.dep_conv.padding)
+            return out.flatten(2).transpose(1, 2)
         # (B, N, d, 3*heads): fc mixes the pieces of each channel d.
         if channel_major:
             pieces = qkv.view(batch, num_tokens, self.head_dims, 3 * self.num_heads)
@@ -214,17 +266,31 @@ class TokenACmix(BaseModule):
             Tensor: Shape (B, H'*W', C), H' = ceil(H / stride).
         """
         # Paths that read a channel-major projection (getattr: the default is False)
-        # get one; the weights keep the usual q, k, v row order.
-        channel_major = getattr(self.attn_path, 'channel_major', False)
-        if channel_major:
+        # get one, and so does a fused convolution path; the weights keep the usual
+        # q, k, v row order.
+        path_channel_major = getattr(self.attn_path, 'channel_major', False)
+        fused = self.conv_path.fused is not None
+        if path_channel_major or fused:
             order = self.conv_path.channel_major_order().to(x.device)
             bias = None if self.qkv.bias is None else self.qkv.bias[order]
             qkv = F.linear(x, self.qkv.weight[order], bias)
         else:
             qkv = self.qkv(x)
-        f_att = self.attn_path(x, qkv, hw_shape, self.qkv, **path_kwargs)
-        f_conv = self.conv_path(qkv, hw_shape, channel_major)
+        path_qkv = qkv
+        if fused and not path_channel_major:
+            heads, dims = self.num_heads, self.embed_dims // self.num_heads
+            path_qkv = qkv.view(*qkv.shape[:2], dims, 3 * heads).transpose(2, 3).reshape(
+                qkv.shape)
+        f_att = self.attn_path(x, path_qkv, hw_shape, self.qkv, **path_kwargs)
+        f_conv = self.conv_path(qkv, hw_shape, channel_major=True) if fused else \
+            self.conv_path(qkv, hw_shape, path_channel_major)
+        if fused:  # beta is inside the fused weights
+            return self.alpha * f_att + f_conv
         return self.alpha * f_att + self.beta * f_conv
+
+    def fuse_conv_path(self):
+        """Inference: fold the convolution path and beta into one grouped conv."""
+        self.conv_path.fuse(self.beta)
 
 
 @register_model
@@ -284,3 +350,23 @@ class ACmix(TokenACmix):
         out = super().forward(x.flatten(2).transpose(1, 2), (height, width))
         out_shape = (-(-height // self.stride), -(-width // self.stride))
         return out.transpose(1, 2).reshape(batch, -1, *out_shape)
+
+
+def fuse_acmix(model, only_cheaper=True):
+    """Fuse the convolution path of the ACmix layers of ``model`` for inference.
+
+    Args:
+        model (nn.Module): Any model holding ACmix layers.
+        only_cheaper (bool): Fuse a layer only where the fused conv needs fewer
+            multiply-adds (heads < 4); False fuses all. Default: True.
+
+    Returns:
+        int: The number of layers fused.
+    """
+    fused = 0
+    for module in model.modules():
+        if isinstance(module, TokenACmix) and module.conv_path.fused is None and (
+                not only_cheaper or module.conv_path.fused_is_cheaper()):
+            module.fuse_conv_path()
+            fused += 1
+    return fused
