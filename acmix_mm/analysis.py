@@ -8,6 +8,7 @@ the tracer cannot look into; its modules report their own count (k*k keys per qu
 the paper counts it) through ``attention_flops``. Like the counter, we count one
 multiply-add as one FLOP.
 """
+import time
 from math import prod
 
 import torch
@@ -94,3 +95,14 @@ def limit_mask_rois(model):
         return results
 
     roi_head._mask_forward = first_rois_only
+
+
+def timed(step, device):
+    """Seconds one call of ``step`` takes, waiting for queued GPU work on both sides."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start

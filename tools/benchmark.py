@@ -20,13 +20,12 @@ import argparse
 import os.path as osp
 import statistics
 import sys
-import time
 
 import torch
 from mmengine.config import DictAction
 from mmengine.utils import ProgressBar
 
-from acmix_mm.analysis import TensorForward, data_samples_for, limit_mask_rois
+from acmix_mm.analysis import TensorForward, data_samples_for, limit_mask_rois, timed
 from acmix_mm.layers import fuse_acmix
 from acmix_mm.runner_utils import USER_ERRORS, init_scope, load_config
 
@@ -61,17 +60,6 @@ def build_runner(cfg, shape, batch, device, deploy=False):
     inputs = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
     inputs = inputs.to(device)
     return lambda: wrapped(inputs)
-
-
-def timed(step, device):
-    """Seconds one call of ``step`` takes, waiting for queued GPU work on both sides."""
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    step()
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def benchmark(runners, iters, warmup, device):
