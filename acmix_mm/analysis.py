@@ -106,3 +106,25 @@ def timed(step, device):
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
+
+
+# The papers' settings: COCO 1333x800, ADE20K 2048x512.
+DEFAULT_SHAPES = {'mmdet': (800, 1333), 'mmseg': (512, 2048)}
+
+
+def count_config(cfg, shape=None):
+    """(flops, params, (H, W)) of the whole model of ``cfg`` on one image.
+
+    Default input: 800x1333 for mmdet configs, 512x2048 for mmseg configs.
+    """
+    from .runner_utils import init_scope
+    init_scope(cfg)
+    from mmengine.registry import MODELS
+    height, width = shape or DEFAULT_SHAPES[cfg.default_scope]
+    model = MODELS.build(cfg.model).eval()
+    limit_mask_rois(model)
+    wrapped = TensorForward(model, data_samples_for(cfg.default_scope, height, width))
+    with torch.no_grad():
+        flops, _ = complexity(wrapped, (torch.zeros(1, 3, height, width), ))
+    params = sum(p.numel() for p in model.parameters())
+    return flops, params, (height, width)

@@ -1,3 +1,4 @@
+import importlib.util
 import os.path as osp
 import subprocess
 import sys
@@ -11,6 +12,15 @@ def run_tool(*args, timeout=900):
     """Run ``python tools/<args>`` from the repository root; return the finished process."""
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def load_script(relative_path):
+    """A script of the repository (tools/, benchmarks/: not packages) as a module."""
+    name = osp.splitext(osp.basename(relative_path))[0]
+    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope='session')

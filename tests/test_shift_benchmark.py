@@ -1,23 +1,12 @@
 """benchmarks/shift_operators.py: tensor shifts equal the group conv; the script runs."""
-import importlib.util
-import os.path as osp
-
 import pytest
 import torch
-from conftest import ROOT, run_tool
+from conftest import load_script, run_tool
 
 from acmix_mm.layers import ShiftConvPath
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        'shift_operators', osp.join(ROOT, 'benchmarks', 'shift_operators.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_benchmark()
+bench = load_script('benchmarks/shift_operators.py')
 
 
 @pytest.mark.parametrize('layout', ['channels-last', 'NCHW'])

@@ -156,7 +156,8 @@ def test_mask_rcnn_swin_acmix_trains_and_reports_bbox_and_segm_map(tiny_demo_dat
 
 def test_test_deploy_fuses_acmix_and_evaluates(trained, tiny_demo_data, tmp_path):
     work_dir, _ = trained
-    checkpoint = osp.join(work_dir, 'epoch_1.pth')
+    # The latest checkpoint: the resume test may have replaced epoch_1.pth.
+    checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
     proc = run_tool('tools/test.py', DEMO, checkpoint, '--work-dir', str(tmp_path),
                     '--deploy', '--cfg-options', *demo_data_options(tiny_demo_data))
     log = proc.stdout + proc.stderr

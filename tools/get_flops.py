@@ -15,28 +15,10 @@ Defaults: 800x1333 for mmdet configs, 512x2048 for mmseg configs (the papers' se
 import argparse
 import sys
 
-import torch
 from mmengine.config import DictAction
 
-from acmix_mm.analysis import (TensorForward, complexity, data_samples_for,
-                                limit_mask_rois)
-from acmix_mm.runner_utils import USER_ERRORS, init_scope, load_config
-
-DEFAULT_SHAPES = {'mmdet': (800, 1333), 'mmseg': (512, 2048)}
-
-
-def count(cfg, shape=None):
-    """(flops, params, (H, W)) of the model of ``cfg``."""
-    init_scope(cfg)
-    from mmengine.registry import MODELS
-    height, width = shape or DEFAULT_SHAPES[cfg.default_scope]
-    model = MODELS.build(cfg.model).eval()
-    limit_mask_rois(model)
-    wrapped = TensorForward(model, data_samples_for(cfg.default_scope, height, width))
-    with torch.no_grad():
-        flops, _ = complexity(wrapped, (torch.zeros(1, 3, height, width), ))
-    params = sum(p.numel() for p in model.parameters())
-    return flops, params, (height, width)
+from acmix_mm.analysis import count_config
+from acmix_mm.runner_utils import USER_ERRORS, load_config
 
 
 def main(argv=None):
@@ -53,7 +35,7 @@ def main(argv=None):
     except USER_ERRORS as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    flops, params, (height, width) = count(cfg, args.shape)
+    flops, params, (height, width) = count_config(cfg, args.shape)
     line = '=' * 30
     print(f'{line}\nInput shape: (1, 3, {height}, {width})\nFlops: {flops / 1e9:.1f}G\n'
           f'Params: {params / 1e6:.2f}M\n{line}')
