@@ -72,6 +72,8 @@ class ACmixTransformerBackbone(BaseModule):
                 trunc_normal_init(m, std=.02, bias=0.)
             elif isinstance(m, nn.LayerNorm):
                 constant_init(m, 1.0)
+            else:
+                self.init_other_module(m)
         self.init_extra_weights()
         # The generic init above must not overwrite ACmix's own initialisation.
         for m in self.modules():
@@ -79,8 +81,12 @@ class ACmixTransformerBackbone(BaseModule):
                 m.conv_path.reset_parameters()
                 m.reset_rates()
 
+    def init_other_module(self, module):
+        """Initialise from scratch a module that is neither linear nor a LayerNorm
+        (called in module order, with them)."""
+
     def init_extra_weights(self):
-        """Initialisation from scratch beyond linear and norm layers."""
+        """Initialisation from scratch after the modules (e.g. parameters)."""
 
     def pretrained_new_keys(self):
         """Our weights that a pretrained checkpoint may lack (regular expressions)."""

@@ -238,11 +238,12 @@ class PVTACmix(ACmixTransformerBackbone):
         self.num_features = [arch['embed_dims'][i] for i in self.out_indices]
         self._freeze_stages()
 
+    def init_other_module(self, module):
+        if isinstance(module, nn.Conv2d):
+            fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+            normal_init(module, 0, (2.0 / (fan_out // module.groups))**0.5)
+
     def init_extra_weights(self):
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                normal_init(m, 0, (2.0 / (fan_out // m.groups))**0.5)
         for stage in self.stages:
             trunc_normal_init(stage.pos_embed, std=.02)
 
