@@ -184,7 +184,30 @@ def data_error_message(err):
             path = text.split('failed to load image:', 1)[1].strip()
             return (f'Cannot read image {path}: it is truncated or not an image. Replace '
                     'the file, or remove it from the annotation file.')
+        empty = _empty_dataset(err)
+        if empty is not None:
+            return empty
         err = err.__cause__ or err.__context__
+    return None
+
+
+def _empty_dataset(err):
+    """The message for a data set left without images (mmengine fails to serialise it)."""
+    if 'need at least one array to concatenate' not in str(err):
+        return None
+    from mmengine.dataset import BaseDataset
+    tb = err.__traceback__
+    while tb is not None:
+        dataset = tb.tb_frame.f_locals.get('self')
+        if isinstance(dataset, BaseDataset):
+            classes = tuple(dataset.metainfo.get('classes') or ())
+            shown = ', '.join(classes[:5]) + (', ...' if len(classes) > 5 else '')
+            return (f'The data set {dataset.ann_file} has no images left: none of its '
+                    f'annotations is of the config\'s classes ({len(classes)}: {shown}), '
+                    'or filter_cfg removed them all. Set the dataset\'s metainfo.classes '
+                    'to the categories of the annotation file (and the head\'s '
+                    'num_classes to their number).')
+        tb = tb.tb_next
     return None
 
 

@@ -1,14 +1,17 @@
-"""Sliding-window ACmix: ours vs the unfold formulation of the official code.
+"""Sliding-window and patchwise ACmix: ours vs the unfold formulation.
 
-    python benchmarks/sliding_window_acmix.py [--channels 64] [--size 200 336]
-                                              [--stride 1] [--repeat 3]
+    python benchmarks/sliding_window_acmix.py [--attention sliding|patchwise]
+        [--channels 64] [--size 200 336] [--stride 1] [--repeat 3]
 
 One forward + backward of one operator on a (1, C, H, W) map; the default is a
 1333x800 image at stride 4. Each formulation runs in its own process so that its peak
 memory (growth of the resident set during the step) is its own; time is the best of
-``--repeat`` steps after the measured one. The unfold formulation is the straightforward
-reference kept in tests/test_resnet_acmix.py (keys and values unfolded k*k-fold, as the
-official ResNet-ACmix computes them); both are loaded with the same weights.
+``--repeat`` steps after the measured one. The unfold formulations are the
+straightforward references kept in the tests, loaded with the same weights as ours:
+sliding windows (ResNet-ACmix) as the official code computes them, keys and values
+unfolded k*k-fold (tests/test_resnet_acmix.py); patchwise attention (SAN-ACmix, the
+block of its first 7x7 stage: 4C input channels, C output, q and k C/4) as SAN's module
+with its CuPy aggregation written with unfold (tests/test_san_acmix.py).
 """
 import argparse
 import importlib.util
@@ -16,6 +19,7 @@ import multiprocessing as mp
 import os.path as osp
 import platform
 import resource
+import sys
 import time
 
 import torch
@@ -23,30 +27,39 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def reference_module():
+def reference_module(test_file):
+    sys.path.insert(0, osp.join(ROOT, 'tests'))  # the tests import their conftest
     spec = importlib.util.spec_from_file_location(
-        'reference', osp.join(ROOT, 'tests', 'test_resnet_acmix.py'))
+        'reference', osp.join(ROOT, 'tests', test_file))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def build(kind, channels, stride):
-    ref = reference_module()
+def build(kind, attention, channels, stride):
+    """The layer, and the channels of its input."""
     torch.manual_seed(0)
+    if attention == 'patchwise':
+        ref = reference_module('test_san_acmix.py')
+        reference = ref.ReferenceSAM(4 * channels, channels // 4, channels, acmix=True)
+        if kind == 'ours':
+            ours = ref.ours_from_reference(reference, 4 * channels, acmix=True)
+            return lambda x: ref.tokens_forward(ours, x), 4 * channels
+        return reference, 4 * channels
+    ref = reference_module('test_resnet_acmix.py')
     reference = ref.ReferenceACmix(channels, channels, stride=stride)
     if kind == 'unfold':
-        return reference
-    return ref.ours_from_reference(reference, channels, channels, stride)
+        return reference, channels
+    return ref.ours_from_reference(reference, channels, channels, stride), channels
 
 
-def measure(kind, channels, size, stride, repeat, queue):
+def measure(kind, attention, channels, size, stride, repeat, queue):
     torch.set_num_threads(torch.get_num_threads())
-    layer = build(kind, channels, stride)
+    layer, in_channels = build(kind, attention, channels, stride)
     # Warm up on a small map, so that library start-up (thread pools, kernel caches)
     # is not counted as the step's memory.
-    layer(torch.randn(1, channels, 32, 32, requires_grad=True)).sum().backward()
-    x = torch.randn(1, channels, *size, requires_grad=True)
+    layer(torch.randn(1, in_channels, 32, 32, requires_grad=True)).sum().backward()
+    x = torch.randn(1, in_channels, *size, requires_grad=True)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = layer(x)
     out.sum().backward()
@@ -63,8 +76,9 @@ def measure(kind, channels, size, stride, repeat, queue):
 def run(kind, args):
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
-    proc = ctx.Process(target=measure, args=(kind, args.channels, tuple(args.size),
-                                             args.stride, args.repeat, queue))
+    proc = ctx.Process(target=measure, args=(kind, args.attention, args.channels,
+                                             tuple(args.size), args.stride, args.repeat,
+                                             queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -73,15 +87,18 @@ def run(kind, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--attention', choices=['sliding', 'patchwise'], default='sliding')
     parser.add_argument('--channels', type=int, default=64)
     parser.add_argument('--size', type=int, nargs=2, default=[200, 336])
     parser.add_argument('--stride', type=int, default=1)
     parser.add_argument('--repeat', type=int, default=3)
     args = parser.parse_args()
-    print(f'ACmix k_att 7, 4 heads, k_conv 3, {args.channels} channels, '
-          f'{args.size[0]}x{args.size[1]}, stride {args.stride}; forward+backward; '
-          f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
-          f'{platform.processor() or platform.machine()}')
+    if args.attention == 'patchwise' and args.stride != 1:
+        parser.error('patchwise attention has stride 1 only (as SAN)')
+    print(f'ACmix ({args.attention} attention) k_att 7, k_conv 3, {args.channels} '
+          f'channels, {args.size[0]}x{args.size[1]}, stride {args.stride}; '
+          f'forward+backward; torch {torch.__version__}, {torch.get_num_threads()} '
+          f'threads, {platform.processor() or platform.machine()}')
     results = {}
     for kind in ('unfold', 'ours'):
         seconds, mib = run(kind, args)

@@ -95,7 +95,7 @@ def _differs_from_baseline_only_in_backbone(acmix_name, base_name):
     acmix = Config.fromfile(osp.join(ROOT, 'configs', acmix_name))
     base = Config.fromfile(osp.join(ROOT, 'configs', base_name))
     for key in set(acmix) | set(base):
-        if key != 'model' and not key.startswith(('swin', 'seg_swin', 'resnet50')):
+        if key != 'model' and not key.startswith(('swin', 'seg_swin', 'resnet50', 'san')):
             assert acmix.get(key) == base.get(key), key
     for key in set(acmix.model) | set(base.model):
         if key != 'backbone':
@@ -202,3 +202,17 @@ def test_retinanet_r50_recipe():
     assert three.train_cfg.max_epochs == 36
     assert three.param_scheduler[1].milestones == [27, 33]
     assert three.train_dataloader.dataset.pipeline[2].scale == [(1333, 640), (1333, 800)]
+
+
+def test_retinanet_san19_recipe():
+    cfg, base = _differs_from_baseline_only_in_backbone('retinanet_san19_acmix_1x.py',
+                                                        'retinanet_san19_1x.py')
+    assert (base.model.backbone.type, cfg.model.backbone.type) == ('SAN', 'SANACmix')
+    assert base.model.backbone.depth == cfg.model.backbone.depth == 19
+    # Both start from the official SAN-19 weights; SAN-ACmix as exactly that SAN.
+    assert cfg.model.backbone.init_cfg == base.model.backbone.init_cfg
+    assert cfg.model.backbone.rate_init == (1.0, 0.0)
+    r50 = Config.fromfile(osp.join(ROOT, 'configs', 'retinanet_r50_1x.py'))
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader'):
+        assert cfg[key] == r50[key], key
+    assert cfg.model.neck == r50.model.neck

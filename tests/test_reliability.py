@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import acmix_mm  # noqa: F401
-from acmix_mm.backbones import PVTACmix, ResNetACmix, SwinACmix
+from acmix_mm.backbones import PVTACmix, ResNetACmix, SANACmix, SwinACmix
 from acmix_mm.checkpoint import load_checkpoint_file
 from conftest import ROOT, run_tool
 from test_tools import DEMO, demo_data_options
@@ -108,7 +108,8 @@ def test_amp_on_cpu_trains_with_bfloat16(tiny_demo_data, tmp_path):
     lambda: PVTACmix('tiny'),
     lambda: SwinACmix(dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[2, 4, 4, 8])),
     lambda: ResNetACmix(26, norm_eval=False),
-], ids=['PVTACmix', 'SwinACmix', 'ResNetACmix'])
+    lambda: SANACmix(10),
+], ids=['PVTACmix', 'SwinACmix', 'ResNetACmix', 'SANACmix'])
 def test_each_backbone_trains_under_bfloat16_autocast(backbone):
     torch.manual_seed(0)
     model = backbone()
@@ -117,7 +118,7 @@ def test_each_backbone_trains_under_bfloat16_autocast(backbone):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for _ in range(3):
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            outs = model(torch.randn(2, 3, 96, 128))
+            outs = model(torch.randn(2, 3, 128, 128))
             loss = sum(o.float().pow(2).mean() for o in outs)
         optimizer.zero_grad()
         loss.backward()
@@ -138,6 +139,17 @@ def test_unreadable_image_is_named(tiny_demo_data, tmp_path):
     assert proc.returncode == 1
     assert f'error: Cannot read image {image}: it is truncated or not an image' in \
         proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+def test_classes_missing_from_the_annotations_are_named(tiny_demo_data, tmp_path):
+    """The demo annotations hold none of COCO's 80 classes: the paper config's classes."""
+    proc = run_tool('tools/train.py', *train_args(
+        tiny_demo_data, str(tmp_path / 'work'),
+        "train_dataloader.dataset.metainfo.classes=[person,car]"))
+    assert proc.returncode == 1
+    assert 'instances_train2017.json has no images left: none of its annotations is ' \
+        "of the config's classes (2: person, car)" in proc.stderr
     assert 'Traceback' not in proc.stderr
 
 

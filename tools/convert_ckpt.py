@@ -5,7 +5,8 @@
 Detects the layout of SRC: the official Swin-ACmix release (LeapLabTHU/ACmix,
 ``{'model': ...}``) or official Swin (microsoft/Swin-Transformer) -> SwinACmix; the
 official ResNet-ACmix state dict -> ResNetACmix; official PVT v1 (whai362/PVT) ->
-PVTACmix. DST holds ``{'state_dict': ..., 'meta': ...}`` and loads with
+PVTACmix; official patchwise SAN (hszhao/SAN) -> SAN, and SANACmix (whose convolution
+paths then start from their shift kernels). DST holds ``{'state_dict': ..., 'meta': ...}`` and loads with
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` (the official files load there
 directly too, converted on load). Every official tensor is either converted or listed
 with the reason it is left out.
@@ -17,6 +18,7 @@ import sys
 from acmix_mm.backbones.pvt_acmix import is_official_pvt, pvt_official_to_acmix
 from acmix_mm.backbones.resnet_acmix import (is_official_resnet_acmix,
                                              resnet_official_to_acmix)
+from acmix_mm.backbones.san_acmix import is_official_san, san_official_to_acmix
 from acmix_mm.backbones.swin_acmix import is_official_swin, swin_official_to_acmix
 from acmix_mm.checkpoint import (CheckpointError, extract_state_dict,
                                  load_checkpoint_file, save_atomic)
@@ -27,6 +29,7 @@ LAYOUTS = (
     ('official ResNet-ACmix', 'ResNetACmix', is_official_resnet_acmix,
      resnet_official_to_acmix),
     ('official PVT v1', 'PVTACmix', is_official_pvt, pvt_official_to_acmix),
+    ('official SAN (patchwise)', 'SAN / SANACmix', is_official_san, san_official_to_acmix),
 )
 
 

@@ -31,6 +31,8 @@ PAPER = {
     'retinanet_pvt_acmix_l_1x': ('-', '-', '45.3 mAP (Table 5, schedule not stated)'),
     'retinanet_r50_1x': ('-', '250', '36.7 mAP (Table 3)'),
     'retinanet_r50_acmix_1x': ('-', '230', '38.3 mAP (Table 3)'),
+    'retinanet_san19_1x': ('-', '229', '38.2 mAP (Table 3)'),
+    'retinanet_san19_acmix_1x': ('-', '233', '39.1 mAP (Table 3)'),
     'mask_rcnn_swin_t_3x': ('-', '272', '46.0 box mAP (Table 4)'),
     'mask_rcnn_swin_acmix_t_3x': ('-', '275', '47.0 box mAP (Table 4)'),
     'cascade_mask_rcnn_swin_t_3x': ('-', '750', '- (Table 4 lists mAP50 69.3)'),

@@ -1,8 +1,11 @@
-"""What the transformer ACmix backbones (PVT-ACmix, Swin-ACmix) share.
+"""What the ACmix backbones share.
 
-The block (norm, ACmix, norm, FFN), and for the backbone: arch lookup with clear errors, ``out_indices`` checking, initialisation from scratch
-that keeps ACmix's own initialisation, and ``init_cfg=Pretrained`` loading that accepts
-the official checkpoint layout of the family (converted on load) or ours.
+Every backbone: ``init_cfg=Pretrained`` loading that accepts the official checkpoint
+layout of its family (converted on load) or ours (:class:`OfficialCheckpointMixin`), and
+frozen stages with norms kept in eval mode (:class:`FrozenStagesMixin`). The transformer
+ones (PVT-ACmix, Swin-ACmix) also share the block (norm, ACmix, norm, FFN), arch lookup
+with clear errors, ``out_indices`` checking and initialisation from scratch that keeps
+ACmix's own initialisation.
 """
 import torch.nn as nn
 import torch.utils.checkpoint as cp
@@ -12,26 +15,78 @@ from mmcv.cnn.bricks.transformer import FFN
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import constant_init, trunc_normal_init
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..checkpoint import load_pretrained
 from ..errors import ConfigError
 from ..layers import TokenACmix
 
 
-class ACmixTransformerBackbone(BaseModule):
-    """Base of :class:`PVTACmix` and :class:`SwinACmix`.
+class OfficialCheckpointMixin:
+    """``init_cfg=dict(type='Pretrained', checkpoint=...)`` in our or the official layout.
 
-    Subclasses set ``arch_zoo`` (names -> arch dicts), ``arch_keys`` (keys of a custom
-    arch dict), ``official_layout`` (its name in messages), and implement
-    ``is_official(state_dict)`` and ``convert_official(state_dict)``, which returns
-    ``(state_dict, discarded)``.
+    Backbones set ``official_layout`` (its name in messages) and ``convert_weights``,
+    and implement ``is_official(state_dict)`` and ``convert_official(state_dict)``,
+    which returns ``(state_dict, discarded)``.
     """
-    arch_zoo = {}
-    arch_keys = ()
     official_layout = ''
     # Weights a checkpoint of the plain (non-ACmix) family cannot hold: they keep their
     # initialisation when such a checkpoint is loaded.
     acmix_only_keys = (r'\.conv_path\.', r'\.alpha$', r'\.beta$')
+
+    def load_pretrained_init_cfg(self):
+        """Load the checkpoint ``init_cfg`` names, if it names one; return whether."""
+        init_cfg = self.init_cfg
+        if not (isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'):
+            return False
+        load_pretrained(
+            self,
+            init_cfg['checkpoint'],
+            converter=self.convert_pretrained,
+            new_keys=self.pretrained_new_keys(),
+            logger=MMLogger.get_current_instance())
+        return True
+
+    def pretrained_new_keys(self):
+        """Our weights that a pretrained checkpoint may lack (regular expressions)."""
+        return self.acmix_only_keys
+
+    def convert_pretrained(self, state_dict):
+        """Convert an official-layout state dict on load; ours passes unchanged."""
+        if not self.is_official(state_dict):
+            return state_dict, []
+        if not self.convert_weights:
+            raise ConfigError(f'The checkpoint is in the {self.official_layout} layout; set '
+                             'convert_weights=True to convert it on load.')
+        return self.convert_official(state_dict)
+
+
+class FrozenStagesMixin:
+    """``train()`` that keeps frozen stages frozen (``_freeze_stages``) and, with
+    ``norm_eval``, every BatchNorm in eval mode, as mmdet's backbones."""
+    norm_eval = False
+
+    def _freeze_stages(self):
+        """Put the first ``frozen_stages`` in eval mode without gradients."""
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+
+class ACmixTransformerBackbone(OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
+    """Base of :class:`PVTACmix` and :class:`SwinACmix`.
+
+    Subclasses set ``arch_zoo`` (names -> arch dicts), ``arch_keys`` (keys of a custom
+    arch dict) and what :class:`OfficialCheckpointMixin` asks for.
+    """
+    arch_zoo = {}
+    arch_keys = ()
 
     def resolve_arch(self, arch):
         """The arch dict for a name of ``arch_zoo`` or a custom dict."""
@@ -56,15 +111,9 @@ class ACmixTransformerBackbone(BaseModule):
         return out_indices
 
     def init_weights(self):
-        logger = MMLogger.get_current_instance()
-        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            load_pretrained(
-                self,
-                self.init_cfg['checkpoint'],
-                converter=self.convert_pretrained,
-                new_keys=self.pretrained_new_keys(),
-                logger=logger)
+        if self.load_pretrained_init_cfg():
             return
+        logger = MMLogger.get_current_instance()
         logger.warning(f'No pre-trained weights for {type(self).__name__}, training '
                        'starts from scratch.')
         for m in self.modules():
@@ -87,19 +136,6 @@ class ACmixTransformerBackbone(BaseModule):
 
     def init_extra_weights(self):
         """Initialisation from scratch after the modules (e.g. parameters)."""
-
-    def pretrained_new_keys(self):
-        """Our weights that a pretrained checkpoint may lack (regular expressions)."""
-        return self.acmix_only_keys
-
-    def convert_pretrained(self, state_dict):
-        """Convert an official-layout state dict on load; ours passes unchanged."""
-        if not self.is_official(state_dict):
-            return state_dict, []
-        if not self.convert_weights:
-            raise ConfigError(f'The checkpoint is in the {self.official_layout} layout; set '
-                             'convert_weights=True to convert it on load.')
-        return self.convert_official(state_dict)
 
 
 class ACmixTransformerBlock(BaseModule):

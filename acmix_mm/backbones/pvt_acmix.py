@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import PatchEmbed
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import normal_init, trunc_normal_init
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..registry import register_model
 from .base import ACmixTransformerBackbone, ACmixTransformerBlock
@@ -271,15 +270,6 @@ class PVTACmix(ACmixTransformerBackbone):
             stage.eval()
             for param in stage.parameters():
                 param.requires_grad = False
-
-    def train(self, mode=True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
 
     def forward(self, x):
         outs = []

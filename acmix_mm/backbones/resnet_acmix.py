@@ -12,12 +12,11 @@ from collections import OrderedDict
 import torch
 from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
-from mmengine.logging import MMLogger
 
-from ..checkpoint import load_pretrained
 from ..errors import ConfigError
 from ..layers import ACmix
 from ..registry import register_model
+from .base import OfficialCheckpointMixin
 
 
 class BottleneckACmix(Bottleneck):
@@ -54,7 +53,7 @@ class BottleneckACmix(Bottleneck):
 
 
 @register_model
-class ResNetACmix(ResNet):
+class ResNetACmix(OfficialCheckpointMixin, ResNet):
     """ResNet-ACmix backbone (paper Table 9), for mmdet and mmseg.
 
     Args:
@@ -74,6 +73,8 @@ class ResNetACmix(ResNet):
         **kwargs: Every other argument of mmdet's ``ResNet`` (``out_indices``,
             ``frozen_stages``, ``norm_cfg``, ``norm_eval``, ``with_cp``, ...).
     """
+    official_layout = 'official ResNet-ACmix'
+    acmix_only_keys = ()  # the official ResNet-ACmix checkpoints hold every weight
     arch_settings = {
         26: (BottleneckACmix, (1, 2, 4, 1)),
         38: (BottleneckACmix, (2, 3, 5, 2)),
@@ -114,24 +115,15 @@ class ResNetACmix(ResNet):
         return ResLayer(**kwargs, **self.acmix_cfg)
 
     def init_weights(self):
-        init_cfg = self.init_cfg
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            load_pretrained(
-                self,
-                init_cfg['checkpoint'],
-                converter=self._convert_pretrained,
-                logger=MMLogger.get_current_instance())
-            return
         # The generic init reaches the ACmix layers, which restore their shift
         # kernels and rates in their own init_weights afterwards.
-        super().init_weights()
+        if not self.load_pretrained_init_cfg():
+            super().init_weights()
 
-    def _convert_pretrained(self, state_dict):
-        if not is_official_resnet_acmix(state_dict):
-            return state_dict, []
-        if not self.convert_weights:
-            raise ConfigError('The checkpoint is in the official ResNet-ACmix layout; '
-                             'set convert_weights=True to convert it on load.')
+    def is_official(self, state_dict):
+        return is_official_resnet_acmix(state_dict)
+
+    def convert_official(self, state_dict):
         return resnet_official_to_acmix(state_dict)
 
 

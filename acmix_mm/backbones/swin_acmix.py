@@ -303,11 +303,6 @@ class SwinACmix(ACmixTransformerBackbone):
                 for param in m.parameters():
                     param.requires_grad = False
 
-    def train(self, mode=True):
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
     def forward(self, x):
         x, hw_shape = self.patch_embed(x)
         x = self.drop_after_pos(x)

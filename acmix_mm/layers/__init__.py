@@ -1,10 +1,10 @@
 from .acmix import ACmix, ShiftConvPath, TokenACmix, fuse_acmix, shift_kernels
-from .attention_paths import (ShiftedWindowAttentionPath, SlidingWindowAttentionPath,
-                              SpatialReductionAttentionPath)
+from .attention_paths import (PatchwiseAttentionPath, ShiftedWindowAttentionPath,
+                              SlidingWindowAttentionPath, SpatialReductionAttentionPath)
 from .sliding_window import local_attention
 
 __all__ = [
     'ACmix', 'ShiftConvPath', 'TokenACmix', 'fuse_acmix', 'shift_kernels',
-    'ShiftedWindowAttentionPath', 'SlidingWindowAttentionPath',
+    'PatchwiseAttentionPath', 'ShiftedWindowAttentionPath', 'SlidingWindowAttentionPath',
     'SpatialReductionAttentionPath', 'local_attention'
 ]

@@ -36,7 +36,7 @@ def shift_kernels(kernel_size):
     return kernels
 
 
-def build_attention_path(cfg, embed_dims, num_heads):
+def build_attention_path(cfg, embed_dims, num_heads, **kwargs):
     """Build an attention path from ``ATTENTION_PATHS`` by its ``type``.
 
     Looked up directly rather than through ``Registry.build``, which would search the
@@ -48,29 +48,33 @@ def build_attention_path(cfg, embed_dims, num_heads):
     if path_cls is None:
         raise KeyError(f'Unknown ACmix attention path {path_type!r}; registered: '
                        f'{sorted(ATTENTION_PATHS.module_dict)}.')
-    return path_cls(embed_dims=embed_dims, num_heads=num_heads, **cfg)
+    return path_cls(embed_dims=embed_dims, num_heads=num_heads, **cfg, **kwargs)
 
 
 class ShiftConvPath(nn.Module):
     """Convolution path of ACmix: fully connected layer, then shift-and-sum.
 
-    The input is the Stage I projection laid out as ``3 * num_heads`` pieces of
+    The input is the Stage I projection laid out as ``num_pieces`` pieces of
     ``head_dims`` channels each (q heads, then k heads, then v heads). For every channel
-    ``d`` of a piece, ``fc`` mixes the ``3 * num_heads`` pieces into ``k*k`` maps, as the
-    k*k Stage I projections of a convolution would give (Eq. 6). The group convolution
+    ``d`` of a piece, ``fc`` mixes the pieces into ``k*k`` maps, as the k*k Stage I
+    projections of a convolution would give (Eq. 6). The group convolution
     (``head_dims`` groups of ``k*k`` inputs and ``num_heads`` outputs each) then shifts
     the maps and sums them (Eq. 7-8); its kernels start as exact shift kernels.
 
     Args:
-        embed_dims (int): Channels of q, k, v and of the output.
-        num_heads (int): Number of heads the projection is split into.
+        embed_dims (int): Channels of v and of the output.
+        num_heads (int): Number of heads v is split into.
         kernel_size (int): Kernel size k_c of the emulated convolution. Default: 3.
         stride (int): Stride of the emulated convolution. Default: 1.
         fc_bias (bool): Bias of the fully connected layer (the official Swin-ACmix has
             one, the official ResNet-ACmix not). Default: True.
+        num_pieces (int, optional): Pieces in the projection; None for
+            ``3 * num_heads`` (q, k and v as wide as each other). SAN-ACmix, whose q
+            and k are one head wide, has ``2 + num_heads``. Default: None.
     """
 
-    def __init__(self, embed_dims, num_heads, kernel_size=3, stride=1, fc_bias=True):
+    def __init__(self, embed_dims, num_heads, kernel_size=3, stride=1, fc_bias=True,
+                 num_pieces=None):
         super().__init__()
         if embed_dims % num_heads:
             raise ConfigError(f'embed_dims ({embed_dims}) must be divisible by num_heads '
@@ -78,9 +82,10 @@ class ShiftConvPath(nn.Module):
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.head_dims = embed_dims // num_heads
+        self.num_pieces = num_pieces or 3 * num_heads
         self.kernel_size = kernel_size
         num_shifts = kernel_size * kernel_size
-        self.fc = nn.Conv2d(3 * num_heads, num_shifts, kernel_size=1, bias=fc_bias)
+        self.fc = nn.Conv2d(self.num_pieces, num_shifts, kernel_size=1, bias=fc_bias)
         # The official code assigns the result of an in-place helper (None) to the
         # bias, so the released models have no bias here; we match that.
         self.dep_conv = nn.Conv2d(
@@ -99,7 +104,7 @@ class ShiftConvPath(nn.Module):
         with torch.no_grad():
             self.dep_conv.weight.copy_(
                 shift_kernels(self.kernel_size).repeat(self.embed_dims, 1, 1, 1))
-            bound = 1 / (3 * self.num_heads)**0.5
+            bound = 1 / self.num_pieces**0.5
             nn.init.uniform_(self.fc.weight, -bound, bound)
             if self.fc.bias is not None:
                 nn.init.uniform_(self.fc.bias, -bound, bound)
@@ -108,9 +113,9 @@ class ShiftConvPath(nn.Module):
     def fuse(self, scale):
         """Fold fc, the shift group conv and ``scale`` (beta) into one grouped conv.
 
-        For channel d, fc mixes the 3*heads pieces into k*k maps and the group conv
-        turns those into heads outputs, both linear: their product is one k x k conv
-        per group from the 3*heads pieces (read channel-major) to the heads outputs.
+        For channel d, fc mixes the pieces into k*k maps and the group conv turns
+        those into heads outputs, both linear: their product is one k x k conv per
+        group from the pieces (read channel-major) to the heads outputs.
         fc's bias, zero-padded with the maps at the border, becomes a fixed map: the
         same conv applied to a map of ones. Inference only (the parameters stay, the
         fused conv is a copy).
@@ -119,10 +124,10 @@ class ShiftConvPath(nn.Module):
             scale (Tensor): beta, folded into the fused weights.
         """
         num_shifts = self.kernel_size**2
-        fc = self.fc.weight.view(num_shifts, 3 * self.num_heads)
+        fc = self.fc.weight.view(num_shifts, self.num_pieces)
         dep = self.dep_conv.weight  # (C, k*k, k, k)
         conv = nn.Conv2d(
-            3 * self.embed_dims,
+            self.num_pieces * self.head_dims,
             self.embed_dims,
             self.kernel_size,
             stride=self.dep_conv.stride,
@@ -137,11 +142,13 @@ class ShiftConvPath(nn.Module):
         self.fused.register_buffer('bias_kernel', bias)
 
     def fused_is_cheaper(self):
-        """Whether the fused conv needs fewer multiply-adds per pixel (heads < 4 at
-        k=3: 27*heads*C against 27*C for fc plus 81*C for the group conv)."""
+        """Whether the fused conv needs fewer multiply-adds per pixel (at k=3, with
+        P pieces of d channels: 9*P*C against 9*P*d for fc plus 81*C for the group
+        conv; for q, k, v alike that is heads < 4)."""
         num_shifts = self.kernel_size**2
-        fused = self.embed_dims * 3 * self.num_heads * num_shifts
-        unfused = 3 * self.embed_dims * num_shifts + self.embed_dims * num_shifts**2
+        fused = self.embed_dims * self.num_pieces * num_shifts
+        unfused = (self.num_pieces * self.head_dims * num_shifts +
+                   self.embed_dims * num_shifts**2)
         return fused < unfused
 
     def channel_major_order(self):
@@ -151,14 +158,16 @@ class ShiftConvPath(nn.Module):
         channel d side by side, which is the layout fc reads, so no transposed copy
         of the 3C-wide projection is needed.
         """
-        rows = torch.arange(3 * self.embed_dims).view(3 * self.num_heads, self.head_dims)
+        rows = torch.arange(self.num_pieces * self.head_dims).view(
+            self.num_pieces, self.head_dims)
         return rows.t().reshape(-1)
 
     def forward(self, qkv, hw_shape, channel_major=False):
         """Apply the path to token-layout projections.
 
         Args:
-            qkv (Tensor): Stage I output, shape (B, H*W, 3 * embed_dims), piece-major
+            qkv (Tensor): Stage I output, shape (B, H*W, num_pieces * head_dims),
+                piece-major
                 (q heads, k heads, v heads) or, with ``channel_major``, permuted by
                 :meth:`channel_major_order`.
             hw_shape (tuple[int]): (H, W).
@@ -181,11 +190,11 @@ class ShiftConvPath(nn.Module):
                 out = out + F.conv2d(ones, self.fused.bias_kernel, None,
                                      self.dep_conv.stride, self.dep_conv.padding)
             return out.flatten(2).transpose(1, 2)
-        # (B, N, d, 3*heads): fc mixes the pieces of each channel d.
+        # (B, N, d, pieces): fc mixes the pieces of each channel d.
         if channel_major:
-            pieces = qkv.view(batch, num_tokens, self.head_dims, 3 * self.num_heads)
+            pieces = qkv.view(batch, num_tokens, self.head_dims, self.num_pieces)
         else:
-            pieces = qkv.view(batch, num_tokens, 3 * self.num_heads,
+            pieces = qkv.view(batch, num_tokens, self.num_pieces,
                               self.head_dims).transpose(2, 3)
         maps = F.linear(pieces, self.fc.weight.view(num_shifts, -1), self.fc.bias)
         # (B, N, d, k*k) is already channels-last for the groups (d, k*k) of dep_conv,
@@ -206,6 +215,13 @@ class TokenACmix(BaseModule):
             ``dict(type='SpatialReductionAttentionPath', sr_ratio=8)``.
         in_dims (int, optional): Input channels; ``embed_dims`` when None.
             Default: None.
+        qk_dims (int, optional): Channels of q and of k, a multiple of the head width
+            ``embed_dims // num_heads``; ``embed_dims`` when None. SAN-ACmix projects q
+            and k to one head's width and v to ``embed_dims`` (paper Appendix C).
+            Default: None.
+        with_conv_path (bool): False leaves the convolution path and the rates out:
+            the layer is then its attention path alone, i.e. the original attention
+            model (SAN, or the "attention only" row of Table 6). Default: True.
         kernel_conv (int): Kernel size k_c of the convolution path. Default: 3.
         stride (int): Stride of the convolution path; the attention path must be built
             with the same one. Default: 1.
@@ -223,6 +239,8 @@ class TokenACmix(BaseModule):
                  num_heads,
                  attn_path,
                  in_dims=None,
+                 qk_dims=None,
+                 with_conv_path=True,
                  kernel_conv=3,
                  stride=1,
                  qkv_bias=True,
@@ -230,16 +248,35 @@ class TokenACmix(BaseModule):
                  rate_init=(0.5, 0.5),
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        if embed_dims % num_heads:
+            raise ConfigError(f'embed_dims ({embed_dims}) must be divisible by num_heads '
+                             f'({num_heads}).')
+        head_dims = embed_dims // num_heads
+        qk_dims = qk_dims or embed_dims
+        if qk_dims % head_dims:
+            raise ConfigError(f'qk_dims ({qk_dims}) must be a multiple of the head width '
+                             f'({head_dims}).')
         self.embed_dims = embed_dims
         self.num_heads = num_heads
+        self.qk_dims = qk_dims
         self.rate_init = tuple(rate_init)
         # Stage I: one projection whose output both paths share.
-        self.qkv = nn.Linear(in_dims or embed_dims, 3 * embed_dims, bias=qkv_bias)
-        self.attn_path = build_attention_path(attn_path, embed_dims, num_heads)
-        self.conv_path = ShiftConvPath(embed_dims, num_heads, kernel_conv, stride, fc_bias)
-        self.alpha = nn.Parameter(torch.empty(1))
-        self.beta = nn.Parameter(torch.empty(1))
-        self.reset_rates()
+        self.qkv = nn.Linear(in_dims or embed_dims, 2 * qk_dims + embed_dims, bias=qkv_bias)
+        path_kwargs = {} if qk_dims == embed_dims else dict(qk_dims=qk_dims)
+        self.attn_path = build_attention_path(attn_path, embed_dims, num_heads,
+                                              **path_kwargs)
+        self.conv_path = None
+        if with_conv_path:
+            self.conv_path = ShiftConvPath(
+                embed_dims,
+                num_heads,
+                kernel_conv,
+                stride,
+                fc_bias,
+                num_pieces=2 * qk_dims // head_dims + num_heads)
+            self.alpha = nn.Parameter(torch.empty(1))
+            self.beta = nn.Parameter(torch.empty(1))
+            self.reset_rates()
 
     def reset_rates(self):
         """Set alpha and beta to ``rate_init``."""
@@ -247,12 +284,16 @@ class TokenACmix(BaseModule):
             self.alpha.fill_(self.rate_init[0])
             self.beta.fill_(self.rate_init[1])
 
+    def reset_acmix_parameters(self):
+        """Shift kernels and rates back to their initial values (a backbone's generic
+        init, e.g. Kaiming on every Conv2d, must not leave them overwritten)."""
+        if self.conv_path is not None:
+            self.conv_path.reset_parameters()
+            self.reset_rates()
+
     def init_weights(self):
-        # A backbone's generic init (e.g. Kaiming on every Conv2d) runs before this and
-        # must not leave the convolution path without its shift kernels.
         super().init_weights()
-        self.conv_path.reset_parameters()
-        self.reset_rates()
+        self.reset_acmix_parameters()
 
     def forward(self, x, hw_shape, **path_kwargs):
         """Forward on tokens.
@@ -268,6 +309,8 @@ class TokenACmix(BaseModule):
         # Paths that read a channel-major projection (getattr: the default is False)
         # get one, and so does a fused convolution path; the weights keep the usual
         # q, k, v row order.
+        if self.conv_path is None:
+            return self.attn_path(x, self.qkv(x), hw_shape, self.qkv, **path_kwargs)
         path_channel_major = getattr(self.attn_path, 'channel_major', False)
         fused = self.conv_path.fused is not None
         if path_channel_major or fused:
@@ -278,9 +321,9 @@ class TokenACmix(BaseModule):
             qkv = self.qkv(x)
         path_qkv = qkv
         if fused and not path_channel_major:
-            heads, dims = self.num_heads, self.embed_dims // self.num_heads
-            path_qkv = qkv.view(*qkv.shape[:2], dims, 3 * heads).transpose(2, 3).reshape(
-                qkv.shape)
+            path_qkv = qkv.view(*qkv.shape[:2], self.conv_path.head_dims,
+                                self.conv_path.num_pieces).transpose(2, 3).reshape(
+                                    qkv.shape)
         f_att = self.attn_path(x, path_qkv, hw_shape, self.qkv, **path_kwargs)
         f_conv = self.conv_path(qkv, hw_shape, channel_major=True) if fused else \
             self.conv_path(qkv, hw_shape, path_channel_major)
@@ -365,8 +408,10 @@ def fuse_acmix(model, only_cheaper=True):
     """
     fused = 0
     for module in model.modules():
-        if isinstance(module, TokenACmix) and module.conv_path.fused is None and (
-                not only_cheaper or module.conv_path.fused_is_cheaper()):
+        conv_path = getattr(module, 'conv_path', None)
+        if isinstance(module, TokenACmix) and conv_path is not None and (
+                conv_path.fused is None) and (not only_cheaper or
+                                              conv_path.fused_is_cheaper()):
             module.fuse_conv_path()
             fused += 1
     return fused

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 
+from ..errors import ConfigError
 from ..registry import ATTENTION_PATHS
+from .patchwise import patch_aggregate, patch_hidden
 from .sliding_window import local_attention
 
 
@@ -234,3 +236,64 @@ class ShiftedWindowAttentionPath(BaseModule):
         out = out.view(batch, rows, cols, self.num_heads, window, window, head_dims)
         out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, height * width, -1)
         return self.proj_drop(self.proj(out))
+
+
+@ATTENTION_PATHS.register_module()
+class PatchwiseAttentionPath(BaseModule):
+    """SAN's patchwise self-attention (Zhao et al., CVPR 2020), as an ACmix attention path.
+
+    Each pixel's attention weights come from its query and the whole ``k x k`` patch of
+    keys around it, through two 1x1 layers with norms (G = C / ``share_planes`` weight
+    channels for each of the k*k patch positions); the values of the patch are summed
+    with them, value channel c taking weight channel c mod G. Maps are padded by
+    reflection; no position encoding, as SAN. Runs band by band without keeping
+    unfolded patches (see :mod:`acmix_mm.layers.patchwise`).
+
+    Args:
+        embed_dims (int): Channels C of v and of the output.
+        num_heads (int): Pieces v is split into for the convolution path; patchwise
+            attention itself groups channels by ``share_planes`` instead.
+        qk_dims (int, optional): Channels r of q and k; ``embed_dims`` when None
+            (SAN uses C / 4). Default: None.
+        kernel_size (int): Patch side k_a. Default: 7.
+        share_planes (int): Value channels sharing one weight channel. Default: 8.
+        norm_cfg (dict): Config of both norms (a 2-d norm). Default: dict(type='BN').
+        init_cfg (dict, optional): Initialization config. Default: None.
+    """
+
+    def __init__(self,
+                 embed_dims,
+                 num_heads,
+                 qk_dims=None,
+                 kernel_size=7,
+                 share_planes=8,
+                 norm_cfg=dict(type='BN'),
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if embed_dims % share_planes:
+            raise ConfigError(f'embed_dims ({embed_dims}) must be divisible by '
+                             f'share_planes ({share_planes}).')
+        self.embed_dims = embed_dims
+        self.qk_dims = qk_dims or embed_dims
+        self.kernel_size = kernel_size
+        weight_dims = embed_dims // share_planes
+        patch_dims = self.qk_dims * (kernel_size**2 + 1)
+        self.norm_in = build_norm_layer(norm_cfg, patch_dims)[1]
+        self.fc1 = nn.Linear(patch_dims, weight_dims, bias=False)
+        self.norm_mid = build_norm_layer(norm_cfg, weight_dims)[1]
+        self.fc2 = nn.Linear(weight_dims, kernel_size**2 * weight_dims)
+
+    def attention_flops(self, batch, hw_shape):
+        """Multiply-adds of summing the k*k values of each patch with their weights (the
+        layers that make the weights are counted as the linear layers they are)."""
+        return batch * hw_shape[0] * hw_shape[1] * self.embed_dims * self.kernel_size**2
+
+    def forward(self, x, qkv, hw_shape, projection):
+        batch = qkv.shape[0]
+        maps = qkv.transpose(1, 2).reshape(batch, -1, *hw_shape)
+        query, key, value = maps.split([self.qk_dims, self.qk_dims, self.embed_dims], 1)
+        hidden = patch_hidden(query, key, self.norm_in, self.fc1.weight, self.kernel_size)
+        hidden = F.relu(self.norm_mid(hidden))
+        out = patch_aggregate(value, hidden, self.fc2.weight, self.fc2.bias,
+                              self.kernel_size)
+        return out.flatten(2).transpose(1, 2)

@@ -1,0 +1,4 @@
+# RetinaNet with SAN-19-ACmix (paper Table 3: 233 GFLOPs, 39.1 mAP at 1x): the SAN-19
+# baseline's recipe, only the backbone differs (see _base_/models/san.py).
+_base_ = ['./retinanet_r50_1x.py', '_base_/models/san.py']
+model = dict(backbone={{_base_.san19_acmix}})

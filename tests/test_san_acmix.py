@@ -1,0 +1,419 @@
+"""Patchwise attention, SAN and SAN-ACmix.
+
+Checked against straightforward references kept in this file: SAN's attention module
+as the official code (hszhao/SAN) computes it, its CuPy aggregation written with unfold
+(patches unfolded k*k-fold), plus, for ACmix, the convolution path as the official
+ResNet-ACmix writes it; and a SAN built from them with the official key layout, whose
+state dicts therefore are official-layout checkpoints.
+"""
+import os.path as osp
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmdet.registry import MODELS as DET_MODELS
+from mmseg.registry import MODELS as SEG_MODELS
+
+import acmix_mm  # noqa: F401
+from acmix_mm.backbones import SAN, SANACmix, san_official_to_acmix
+from acmix_mm.checkpoint import CheckpointError, save_atomic
+from acmix_mm.errors import ConfigError
+from acmix_mm.layers import TokenACmix, fuse_acmix
+from acmix_mm.layers import patchwise
+from conftest import ROOT, run_tool
+
+
+class ReferenceSAM(nn.Module):
+    """SAN's patchwise attention module with the official names (and, with
+    ``acmix=True``, an ACmix convolution path named as the official ResNet-ACmix)."""
+
+    def __init__(self, in_planes, rel_planes, out_planes, share_planes=8, kernel_size=7,
+                 acmix=False, kernel_conv=3):
+        super().__init__()
+        self.k, self.acmix, self.rel = kernel_size, acmix, rel_planes
+        self.conv1 = nn.Conv2d(in_planes, rel_planes, 1)
+        self.conv2 = nn.Conv2d(in_planes, rel_planes, 1)
+        self.conv3 = nn.Conv2d(in_planes, out_planes, 1)
+        k2 = kernel_size**2
+        self.conv_w = nn.Sequential(
+            nn.BatchNorm2d(rel_planes * (k2 + 1)), nn.ReLU(inplace=True),
+            nn.Conv2d(rel_planes * (k2 + 1), out_planes // share_planes, 1, bias=False),
+            nn.BatchNorm2d(out_planes // share_planes), nn.ReLU(inplace=True),
+            nn.Conv2d(out_planes // share_planes, k2 * out_planes // share_planes, 1))
+        self.pad = nn.ReflectionPad2d(kernel_size // 2)
+        if acmix:
+            pieces = 2 + out_planes // rel_planes
+            self.fc = nn.Conv2d(pieces, kernel_conv**2, 1, bias=False)
+            self.dep_conv = nn.Conv2d(kernel_conv**2 * rel_planes, out_planes, kernel_conv,
+                                      padding=kernel_conv // 2, groups=rel_planes,
+                                      bias=False)
+            self.rate1 = nn.Parameter(torch.rand(1))
+            self.rate2 = nn.Parameter(torch.rand(1))
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
+        patches = torch.cat([q.view(b, -1, 1, h * w),
+                             F.unfold(self.pad(k), self.k).view(b, -1, 1, h * w)], 1)
+        weights = self.conv_w(patches).view(b, -1, self.k**2, h * w)
+        groups = weights.shape[1]
+        values = F.unfold(self.pad(v), self.k).view(b, -1, groups, self.k**2, h * w)
+        out = (values * weights.unsqueeze(1)).sum(3).view(b, -1, h, w)
+        if not self.acmix:
+            return out
+        pieces = torch.cat([t.view(b, -1, self.rel, h * w) for t in (q, k, v)], 1)
+        maps = self.fc(pieces).permute(0, 2, 1, 3).reshape(b, -1, h, w)
+        return self.rate1 * out + self.rate2 * self.dep_conv(maps)
+
+
+class ReferenceBottleneck(nn.Module):
+
+    def __init__(self, planes, kernel_size, acmix):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.sam = ReferenceSAM(planes, planes // 16, planes // 4, 8, kernel_size, acmix)
+        self.bn2 = nn.BatchNorm2d(planes // 4)
+        self.conv = nn.Conv2d(planes // 4, planes, 1)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        out = F.relu(self.bn2(self.sam(out)))
+        return self.conv(out) + x
+
+
+class ReferenceSAN(nn.Module):
+    """hszhao/SAN's ``SAN`` (patchwise), optionally with ACmix, official names."""
+
+    def __init__(self, layers, kernels=(3, 7, 7, 7, 7), acmix=False, num_classes=1000):
+        super().__init__()
+        c = 64
+        self.conv_in, self.bn_in = nn.Conv2d(3, c, 1, bias=False), nn.BatchNorm2d(c)
+        for i, (n, k) in enumerate(zip(layers, kernels)):
+            prev, c = c, (64 if i == 0 else c * (4 if i == 1 else 2))
+            setattr(self, f'conv{i}', nn.Conv2d(prev, c, 1, bias=False))
+            setattr(self, f'bn{i}', nn.BatchNorm2d(c))
+            setattr(self, f'layer{i}',
+                    nn.Sequential(*[ReferenceBottleneck(c, k, acmix) for _ in range(n)]))
+        self.fc = nn.Linear(c, num_classes)
+
+    def stages(self, x):
+        x = F.relu(self.bn_in(self.conv_in(x)))
+        outs = []
+        for i in range(5):
+            x = F.max_pool2d(x, 2)
+            x = getattr(self, f'layer{i}')(getattr(self, f'conv{i}')(x))
+            x = F.relu(getattr(self, f'bn{i}')(x))
+            outs.append(x)
+        return outs[1:]
+
+
+def randomise_norms(model):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+
+
+def ours_from_reference(reference, in_planes, acmix):
+    """Our layer (TokenACmix) with the reference module's weights, by the converter."""
+    prefix = 'layer1.0.sam.'
+    converted, _ = san_official_to_acmix(
+        {prefix + k: v for k, v in reference.state_dict().items()})
+    out_planes = reference.conv3.out_channels
+    ours = TokenACmix(
+        out_planes,
+        4,
+        dict(type='PatchwiseAttentionPath', kernel_size=reference.k),
+        in_dims=in_planes,
+        qk_dims=reference.rel,
+        with_conv_path=acmix,
+        fc_bias=False).to(reference.conv1.weight.dtype)
+    ours_prefix = 'stage1.blocks.0.attn.'
+    ours.load_state_dict({k[len(ours_prefix):]: v for k, v in converted.items()})
+    return ours
+
+
+def tokens_forward(layer, x):
+    b, _, h, w = x.shape
+    return layer(x.flatten(2).transpose(1, 2), (h, w)).transpose(1, 2).reshape(b, -1, h, w)
+
+
+@pytest.mark.parametrize('acmix', [False, True], ids=['SAN', 'SAN-ACmix'])
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+@pytest.mark.parametrize('kernel_size,size', [(7, (11, 13)), (3, (5, 9))])
+def test_layer_equals_the_unfold_formulation(acmix, mode, kernel_size, size, monkeypatch):
+    """Outputs, input and weight gradients, and BatchNorm running statistics, in float64,
+    with bands of a few rows (so the band seams are checked)."""
+    monkeypatch.setattr(patchwise, 'BAND_ELEMENTS', 3000)
+    torch.manual_seed(0)
+    reference = ReferenceSAM(32, 8, 32, 8, kernel_size, acmix).double()
+    randomise_norms(reference)
+    ours = ours_from_reference(reference, 32, acmix)
+    getattr(reference, mode)()
+    getattr(ours, mode)()
+    x = torch.randn(2, 32, *size, dtype=torch.double) * 2 + 1
+    x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ref, out_ours = reference(x_ref), tokens_forward(ours, x_ours)
+    torch.testing.assert_close(out_ours, out_ref, rtol=1e-9, atol=1e-9)
+    grad = torch.randn_like(out_ref)
+    (out_ref * grad).sum().backward()
+    (out_ours * grad).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-9, atol=1e-9)
+    path = ours.attn_path
+    torch.testing.assert_close(path.fc1.weight.grad, reference.conv_w[2].weight.grad.flatten(1))
+    torch.testing.assert_close(path.norm_in.weight.grad, reference.conv_w[0].weight.grad)
+    torch.testing.assert_close(path.norm_in.running_mean, reference.conv_w[0].running_mean)
+    torch.testing.assert_close(path.norm_in.running_var, reference.conv_w[0].running_var)
+    if acmix:
+        torch.testing.assert_close(ours.conv_path.fc.weight.grad, reference.fc.weight.grad)
+        torch.testing.assert_close(ours.beta.grad, reference.rate2.grad)
+
+
+def saved_bytes(fn):
+    """Bytes autograd keeps for the backward pass of ``fn()`` (each storage once: the
+    bands of one layer all keep the same input tensors)."""
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(storages.values()), out
+
+
+def test_layer_keeps_no_unfolded_patches_for_backward():
+    """The unfold formulation keeps k*k-fold copies of k and v (and of the attention
+    weights); ours keeps the inputs, q, k, v, the hidden maps and the bands' outputs
+    (k=7, 64 channels, as SAN-ACmix's first 7x7 stage)."""
+    torch.manual_seed(0)
+    reference = ReferenceSAM(64, 16, 64, 8, 7, acmix=True)
+    ours = ours_from_reference(reference, 64, acmix=True)
+    x = torch.randn(1, 64, 40, 48, requires_grad=True)
+    ref_bytes, _ = saved_bytes(lambda: reference(x))
+    ours_bytes, _ = saved_bytes(lambda: tokens_forward(ours, x))
+    map_bytes = x.numel() * x.element_size()
+    assert ref_bytes > 49 * map_bytes  # 49 unfolded copies of v alone
+    # Input and output of the projection (1 + 1.5), q, k, v and their padded copies
+    # (2.6), hidden maps (0.4), output tokens (2); the convolution path's pieces and
+    # maps (3.75).
+    assert ours_bytes < 12 * map_bytes
+
+
+def test_sync_batchnorm_statistics_without_a_process_group_are_the_local_ones():
+    torch.manual_seed(0)
+    reference = ReferenceSAM(16, 4, 16, 8, 3).double()
+    ours = ours_from_reference(reference, 16, acmix=False).train()
+    path = ours.attn_path
+    sync = nn.SyncBatchNorm(path.norm_in.num_features).double()
+    sync.load_state_dict(path.norm_in.state_dict())
+    x = torch.randn(2, 16, 6, 7, dtype=torch.double)
+    expected = tokens_forward(ours, x)
+    path.norm_in = sync
+    path.norm_in.running_mean.zero_()
+    torch.testing.assert_close(tokens_forward(ours, x), expected)
+
+
+def test_too_small_map_is_a_clear_error():
+    layer = TokenACmix(32, 4, dict(type='PatchwiseAttentionPath', kernel_size=7),
+                       qk_dims=8)
+    with pytest.raises(ConfigError, match='larger than 3 pixels'):
+        layer(torch.randn(1, 9, 32), (3, 3))
+
+
+@pytest.fixture(scope='module')
+def official_san10(tmp_path_factory):
+    """A random SAN-10 (patchwise) in the official layout, saved as its train.py does."""
+    torch.manual_seed(0)
+    model = ReferenceSAN((2, 1, 2, 4, 1)).eval()
+    randomise_norms(model)
+    path = tmp_path_factory.mktemp('san') / 'san10_patchwise.pth'
+    state_dict = {f'module.{k}': v for k, v in model.state_dict().items()}
+    save_atomic(dict(epoch=100, state_dict=state_dict, top1_val=0.771), str(path))
+    return model, str(path)
+
+
+@pytest.mark.parametrize('depth,official_params', [
+    (10, 11_841_124), (15, 16_181_310), (19, 20_518_470)])
+def test_sizes(depth, official_params):
+    """SAN equals the official network (11.8 / 16.2 / 20.5 M, hszhao/SAN's README) minus
+    its classifier; SAN-ACmix adds per block the convolution path of Appendix C: fc (6
+    pieces of C/4 -> 9 maps), the 3x3 shift group conv (C outputs from 9 maps each) and
+    the two rates."""
+    classifier = 2048 * 1000 + 1000
+    san = SAN(depth)
+    assert sum(p.numel() for p in san.parameters()) == official_params - classifier
+    reference = ReferenceSAN(SAN.arch_settings[depth])
+    assert sum(p.numel() for p in reference.parameters()) == official_params
+    acmix = SANACmix(depth)
+    extra = sum(num_blocks * ((channels // 4) * 81 + 6 * 9 + 2) for channels, num_blocks in
+                zip(SANACmix.stage_channels, SANACmix.arch_settings[depth]))
+    assert sum(p.numel() for p in acmix.parameters()) == official_params - classifier + extra
+
+
+def test_official_checkpoint_loads_and_gives_the_same_features(official_san10):
+    reference, path = official_san10
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = reference.stages(x)
+    san = SAN(10, init_cfg=dict(type='Pretrained', checkpoint=path))
+    san.init_weights()
+    # SAN-ACmix from SAN's weights with (alpha, beta) = (1, 0) is SAN at the start.
+    acmix = SANACmix(10, rate_init=(1.0, 0.0), init_cfg=dict(type='Pretrained',
+                                                             checkpoint=path))
+    acmix.init_weights()
+    for model in (san, acmix):
+        with torch.no_grad():
+            outs = model.eval()(x)
+        assert [o.shape[1:] for o in outs] == [e.shape[1:] for e in expected]
+        for ours, ref in zip(outs, expected):
+            torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_convert_ckpt_tool_writes_a_loadable_checkpoint(official_san10, tmp_path):
+    reference, path = official_san10
+    out = str(tmp_path / 'san10.pth')
+    proc = run_tool('tools/convert_ckpt.py', path, out)
+    assert proc.returncode == 0, proc.stderr
+    assert 'official SAN (patchwise)' in proc.stdout and 'fc.weight' in proc.stdout
+    san = SAN(10, init_cfg=dict(type='Pretrained', checkpoint=out))
+    san.init_weights()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        for ours, ref in zip(san.eval()(x), reference.stages(x)):
+            torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_converter_places_every_official_key(official_san10):
+    reference, _ = official_san10
+    converted, discarded = san_official_to_acmix(reference.state_dict())
+    assert discarded == ['fc.weight: ImageNet classifier, not part of a backbone',
+                         'fc.bias: ImageNet classifier, not part of a backbone']
+    SAN(10).load_state_dict(converted, strict=True)
+    acmix = ReferenceSAN((2, 1, 2, 4, 1), acmix=True)
+    converted, _ = san_official_to_acmix(acmix.state_dict())
+    SANACmix(10).load_state_dict(converted, strict=True)
+
+
+def test_acmix_in_the_official_style_gives_the_same_features():
+    torch.manual_seed(0)
+    reference = ReferenceSAN((2, 1, 2, 4, 1), acmix=True).eval()
+    randomise_norms(reference)
+    converted, _ = san_official_to_acmix(reference.state_dict())
+    ours = SANACmix(10).eval()
+    ours.load_state_dict(converted)
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        for mine, ref in zip(ours(x), reference.stages(x)):
+            torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-4)
+        fused_expected = ours(x)
+        assert fuse_acmix(ours) == 10  # one per block: 6 pieces fuse into fewer MACs
+        for mine, ref in zip(ours(x), fused_expected):
+            torch.testing.assert_close(mine, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_misfit_and_pairwise_checkpoints_are_clear(official_san10, tmp_path):
+    _, path = official_san10
+    with pytest.raises(CheckpointError, match='shape mismatches|does not have'):
+        SAN(15, init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()
+    pairwise = {'layer0.0.sam.conv_p.weight': torch.zeros(2, 2, 1, 1)}
+    with pytest.raises(ConfigError, match='pairwise'):
+        san_official_to_acmix(pairwise)
+    with pytest.raises(ConfigError, match="depth 12.*10, 15, 19"):
+        SANACmix(12)
+    with pytest.raises(ConfigError, match='out_indices'):
+        SANACmix(10, out_indices=(4, ))
+    with pytest.raises(ConfigError, match='convert_weights'):
+        SAN(10, convert_weights=False,
+            init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()
+
+
+def test_backbone_conventions():
+    for registry in (DET_MODELS, SEG_MODELS):
+        assert registry.get('SANACmix') is SANACmix and registry.get('SAN') is SAN
+    model = SANACmix(10, out_indices=(1, 3), frozen_stages=1, norm_eval=True)
+    model.init_weights()
+    model.train()
+    outs = model(torch.randn(1, 3, 128, 160))
+    assert [tuple(o.shape) for o in outs] == [(1, 512, 16, 20), (1, 2048, 4, 5)]
+    frozen = [model.conv_in, model.norm_in, model.stage0, model.stage1]
+    assert all(not p.requires_grad for m in frozen for p in m.parameters())
+    assert all(p.requires_grad for p in model.stage2.parameters())
+    assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    # The init keeps the shift kernels.
+    conv_path = model.stage2.blocks[0].attn.conv_path
+    assert conv_path.dep_conv.weight.sum() == conv_path.dep_conv.weight.shape[0] * 9
+
+
+def test_fresh_network_is_stable_in_eval_mode():
+    """Patchwise products are not normalised (no softmax): with running statistics not
+    yet learnt, an init that amplifies (Kaiming fan_out on the narrowing projections)
+    makes them grow block by block to inf; the official SAN's default init does not."""
+    torch.manual_seed(0)
+    model = SANACmix(19)
+    model.init_weights()
+    with torch.no_grad():
+        outs = model.eval()(torch.randn(1, 3, 128, 128))
+    assert all(o.abs().max() < 100 for o in outs)
+
+
+def test_with_cp_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = SANACmix(10, out_indices=(0, ))
+    checkpointed = SANACmix(10, out_indices=(0, ), with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for model in (plain, checkpointed):
+        model.train()
+        model(x)[0].square().mean().backward()
+        grads.append(model.stage1.blocks[0].attn.qkv.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_paper_config_trains_and_tests_on_the_bundled_data(tiny_demo_data, tmp_path):
+    """retinanet_san19_acmix_1x.py itself, with the demo data, classes and image size (a
+    config inheriting from it, as a user would write) and no ImageNet weights."""
+    coco = osp.join(tiny_demo_data, 'coco') + '/'
+    loader = ("dict(batch_size=2, num_workers=0, persistent_workers=False, "
+              "dataset=dict(data_root='{root}', metainfo=dict(classes={classes}), "
+              "pipeline={pipeline}))")
+    classes = "('circle', 'square', 'triangle')"
+    train = ("[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),"
+             " dict(type='Resize', scale=(256, 256), keep_ratio=True), "
+             "dict(type='PackDetInputs')]")
+    test = ("[dict(type='LoadImageFromFile'), dict(type='Resize', scale=(256, 256), "
+            "keep_ratio=True), dict(type='LoadAnnotations', with_bbox=True), "
+            "dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', "
+            "'img_shape', 'scale_factor'))]")
+    config = tmp_path / 'san_demo.py'
+    config.write_text('\n'.join([
+        f"_base_ = '{osp.join(ROOT, 'configs', 'retinanet_san19_acmix_1x.py')}'",
+        "model = dict(backbone=dict(init_cfg=None, frozen_stages=-1, norm_eval=False),",
+        "             bbox_head=dict(num_classes=3), test_cfg=dict(score_thr=0.0))",
+        'train_dataloader = ' + loader.format(root=coco, classes=classes, pipeline=train),
+        'val_dataloader = ' + loader.format(root=coco, classes=classes, pipeline=test),
+        'test_dataloader = val_dataloader',
+        f"val_evaluator = dict(ann_file='{coco}annotations/instances_val2017.json')",
+        'test_evaluator = val_evaluator',
+        'train_cfg = dict(max_epochs=1)',
+        'randomness = dict(seed=0)',
+    ]))
+    work_dir = str(tmp_path / 'work')
+    proc = run_tool('tools/train.py', str(config), '--work-dir', work_dir)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "type='SANACmix'" in log and 'Epoch(train) [1][1/1]' in log
+    assert re.search(r'loss: [0-9.]+', log)
+    checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+    proc = run_tool('tools/test.py', str(config), checkpoint, '--work-dir', work_dir)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert re.search(r'coco/bbox_mAP: [0-9.]+', log)
