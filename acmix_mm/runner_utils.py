@@ -93,6 +93,19 @@ def set_launcher(cfg, launcher):
         dist.init_process_group(backend='gloo')
 
 
+def finish_distributed():
+    """End a distributed run together: wait for every process, then close the group.
+
+    A process that exits while another is still in a collective (the last evaluation
+    gathers results) aborts in gloo's threads ("terminate called without an active
+    exception", exit status -6), and torchrun reports the run as failed.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def init_scope(cfg):
     """Register the modules of the config's downstream library (mmdet or mmseg)."""
     if cfg.default_scope == 'mmdet':

@@ -13,7 +13,7 @@ from mmengine.runner import Runner
 
 from acmix_mm.checkpoint import load_checkpoint_file
 from acmix_mm.runner_utils import (UserError, add_common_args, check_data, config_from_args,
-                                   init_scope, run_with_clear_errors)
+                                   finish_distributed, init_scope, run_with_clear_errors)
 
 
 def parse_args(argv=None):
@@ -87,6 +87,7 @@ def main(argv=None):
             from mmdet.evaluation import DumpDetResults
             runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
         runner.test()
+        finish_distributed()
 
     return run_with_clear_errors(test)
 

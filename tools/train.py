@@ -13,7 +13,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from acmix_mm.runner_utils import (UserError, add_common_args, check_data, config_from_args,
-                                   init_scope, run_with_clear_errors)
+                                   finish_distributed, init_scope, run_with_clear_errors)
 
 
 def parse_args(argv=None):
@@ -72,6 +72,7 @@ def main(argv=None):
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
         runner.train()
+        finish_distributed()
 
     return run_with_clear_errors(train)
 
