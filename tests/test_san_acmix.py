@@ -417,3 +417,71 @@ def test_paper_config_trains_and_tests_on_the_bundled_data(tiny_demo_data, tmp_p
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert re.search(r'coco/bbox_mAP: [0-9.]+', log)
+
+
+def _sync_bn_worker(rank, world_size, port, norm_state, tensors, queue):
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
+                            world_size=world_size)
+    try:
+        query, key, fc1_weight, grad = (t.chunk(world_size)[rank] if t.dim() == 4 else t
+                                        for t in tensors)
+        query, key = query.clone().requires_grad_(), key.clone().requires_grad_()
+        norm = nn.SyncBatchNorm(norm_state['weight'].numel()).double()
+        norm.load_state_dict(norm_state)
+        hidden = patchwise.patch_hidden(query, key, norm.train(), fc1_weight, 3)
+        (hidden * grad).sum().backward()
+        # numpy arrays travel by value (tensors would be shared with this process,
+        # which exits).
+        queue.put((rank, ) + tuple(
+            t.detach().numpy() for t in (hidden, query.grad, key.grad, norm.running_mean,
+                                         norm.running_var, norm.weight.grad)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sync_batchnorm_statistics_span_the_processes():
+    """Two processes with half a batch each and a SyncBatchNorm give the hidden map,
+    input gradients and running statistics of one process with the whole batch and a
+    BatchNorm (torch's SyncBatchNorm itself runs on GPUs only; ours computes the
+    statistics itself, so this runs on CPU)."""
+    import socket
+    import torch.multiprocessing as mp
+    torch.manual_seed(0)
+    r, k, groups = 4, 3, 2
+    norm = nn.BatchNorm2d(r * (k * k + 1)).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    norm_state = {name: t.clone() for name, t in norm.state_dict().items()}
+    query = (torch.randn(4, r, 6, 7, dtype=torch.double) * 2 + 1).requires_grad_()
+    key = (torch.randn(4, r, 6, 7, dtype=torch.double) - 1).requires_grad_()
+    fc1_weight = torch.randn(groups, r * (k * k + 1), dtype=torch.double)
+    hidden = patchwise.patch_hidden(query, key, norm.train(), fc1_weight, k)
+    grad = torch.randn_like(hidden)
+    (hidden * grad).sum().backward()
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    tensors = (query.detach(), key.detach(), fc1_weight, grad)
+    procs = [ctx.Process(target=_sync_bn_worker,
+                         args=(rank, 2, port, norm_state, tensors, queue))
+             for rank in range(2)]
+    for proc in procs:
+        proc.start()
+    try:
+        results = sorted((queue.get(timeout=120) for _ in procs), key=lambda t: t[0])
+        results = [[torch.from_numpy(a) for a in res[1:]] for res in results]
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+    torch.testing.assert_close(torch.cat([res[0] for res in results]), hidden.detach())
+    torch.testing.assert_close(torch.cat([res[1] for res in results]), query.grad)
+    torch.testing.assert_close(torch.cat([res[2] for res in results]), key.grad)
+    for res in results:
+        torch.testing.assert_close(res[3], norm.running_mean)
+        torch.testing.assert_close(res[4], norm.running_var)
+    # Each process holds the gradient of its half; DDP sums them.
+    torch.testing.assert_close(results[0][5] + results[1][5], norm.weight.grad)

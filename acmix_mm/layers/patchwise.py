@@ -99,14 +99,29 @@ def patch_statistics(query, key_padded, kernel_size, norm):
     count = torch.full((2, 1), float(batch * height * width), dtype=sums.dtype,
                        device=sums.device)
     if synced:
-        from torch.distributed.nn.functional import all_reduce
-        totals = all_reduce(torch.cat([sums, count], dim=1))
+        totals = _AllReduceSum.apply(torch.cat([sums, count], dim=1))
         sums, count = totals[:, :-1], totals[:, -1:]
     moments = sums / count
     centre = torch.cat([centres[0], centres[1].repeat_interleave(kernel_size**2)])
     var = (moments[1] - moments[0].square()).clamp(min=0)
     return ((moments[0] + centre).to(query.dtype), var.to(query.dtype),
-            float(count[0, 0]))
+            float(count[0, 0].detach()))
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes; every process's input gets the summed gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
 
 
 def _hidden_band(query, key_padded, scale, shift, fc1_weight, top, bottom,
