@@ -108,6 +108,24 @@ def timed(step, device):
     return time.perf_counter() - start
 
 
+def best_times(steps, repeat, device, reset=None, warmup=2):
+    """Best time of each step, the steps run alternately after a warm-up each.
+
+    ``reset`` runs untimed before every call (e.g. to drop accumulated gradients).
+    """
+    reset = reset or (lambda: None)
+    for step in steps:
+        for _ in range(warmup):
+            reset()
+            step()
+    times = [[] for _ in steps]
+    for _ in range(repeat):
+        for step, record in zip(steps, times):
+            reset()
+            record.append(timed(step, device))
+    return [min(record) for record in times]
+
+
 # The papers' settings: COCO 1333x800, ADE20K 2048x512.
 DEFAULT_SHAPES = {'mmdet': (800, 1333), 'mmseg': (512, 2048)}
 

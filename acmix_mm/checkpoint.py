@@ -8,6 +8,7 @@
   base; each backbone passes a converter, and every key that does not fit is listed in
   the error, never dropped silently.
 """
+import argparse
 import os
 import os.path as osp
 import pickle
@@ -59,10 +60,14 @@ def allow_runner_checkpoint_types():
     """Make runner checkpoints load under ``weights_only=True``.
 
     Allow-lists the types they hold (HistoryBuffer and numpy arrays and scalars) and
-    keeps HistoryBuffer from pickling references to its methods.
+    keeps HistoryBuffer from pickling references to its methods. Also allow-listed:
+    ``argparse.Namespace``, which DeiT-style training scripts (the official AttNet
+    checkpoints) store under ``'args'``; it is a plain attribute holder whose
+    unpickling runs no code.
     """
     HistoryBuffer.__getstate__ = _history_buffer_state
-    torch.serialization.add_safe_globals([HistoryBuffer, *_numpy_checkpoint_types()])
+    torch.serialization.add_safe_globals(
+        [HistoryBuffer, argparse.Namespace, *_numpy_checkpoint_types()])
 
 
 def _looks_like_torch_file(filename):
@@ -130,6 +135,16 @@ def extract_state_dict(checkpoint, prefix='backbone.'):
         state_dict = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items()
                                  if k.startswith(prefix))
     return state_dict
+
+
+def rename_key(key, renames):
+    """``key`` after the first ``(pattern, replacement)`` of ``renames`` that matches it
+    (``re.sub``), or unchanged if none does."""
+    for pattern, replacement in renames:
+        new_key, found = re.subn(pattern, replacement, key)
+        if found:
+            return new_key
+    return key
 
 
 def load_pretrained(module, filename, converter=None, new_keys=(), logger=None):

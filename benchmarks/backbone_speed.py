@@ -1,23 +1,25 @@
-"""ACmix backbones against their baselines: forward time, measured side by side.
+"""Backbones side by side: forward time of each pair, and their ratio.
 
-    python benchmarks/backbone_speed.py [--size 800 1344] [--repeat 5] [--pairs swin pvt]
-                                        [--deploy]
+    python benchmarks/backbone_speed.py [--size 800 1344] [--repeat 5] [--device cpu]
+                                        [--pairs swin pvt attnet-t1 attnet-t2] [--deploy]
 
-Swin-ACmix-T vs mmdet's Swin-T and PVT-ACmix-T vs mmdet's PVT-T, one image, eval mode,
-no gradients. The two models of a pair run alternately, after a warm-up each, and the
-best time of each is kept, so that both see the same machine state. Prints the times
-and the ratio ACmix / baseline (issue target: at most 1.10 at 800x1344). ``--deploy``
+Pairs: Swin-ACmix-T vs mmdet's Swin-T and PVT-ACmix-T vs mmdet's PVT-T (ACmix against
+its baseline; issue target: ratio at most 1.10 at 800x1344), and ATConv against ACmix
+at the sizes our configs compare them: AttNet-T1 vs PVT-ACmix-T, AttNet-T2 vs
+Swin-ACmix-T. One image, eval mode, no gradients. The two models of a pair run
+alternately, after a warm-up each, and the best time of each is kept, so that both see
+the same machine state. Prints the times and the ratio first / second. ``--deploy``
 fuses the ACmix convolution paths where that is cheaper (``acmix_mm.layers.fuse_acmix``).
 """
 import argparse
 import platform
-import time
 
 import torch
 from mmdet.models.backbones import PyramidVisionTransformer, SwinTransformer
 
 import acmix_mm  # noqa: F401
-from acmix_mm.backbones import PVTACmix, SwinACmix
+from acmix_mm.analysis import best_times
+from acmix_mm.backbones import AttNet, PVTACmix, SwinACmix
 from acmix_mm.layers import fuse_acmix
 
 PAIRS = {
@@ -26,20 +28,11 @@ PAIRS = {
                                      num_heads=[3, 6, 12, 24])),
     'pvt': ('PVT-ACmix-T', lambda: PVTACmix('tiny'), 'PVT-T',
             lambda: PyramidVisionTransformer(num_layers=[2, 2, 2, 2])),
+    'attnet-t1': ('AttNet-T1', lambda: AttNet('t1'), 'PVT-ACmix-T',
+                  lambda: PVTACmix('tiny')),
+    'attnet-t2': ('AttNet-T2', lambda: AttNet('t2'), 'Swin-ACmix-T',
+                  lambda: SwinACmix('tiny')),
 }
-
-
-def best_times(models, x, repeat):
-    times = [[] for _ in models]
-    with torch.no_grad():
-        for model in models:
-            model(x)  # warm-up
-        for _ in range(repeat):
-            for i, model in enumerate(models):
-                start = time.perf_counter()
-                model(x)
-                times[i].append(time.perf_counter() - start)
-    return [min(t) for t in times]
 
 
 def main():
@@ -47,23 +40,31 @@ def main():
     parser.add_argument('--size', type=int, nargs=2, default=[800, 1344])
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--pairs', nargs='+', default=list(PAIRS), choices=list(PAIRS))
-    parser.add_argument('--deploy', action='store_true', help='fuse the ACmix models')
+    parser.add_argument('--device',
+                        default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--deploy', action='store_true',
+                        help='fuse the ACmix convolution paths of both models')
     args = parser.parse_args()
+    device = torch.device(args.device)
+    where = (torch.cuda.get_device_name(device) if device.type == 'cuda' else
+             platform.processor() or platform.machine())
     print(f'1x3x{args.size[0]}x{args.size[1]}, forward, eval, best of {args.repeat}; '
           f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
-          f'{platform.processor() or platform.machine()}')
-    x = torch.randn(1, 3, *args.size)
+          f'device {device.type} ({where})')
+    x = torch.randn(1, 3, *args.size, device=device)
     for pair in args.pairs:
-        name, build, base_name, build_base = PAIRS[pair]
+        names = list(PAIRS[pair][0::2])
         torch.manual_seed(0)
-        models = [build().eval(), build_base()]
-        models[1].eval()
+        models = [build().to(device).eval() for build in PAIRS[pair][1::2]]
         if args.deploy:
-            fuse_acmix(models[0])
-            name += ' (fused)'
-        ours, base = best_times(models, x, args.repeat)
-        print(f'  {name}: {ours:.3f} s   {base_name}: {base:.3f} s   '
-              f'ratio {ours / base:.2f}')
+            for i, model in enumerate(models):
+                if fuse_acmix(model):
+                    names[i] += ' (fused)'
+        with torch.no_grad():
+            first, second = best_times([lambda m=m: m(x) for m in models], args.repeat,
+                                       device, warmup=1)
+        print(f'  {names[0]}: {first:.3f} s   {names[1]}: {second:.3f} s   '
+              f'ratio {first / second:.2f}', flush=True)
 
 
 if __name__ == '__main__':

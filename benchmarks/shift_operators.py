@@ -36,7 +36,7 @@ import platform
 import torch
 import torch.nn.functional as F
 
-from acmix_mm.analysis import timed
+from acmix_mm.analysis import best_times
 from acmix_mm.layers import ShiftConvPath
 
 KERNEL_SIZE = 3
@@ -134,24 +134,6 @@ def check_same(path, maps, hw_shape, num_heads, kernel_size=KERNEL_SIZE):
                                        msg=lambda m: f'{layout} gradient: {m}')
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
-
-
-def best_times(steps, repeat, device, reset=None, warmup=2):
-    """Best time of each step, the steps run alternately after a warm-up each.
-
-    ``reset`` runs untimed before every call (e.g. to drop accumulated gradients).
-    """
-    reset = reset or (lambda: None)
-    for step in steps:
-        for _ in range(warmup):
-            reset()
-            step()
-    times = [[] for _ in steps]
-    for _ in range(repeat):
-        for step, record in zip(steps, times):
-            reset()
-            record.append(timed(step, device))
-    return [min(record) for record in times]
 
 
 def measure(embed_dims, num_heads, hw_shape, batch, repeat, device):

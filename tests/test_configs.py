@@ -1,5 +1,6 @@
 """Every config in configs/ parses, has a known scope, and builds its model."""
 import glob
+import inspect
 import os.path as osp
 
 import pytest
@@ -26,6 +27,9 @@ def test_configs_exist():
                  for variant in ('t_3x', 'acmix_t_3x', 'acmix_t_1x')}
     expected |= {f'upernet_swin{acmix}_{size}_160k.py' for acmix in ('', '_acmix')
                  for size in 'ts'}
+    expected |= {'retinanet_attnet_t1_1x.py', 'retinanet_attnet_t1_3x.py',
+                 'sem_fpn_attnet_t1_40k.py', 'mask_rcnn_attnet_t2_3x.py',
+                 'upernet_attnet_t2_160k.py'}
     assert expected <= names
 
 
@@ -216,3 +220,54 @@ def test_retinanet_san19_recipe():
     for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'train_dataloader'):
         assert cfg[key] == r50[key], key
     assert cfg.model.neck == r50.model.neck
+
+
+# Each AttNet config and the ACmix config it sits beside.
+ATTNET_BESIDE_ACMIX = {
+    'retinanet_attnet_t1_1x.py': 'retinanet_pvt_acmix_t_1x.py',
+    'retinanet_attnet_t1_3x.py': 'retinanet_pvt_acmix_t_3x.py',
+    'sem_fpn_attnet_t1_40k.py': 'sem_fpn_pvt_acmix_t_40k.py',
+    'mask_rcnn_attnet_t2_3x.py': 'mask_rcnn_swin_acmix_t_3x.py',
+    'upernet_attnet_t2_160k.py': 'upernet_swin_acmix_t_160k.py',
+}
+
+
+@pytest.mark.parametrize('attnet_name', list(ATTNET_BESIDE_ACMIX))
+def test_attnet_configs_differ_from_the_acmix_ones_only_in_the_backbone(attnet_name):
+    """Same recipe (data, schedule, optimizer, heads); the backbone, the input channels
+    of neck / heads, and no weight decay on AttNet's layer scales and inhibitions."""
+    from acmix_mm import backbones
+    from acmix_mm.backbones import AttNet
+    attnet = Config.fromfile(osp.join(ROOT, 'configs', attnet_name))
+    acmix = Config.fromfile(osp.join(ROOT, 'configs', ATTNET_BESIDE_ACMIX[attnet_name]))
+    backbone = attnet.model.backbone
+    arch = 't1' if '_t1_' in attnet_name else 't2'
+    assert backbone.type == 'AttNet' and backbone.arch == arch
+    assert backbone.init_cfg.checkpoint == f'checkpoints/AttNet_{arch.upper()}.pth'
+    acmix_backbone = getattr(backbones, acmix.model.backbone.type)
+    default_rate = inspect.signature(acmix_backbone).parameters['drop_path_rate'].default
+    assert backbone.drop_path_rate == acmix.model.backbone.get('drop_path_rate',
+                                                                default_rate)
+    assert backbone.norm_eval
+    channels = AttNet(arch).num_features
+    if 'neck' in attnet.model:
+        assert attnet.model.neck.in_channels == channels
+    else:
+        assert attnet.model.decode_head.in_channels == channels
+        assert attnet.model.auxiliary_head.in_channels == channels[2]
+    for key in ('train_cfg', 'param_scheduler', 'train_dataloader', 'val_dataloader',
+                'val_evaluator', 'default_scope', 'custom_imports', 'auto_scale_lr'):
+        assert attnet.get(key) == acmix.get(key), key
+    assert attnet.optim_wrapper.optimizer == acmix.optim_wrapper.optimizer
+    for key in set(attnet.model) | set(acmix.model):
+        if key not in ('backbone', 'neck', 'decode_head', 'auxiliary_head'):
+            assert attnet.model.get(key) == acmix.model.get(key), key
+    for key in ('neck', 'decode_head', 'auxiliary_head'):
+        if key in acmix.model:
+            ours, theirs = dict(attnet.model[key]), dict(acmix.model[key])
+            ours.pop('in_channels'), theirs.pop('in_channels')
+            assert ours == theirs, key
+    custom_keys = attnet.optim_wrapper.get('paramwise_cfg', {}).get('custom_keys', {})
+    if 'paramwise_cfg' in acmix.optim_wrapper:  # Swin's recipe: weight decay 0.05
+        assert custom_keys['layer_scale'] == custom_keys['inhibition_logit'] == dict(
+            decay_mult=0.)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import acmix_mm  # noqa: F401
-from acmix_mm.backbones import PVTACmix, ResNetACmix, SANACmix, SwinACmix
+from acmix_mm.backbones import AttNet, PVTACmix, ResNetACmix, SANACmix, SwinACmix
 from acmix_mm.checkpoint import load_checkpoint_file
 from conftest import ROOT, run_tool
 from test_tools import DEMO, demo_data_options
@@ -109,7 +109,8 @@ def test_amp_on_cpu_trains_with_bfloat16(tiny_demo_data, tmp_path):
     lambda: SwinACmix(dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[2, 4, 4, 8])),
     lambda: ResNetACmix(26, norm_eval=False),
     lambda: SANACmix(10),
-], ids=['PVTACmix', 'SwinACmix', 'ResNetACmix', 'SANACmix'])
+    lambda: AttNet('xxs'),
+], ids=['PVTACmix', 'SwinACmix', 'ResNetACmix', 'SANACmix', 'AttNet'])
 def test_each_backbone_trains_under_bfloat16_autocast(backbone):
     torch.manual_seed(0)
     model = backbone()

@@ -6,7 +6,9 @@ Detects the layout of SRC: the official Swin-ACmix release (LeapLabTHU/ACmix,
 ``{'model': ...}``) or official Swin (microsoft/Swin-Transformer) -> SwinACmix; the
 official ResNet-ACmix state dict -> ResNetACmix; official PVT v1 (whai362/PVT) ->
 PVTACmix; official patchwise SAN (hszhao/SAN) -> SAN, and SANACmix (whose convolution
-paths then start from their shift kernels). DST holds ``{'state_dict': ..., 'meta': ...}`` and loads with
+paths then start from their shift kernels); official AttNet
+(price112/Attentive-Convolution, ``{'model': ...}``) -> AttNet. DST holds
+``{'state_dict': ..., 'meta': ...}`` and loads with
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` (the official files load there
 directly too, converted on load). Every official tensor is either converted or listed
 with the reason it is left out.
@@ -15,6 +17,7 @@ import argparse
 import os.path as osp
 import sys
 
+from acmix_mm.backbones.attnet import attnet_official_to_ours, is_official_attnet
 from acmix_mm.backbones.pvt_acmix import is_official_pvt, pvt_official_to_acmix
 from acmix_mm.backbones.resnet_acmix import (is_official_resnet_acmix,
                                              resnet_official_to_acmix)
@@ -30,6 +33,7 @@ LAYOUTS = (
      resnet_official_to_acmix),
     ('official PVT v1', 'PVTACmix', is_official_pvt, pvt_official_to_acmix),
     ('official SAN (patchwise)', 'SAN / SANACmix', is_official_san, san_official_to_acmix),
+    ('official AttNet', 'AttNet', is_official_attnet, attnet_official_to_ours),
 )
 
 

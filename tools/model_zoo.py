@@ -82,7 +82,10 @@ def main(argv=None):
         'plus attention; one multiply-add is one FLOP; mask heads on 100 RoIs). The '
         '"paper" columns and every mAP / mIoU are the paper\'s (Pan et al., CVPR 2022), '
         'reported there after full COCO / ADE20K training on 8 GPUs, not reproduced here; '
-        'only the demo rows are our measurements, on the bundled demo data.', '',
+        'only the demo rows are our measurements, on the bundled demo data. The AttNet '
+        'rows (ATConv, Yu et al., 2025) sit beside the ACmix ones they are compared with '
+        '(T1 beside PVT-ACmix-T, T2 beside Swin-ACmix-T); their authors report no '
+        'detection or segmentation results, so they have no paper columns.', '',
         '| config | input | params (M) | GFLOPs | paper params (M) | paper GFLOPs | '
         'paper result | train; test |',
         '|---|---|---|---|---|---|---|---|',

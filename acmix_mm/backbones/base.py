@@ -67,7 +67,12 @@ class FrozenStagesMixin:
     norm_eval = False
 
     def _freeze_stages(self):
-        """Put the first ``frozen_stages`` in eval mode without gradients."""
+        """Put the first ``frozen_stages`` of ``self.stages`` in eval mode without
+        gradients (backbones whose stem is not part of a stage override this)."""
+        for stage in self.stages[:max(self.frozen_stages, 0)]:
+            stage.eval()
+            for param in stage.parameters():
+                param.requires_grad = False
 
     def train(self, mode=True):
         super().train(mode)
@@ -79,11 +84,11 @@ class FrozenStagesMixin:
         return self
 
 
-class ACmixTransformerBackbone(OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
-    """Base of :class:`PVTACmix` and :class:`SwinACmix`.
+class ArchMixin:
+    """Arch lookup by name or custom dict, and ``out_indices`` checking, with clear errors.
 
-    Subclasses set ``arch_zoo`` (names -> arch dicts), ``arch_keys`` (keys of a custom
-    arch dict) and what :class:`OfficialCheckpointMixin` asks for.
+    Subclasses set ``arch_zoo`` (names -> arch dicts) and ``arch_keys`` (keys of a
+    custom arch dict).
     """
     arch_zoo = {}
     arch_keys = ()
@@ -93,7 +98,7 @@ class ACmixTransformerBackbone(OfficialCheckpointMixin, FrozenStagesMixin, BaseM
         name = type(self).__name__
         if isinstance(arch, str):
             if arch.lower() not in self.arch_zoo:
-                choices = ', '.join(repr(k) for k in self.arch_zoo if len(k) > 1)
+                choices = ', '.join(repr(k) for k in self.arch_choices())
                 raise ConfigError(f'Unknown {name} arch {arch!r}; choose one of '
                                  f'{choices} or pass a dict.')
             return dict(self.arch_zoo[arch.lower()])
@@ -102,6 +107,10 @@ class ACmixTransformerBackbone(OfficialCheckpointMixin, FrozenStagesMixin, BaseM
                              f'{sorted(self.arch_keys)}, got {arch!r}.')
         return arch
 
+    def arch_choices(self):
+        """Arch names shown in errors: the long ones (one-letter aliases are left out)."""
+        return [k for k in self.arch_zoo if len(k) > 1]
+
     @staticmethod
     def check_out_indices(out_indices, num_stages):
         out_indices = tuple(out_indices)
@@ -109,6 +118,15 @@ class ACmixTransformerBackbone(OfficialCheckpointMixin, FrozenStagesMixin, BaseM
             raise ConfigError(f'out_indices {out_indices} must name stages 0..'
                              f'{num_stages - 1}.')
         return out_indices
+
+
+class ACmixTransformerBackbone(ArchMixin, OfficialCheckpointMixin, FrozenStagesMixin,
+                               BaseModule):
+    """Base of :class:`PVTACmix` and :class:`SwinACmix`.
+
+    Subclasses set ``arch_zoo``, ``arch_keys`` (:class:`ArchMixin`) and what
+    :class:`OfficialCheckpointMixin` asks for.
+    """
 
     def init_weights(self):
         if self.load_pretrained_init_cfg():

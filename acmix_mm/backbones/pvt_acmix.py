@@ -265,12 +265,6 @@ class PVTACmix(ACmixTransformerBackbone):
                 state_dict[key] = pos.flatten(2).transpose(1, 2)
         return state_dict, discarded
 
-    def _freeze_stages(self):
-        for stage in self.stages[:max(self.frozen_stages, 0)]:
-            stage.eval()
-            for param in stage.parameters():
-                param.requires_grad = False
-
     def forward(self, x):
         outs = []
         for i, stage in enumerate(self.stages):

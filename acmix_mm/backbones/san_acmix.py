@@ -19,6 +19,7 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, Sequential
 
+from ..checkpoint import rename_key
 from ..errors import ConfigError
 from ..layers import TokenACmix
 from ..registry import register_model
@@ -316,11 +317,7 @@ def san_official_to_acmix(state_dict):
             converted[f'stage{stage}.blocks.{block}.attn.qkv.{kind}'] = torch.cat(
                 [p.flatten(1) if kind == 'weight' else p for p in parts])
             continue
-        new_key = key
-        for pattern, replacement in renames:
-            new_key, found = re.subn(pattern, replacement, key)
-            if found:
-                break
+        new_key = rename_key(key, renames)
         if re.search(r'attn_path\.fc[12]\.weight$', new_key):
             value = value.flatten(1)  # 1x1 convolutions -> linear layers
         converted[new_key] = value

@@ -1,0 +1,6 @@
+# Semantic FPN with AttNet-T1 on ADE20K, beside sem_fpn_pvt_acmix_t_40k.py: PVT's 40k
+# recipe, only the backbone differs.
+_base_ = ['./sem_fpn_pvt_t_40k.py', '_base_/models/attnet.py']
+model = dict(
+    backbone={{_base_.attnet_t1}},
+    neck=dict(in_channels=[48, 96, 224, 384]))

@@ -1,0 +1,366 @@
+"""The AttNet backbone (Attentive Convolution): reference equality, sizes, checkpoints,
+conventions, and its configs on the bundled data."""
+import argparse
+import os.path as osp
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmdet.registry import MODELS as DET_MODELS
+from mmseg.registry import MODELS as SEG_MODELS
+
+from acmix_mm.backbones import AttNet, attnet_official_to_ours
+from acmix_mm.checkpoint import CheckpointError, save_atomic
+from acmix_mm.errors import ConfigError
+from conftest import ROOT, run_tool
+
+# The official arch table (models/AttNet.py): depths, dims, GLU norm, layer scale; every
+# arch has expansion rates (8, 8, 4, 4), 3x3 kernels and a depthwise conv in the GLU.
+OFFICIAL_ARCHS = {
+    'xxs': ([2, 2, 4, 2], [32, 64, 128, 240], False, False),
+    'xs': ([2, 2, 7, 2], [40, 80, 160, 320], False, True),
+    's': ([2, 3, 10, 3], [40, 80, 160, 320], False, False),
+    't1': ([2, 3, 12, 3], [48, 96, 224, 384], True, True),
+    't2': ([3, 3, 16, 3], [64, 128, 288, 512], True, True),
+    't3': ([4, 4, 26, 4], [72, 144, 320, 576], True, True),
+    't4': ([5, 5, 28, 5], [96, 192, 384, 768], True, True),
+}
+# Parameters with the 1000-class classifier, as the official file states them (M).
+OFFICIAL_PARAMS = {'xxs': 2.85, 'xs': 5.55, 's': 7.68, 't1': 13.71, 't2': 27.01,
+                   't3': 49.18, 't4': 87.32}
+
+
+class ReferenceAttNet(nn.Module):
+    """AttNet as the official code computes it, with its key layout (downsample_layers,
+    stages.i.j.token_mixer / channel_mixer / norm_1 / layer_scale_1, norm, head)."""
+
+    class LayerNorm2d(nn.LayerNorm):  # timm's: normalise the channels of NCHW maps
+
+        def forward(self, x):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    class RmsNorm2d(nn.Module):  # timm's rms_norm2d with an affine weight
+
+        def __init__(self, dim):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(dim))
+
+        def forward(self, x):
+            x = x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-6)
+            return x * self.weight.reshape(1, -1, 1, 1)
+
+    class LayerScale(nn.Module):
+
+        def __init__(self, dim):
+            super().__init__()
+            self.gamma = nn.Parameter(1e-6 * torch.ones(dim))
+
+        def forward(self, x):
+            return x * self.gamma.reshape(1, -1, 1, 1)
+
+    class ATConv(nn.Module):
+
+        def __init__(self, dim):
+            super().__init__()
+            self.kernel_proj = nn.Conv2d(dim, dim, 1)
+            self.pool = nn.AdaptiveAvgPool1d(9)
+            self.kernel_act = nn.GELU()
+            self.kernel_gen = nn.Linear(9, 9)
+            self.x_proj = nn.Conv2d(dim, dim, 1)
+            self.proj = nn.Conv2d(dim, dim, 1)
+            self.difference_control = nn.Parameter(torch.zeros(dim))
+
+        def forward(self, x):
+            batch, channels, height, width = x.shape
+            # Projection on the full map, then pooling (ours pools first).
+            kernels = self.pool(self.kernel_proj(x).view(batch, channels, -1))
+            kernels = self.kernel_gen(self.kernel_act(kernels)).view(batch, channels, 3, 3)
+            kernels = kernels - torch.sigmoid(self.difference_control).view(1, -1, 1, 1) * \
+                kernels.mean(dim=(2, 3), keepdim=True)
+            # The per-image depthwise convolution as one grouped convolution.
+            out = F.conv2d(self.x_proj(x).reshape(1, batch * channels, height, width),
+                           kernels.reshape(batch * channels, 1, 3, 3), padding=1,
+                           groups=batch * channels)
+            return self.proj(out.view(batch, channels, height, width))
+
+    class GLU(nn.Module):
+
+        def __init__(self, dim, hidden, norm):
+            super().__init__()
+            self.fc1 = nn.Conv2d(dim, hidden * 2, 1)
+            self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+            self.norm_layer = ReferenceAttNet.RmsNorm2d(hidden) if norm else nn.Identity()
+            self.act = nn.GELU()
+            self.fc2 = nn.Conv2d(hidden, dim, 1)
+
+        def forward(self, x):
+            x, v = self.fc1(x).chunk(2, dim=1)
+            return self.fc2(self.norm_layer(self.act(self.dwconv(x)) * v))
+
+    class Block(nn.Module):
+
+        def __init__(self, dim, exp_rate, norm, layer_scale):
+            super().__init__()
+            ref = ReferenceAttNet
+            self.token_mixer = ref.ATConv(dim)
+            self.channel_mixer = ref.GLU(dim, int(2 * int(dim * exp_rate) / 3), norm)
+            self.layer_scale_1 = ref.LayerScale(dim) if layer_scale else nn.Identity()
+            self.layer_scale_2 = ref.LayerScale(dim) if layer_scale else nn.Identity()
+            self.norm_1 = ref.LayerNorm2d(dim, eps=1e-6)
+            self.norm_2 = ref.LayerNorm2d(dim, eps=1e-6)
+
+        def forward(self, x):
+            x = x + self.layer_scale_1(self.token_mixer(self.norm_1(x)))
+            return x + self.layer_scale_2(self.channel_mixer(self.norm_2(x)))
+
+    @staticmethod
+    def conv_bn(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def __init__(self, arch):
+        super().__init__()
+        depths, dims, norm, layer_scale = OFFICIAL_ARCHS[arch]
+        self.downsample_layers = nn.ModuleList([
+            nn.Sequential(self.conv_bn(3, dims[0] // 2), nn.GELU(),
+                          self.conv_bn(dims[0] // 2, dims[0]))
+        ] + [self.conv_bn(dims[i], dims[i + 1]) for i in range(3)])
+        self.stages = nn.ModuleList([
+            nn.Sequential(*[self.Block(dims[i], (8, 8, 4, 4)[i], norm, layer_scale)
+                            for _ in range(depths[i])]) for i in range(4)
+        ])
+        self.norm = nn.LayerNorm(dims[-1])
+        self.head = nn.Linear(dims[-1], 1000)
+
+    def stage_outputs(self, x):
+        outs = []
+        for downsample, stage in zip(self.downsample_layers, self.stages):
+            x = stage(downsample(x))
+            outs.append(x)
+        return outs
+
+
+def randomise(model):
+    """Values far from the initial ones, so that every weight shows in the outputs
+    (layer scales at 1e-6 would hide the blocks, zero inhibition logits their sign)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(('gamma', 'difference_control')) or 'norm' in name:
+                param.copy_(torch.randn_like(param) * 0.5 + (0 if 'bias' in name else 0.5))
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+
+
+@pytest.fixture(scope='module', params=['xxs', 't1'])
+def official(request, tmp_path_factory):
+    """A random official AttNet, saved as its train.py saves (with args and EMA)."""
+    torch.manual_seed(0)
+    arch = request.param
+    model = ReferenceAttNet(arch).eval()
+    randomise(model)
+    path = tmp_path_factory.mktemp('attnet') / f'AttNet_{arch.upper()}.pth'
+    state_dict = model.state_dict()
+    save_atomic(dict(model=state_dict, model_ema=state_dict, epoch=299,
+                     args=argparse.Namespace(model=f'AttNet_{arch.upper()}', lr=0.004,
+                                             drop_path_rate=0.1, log_freq=[100, 200])),
+                str(path))
+    return arch, model, str(path)
+
+
+@pytest.mark.parametrize('arch', list(OFFICIAL_ARCHS))
+def test_sizes_equal_the_official_minus_its_classifier(arch):
+    reference = ReferenceAttNet(arch)
+    total = sum(p.numel() for p in reference.parameters())
+    assert round(total / 1e6, 2) == OFFICIAL_PARAMS[arch]
+    classifier = sum(p.numel() for m in (reference.norm, reference.head)
+                     for p in m.parameters())
+    assert sum(p.numel() for p in AttNet(arch).parameters()) == total - classifier
+
+
+@pytest.mark.parametrize('size', [(97, 75), (64, 64), (20, 24)])
+def test_official_checkpoint_loads_and_gives_the_same_features(official, size):
+    """Any input size, down to maps of fewer positions than kernel taps (2x1 at 20x24,
+    whose adaptive pooling repeats positions)."""
+    arch, reference, path = official
+    model = AttNet(arch, init_cfg=dict(type='Pretrained', checkpoint=path))
+    model.init_weights()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        expected = reference.stage_outputs(x)
+        outs = model.eval()(x)
+    assert len(outs) == 4
+    for ours, ref in zip(outs, expected):
+        assert ours.shape == ref.shape
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_converter_places_every_official_key(official):
+    arch, reference, _ = official
+    converted, discarded = attnet_official_to_ours(reference.state_dict())
+    assert sorted(discarded) == [
+        f'{key}: ImageNet classifier, not part of a backbone'
+        for key in ('head.bias', 'head.weight', 'norm.bias', 'norm.weight')]
+    AttNet(arch).load_state_dict(converted, strict=True)
+
+
+def test_convert_ckpt_tool_writes_a_loadable_checkpoint(official, tmp_path):
+    arch, reference, path = official
+    out = str(tmp_path / 'attnet.pth')
+    proc = run_tool('tools/convert_ckpt.py', path, out)
+    assert proc.returncode == 0, proc.stderr
+    assert 'official AttNet' in proc.stdout and 'head.weight' in proc.stdout
+    model = AttNet(arch, init_cfg=dict(type='Pretrained', checkpoint=out))
+    model.init_weights()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        for ours, ref in zip(model.eval()(x), reference.stage_outputs(x)):
+            torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_misfit_checkpoints_and_arguments_are_clear(official):
+    arch, _, path = official
+    other = 't2' if arch == 'xxs' else 'xxs'
+    with pytest.raises(CheckpointError, match='shape mismatches|does not have'):
+        AttNet(other, init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()
+    with pytest.raises(ConfigError, match='convert_weights'):
+        AttNet(arch, convert_weights=False,
+               init_cfg=dict(type='Pretrained', checkpoint=path)).init_weights()
+    with pytest.raises(ConfigError, match="arch 't5'.*'xxs', 'xs', 's', 't1'"):
+        AttNet('t5')
+    with pytest.raises(ConfigError, match='custom AttNet arch must be a dict with keys'):
+        AttNet(dict(depths=[1, 1, 1, 1]))
+    with pytest.raises(ConfigError, match='out_indices'):
+        AttNet('xxs', out_indices=(4, ))
+    with pytest.raises(ConfigError, match='odd kernel_size'):
+        AttNet('xxs', kernel_size=4)
+
+
+def test_backbone_conventions():
+    for registry in (DET_MODELS, SEG_MODELS):
+        assert registry.get('AttNet') is AttNet
+    model = AttNet('xxs', out_indices=(1, 3), frozen_stages=2, norm_eval=True)
+    model.init_weights()
+    model.train()
+    outs = model(torch.randn(1, 3, 128, 160))
+    assert [tuple(o.shape) for o in outs] == [(1, 64, 16, 20), (1, 240, 4, 5)]
+    assert model.num_features == [64, 240]
+    assert all(not p.requires_grad for s in model.stages[:2] for p in s.parameters())
+    assert all(p.requires_grad for s in model.stages[2:] for p in s.parameters())
+    assert not any(m.training for s in model.stages[:2] for m in s.modules())
+    assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert model.stages[2].training
+    # A custom arch dict, and the official initialisation from scratch.
+    custom = AttNet(dict(depths=[1, 1, 1, 1], embed_dims=[16, 32, 48, 64],
+                         ffn_ratios=[4, 4, 4, 4], ffn_norm=True, layer_scale=True),
+                    out_indices=(0, ))
+    custom.init_weights()
+    block = custom.stages[0].blocks[0]
+    assert torch.all(block.layer_scale1.gamma == 1e-6)
+    assert torch.all(block.attn.inhibition_logit == 0)
+    assert block.attn.kernel_proj.weight.std() < 0.03  # trunc normal, std 0.02
+    assert len(custom(torch.randn(1, 3, 32, 32))) == 1
+
+
+def test_with_cp_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = AttNet('xxs', drop_path_rate=0.)
+    checkpointed = AttNet('xxs', drop_path_rate=0., with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for model in (plain, checkpointed):
+        model.train()
+        sum(o.square().mean() for o in model(x)).backward()
+        grads.append(model.stages[1].blocks[0].attn.kernel_gen.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_kernels_are_generated_per_image():
+    """Each image's output depends on that image alone (the kernels are not shared
+    across the batch), and ATConv is translation-equivariant only through its values:
+    two different images give different kernels."""
+    from acmix_mm.layers import ATConv
+    torch.manual_seed(0)
+    layer = ATConv(8).eval()
+    a, b = torch.randn(1, 8, 12, 12), torch.randn(1, 8, 12, 12)
+    with torch.no_grad():
+        both = layer(torch.cat([a, b]))
+        torch.testing.assert_close(both[:1], layer(a))
+        torch.testing.assert_close(both[1:], layer(b))
+        kernels = layer.generate_kernels(torch.cat([a, b]))
+    assert not torch.allclose(kernels[0], kernels[1])
+
+
+# The five AttNet configs, each run for one training iteration and its evaluation on the
+# bundled data: the config itself, inherited with the demo data, classes and 256 px
+# images (as a user would write it), without the ImageNet weights.
+DET_PIPELINES = (
+    "[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True{mask}),"
+    " dict(type='Resize', scale=(256, 256), keep_ratio=True), dict(type='PackDetInputs')]",
+    "[dict(type='LoadImageFromFile'), dict(type='Resize', scale=(256, 256), "
+    "keep_ratio=True), dict(type='LoadAnnotations', with_bbox=True{mask}), "
+    "dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', "
+    "'img_shape', 'scale_factor'))]")
+SEG_PIPELINES = (
+    "[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),"
+    " dict(type='Resize', scale=(256, 256), keep_ratio=True), dict(type='PackSegInputs')]",
+    "[dict(type='LoadImageFromFile'), dict(type='Resize', scale=(256, 256), "
+    "keep_ratio=True), dict(type='LoadAnnotations', reduce_zero_label=True), "
+    "dict(type='PackSegInputs')]")
+LOADER = ("dict(batch_size=2, num_workers=0, persistent_workers=False, "
+          "dataset=dict(data_root='{root}', {extra}pipeline={pipeline}))")
+
+
+def demo_config(name, data_root, path):
+    lines = [f"_base_ = '{osp.join(ROOT, 'configs', name + '.py')}'"]
+    if name.startswith(('sem_fpn', 'upernet')):
+        root = osp.join(data_root, 'ade', 'ADEChallengeData2016')
+        train, test = SEG_PIPELINES
+        extra = ''
+        lines += ['train_cfg = dict(max_iters=1, val_interval=1)',
+                  'default_hooks = dict(checkpoint=dict(interval=1))']
+    else:
+        root = osp.join(data_root, 'coco') + '/'
+        mask = ', with_mask=True' if name.startswith('mask_rcnn') else ''
+        train, test = (p.format(mask=mask) for p in DET_PIPELINES)
+        extra = "metainfo=dict(classes=('circle', 'square', 'triangle')), "
+        if name.startswith('mask_rcnn'):
+            lines.append('model = dict(roi_head=dict(bbox_head=dict(num_classes=3), '
+                         'mask_head=dict(num_classes=3)), '
+                         'test_cfg=dict(rcnn=dict(score_thr=0.0)))')
+        else:
+            lines.append('model = dict(bbox_head=dict(num_classes=3), '
+                         'test_cfg=dict(score_thr=0.0))')
+        ann = root + 'annotations/instances_val2017.json'
+        lines += [f"val_evaluator = dict(ann_file='{ann}')", 'test_evaluator = val_evaluator',
+                  'train_cfg = dict(max_epochs=1)']
+    lines += [
+        'train_dataloader = ' + LOADER.format(root=root, extra=extra, pipeline=train),
+        'val_dataloader = ' + LOADER.format(root=root, extra=extra, pipeline=test),
+        'test_dataloader = val_dataloader', 'randomness = dict(seed=0)'
+    ]
+    path.write_text('\n'.join(lines) + '\n')
+    return str(path)
+
+
+@pytest.mark.parametrize('name', [
+    'retinanet_attnet_t1_1x', 'retinanet_attnet_t1_3x', 'sem_fpn_attnet_t1_40k',
+    'mask_rcnn_attnet_t2_3x', 'upernet_attnet_t2_160k'
+])
+def test_config_trains_one_iteration_on_the_bundled_data(name, tiny_demo_data, tmp_path):
+    config = demo_config(name, tiny_demo_data, tmp_path / f'{name}_demo.py')
+    proc = run_tool('tools/train.py', config, '--work-dir', str(tmp_path / 'work'),
+                    '--cfg-options', 'model.backbone.init_cfg=None')
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "type='AttNet'" in log
+    assert re.search(r'(Epoch\(train\) \[1\]\[1/1\]|Iter\(train\) \[1/1\]).*loss: [0-9.]+',
+                     log)
+    metric = r'mIoU: [0-9.]+' if name.startswith(('sem_fpn', 'upernet')) else \
+        r'coco/bbox_mAP: [0-9.]+'
+    assert re.search(metric, log), log[-3000:]
+    if name.startswith('mask_rcnn'):
+        assert re.search(r'coco/segm_mAP: [0-9.]+', log)
