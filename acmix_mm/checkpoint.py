@@ -147,6 +147,53 @@ def rename_key(key, renames):
     return key
 
 
+def _missing_keys(own, state_dict, new_keys=()):
+    """Model keys absent from ``state_dict``, split into missing ones and those that
+    match a ``new_keys`` pattern (expected to be absent)."""
+    absent = [k for k in own if k not in state_dict]
+    fresh = [k for k in absent if any(re.search(p, k) for p in new_keys)]
+    return [k for k in absent if k not in fresh], fresh
+
+
+def _fit_problems(own, state_dict, missing):
+    """What keeps ``state_dict`` from fitting a model whose state is ``own``, as indented
+    lines (each list cut at 20 keys), or '' when it fits."""
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                  for k, v in state_dict.items()
+                  if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    problems = []
+    for title, keys in (('keys in the checkpoint that the model does not have',
+                         unexpected), ('shape mismatches', mismatched),
+                        ('model weights the checkpoint does not have', missing)):
+        if keys:
+            shown = '\n    '.join(keys[:20])
+            more = f'\n    ... and {len(keys) - 20} more' if len(keys) > 20 else ''
+            problems.append(f'  {title} ({len(keys)}):\n    {shown}{more}')
+    return '\n'.join(problems)
+
+
+def check_model_checkpoint(model, checkpoint, filename):
+    """Raise unless ``checkpoint`` (loaded from ``filename``) holds exactly the weights of
+    the whole ``model`` (a detector or segmentor), as testing needs.
+
+    mmengine loads a model checkpoint non-strictly and only logs what does not fit, so a
+    checkpoint of another model would be evaluated with random weights.
+
+    Raises:
+        CheckpointError: listing the keys the model lacks, the shapes that differ and
+            the model weights the checkpoint lacks.
+    """
+    state_dict = extract_state_dict(checkpoint, prefix=None)
+    own = model.state_dict()
+    problems = _fit_problems(own, state_dict, _missing_keys(own, state_dict)[0])
+    if problems:
+        raise CheckpointError(
+            f'Checkpoint {filename} does not fit the {type(model).__name__} of this '
+            f'config:\n{problems}\nPass the checkpoint this config trained (its '
+            'work_dir holds epoch_*.pth / iter_*.pth), or the config it was trained with.')
+
+
 def load_pretrained(module, filename, converter=None, new_keys=(), logger=None):
     """Load pretrained weights into a backbone, converting official layouts.
 
@@ -172,26 +219,13 @@ def load_pretrained(module, filename, converter=None, new_keys=(), logger=None):
     if converter is not None:
         state_dict, discarded = converter(state_dict)
     own = module.state_dict()
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in state_dict.items()
-                  if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    missing = [k for k in own if k not in state_dict]
-    fresh = [k for k in missing if any(re.search(p, k) for p in new_keys)]
-    missing = [k for k in missing if k not in fresh]
-    problems = []
-    for title, keys in (('keys in the checkpoint that the model does not have',
-                         unexpected), ('shape mismatches', mismatched),
-                        ('model weights the checkpoint does not have', missing)):
-        if keys:
-            shown = '\n    '.join(keys[:20])
-            more = f'\n    ... and {len(keys) - 20} more' if len(keys) > 20 else ''
-            problems.append(f'  {title} ({len(keys)}):\n    {shown}{more}')
+    missing, fresh = _missing_keys(own, state_dict, new_keys)
+    problems = _fit_problems(own, state_dict, missing)
     if problems:
         raise CheckpointError(
-            f'Checkpoint {filename} does not fit {type(module).__name__}:\n' +
-            '\n'.join(problems) + '\nCheck that the checkpoint is for this '
-            'architecture (arch/depth) and layout, or set init_cfg=None.')
+            f'Checkpoint {filename} does not fit {type(module).__name__}:\n' + problems +
+            '\nCheck that the checkpoint is for this architecture (arch/depth) and '
+            'layout, or set init_cfg=None.')
     module.load_state_dict(state_dict, strict=False)
     if discarded:
         print_log(f'Not used from {filename} ({len(discarded)} tensors):\n    ' +

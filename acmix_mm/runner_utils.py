@@ -57,10 +57,16 @@ def load_config(path, cfg_options=None):
     if not osp.isfile(path):
         raise UserError(f'Config file not found: {path}. Configs live under configs/, '
                         'e.g. configs/retinanet_pvt_acmix_t_1x.py.')
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as err:  # noqa: BLE001 (anything wrong in the file, or its _base_)
+        raise UserError(f'Cannot read config {path}: {type(err).__name__}: {err}') from err
     if cfg_options:
         _check_cfg_options(cfg, cfg_options)
-        cfg.merge_from_dict(cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except Exception as err:  # noqa: BLE001
+            raise UserError(f'Cannot apply --cfg-options to {path}: {err}') from err
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         raise UserError(f'{path} has default_scope={scope!r}; acmix_mm tools run '

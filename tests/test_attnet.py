@@ -15,6 +15,7 @@ from acmix_mm.backbones import AttNet, attnet_official_to_ours
 from acmix_mm.checkpoint import CheckpointError, save_atomic
 from acmix_mm.errors import ConfigError
 from conftest import ROOT, run_tool
+from test_tools import demo_data_options
 
 # The official arch table (models/AttNet.py): depths, dims, GLU norm, layer scale; every
 # arch has expansion rates (8, 8, 4, 4), 3x3 kernels and a depthwise conv in the GLU.
@@ -364,3 +365,15 @@ def test_config_trains_one_iteration_on_the_bundled_data(name, tiny_demo_data, t
     assert re.search(metric, log), log[-3000:]
     if name.startswith('mask_rcnn'):
         assert re.search(r'coco/segm_mAP: [0-9.]+', log)
+
+
+def test_demo_config_trains_one_iteration_on_the_bundled_data(tiny_demo_data, tmp_path):
+    proc = run_tool('tools/train.py', 'configs/demo/retinanet_attnet_t1_demo.py',
+                    '--work-dir', str(tmp_path), '--cfg-options',
+                    *demo_data_options(tiny_demo_data), 'train_dataloader.batch_size=2',
+                    'train_cfg.max_epochs=1')
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "type='AttNet'" in log
+    assert re.search(r'Epoch\(train\) \[1\]\[1/1\].*loss: [0-9.]+', log)
+    assert re.search(r'coco/bbox_mAP: [0-9.]+', log), log[-3000:]

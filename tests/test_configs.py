@@ -29,7 +29,7 @@ def test_configs_exist():
                  for size in 'ts'}
     expected |= {'retinanet_attnet_t1_1x.py', 'retinanet_attnet_t1_3x.py',
                  'sem_fpn_attnet_t1_40k.py', 'mask_rcnn_attnet_t2_3x.py',
-                 'upernet_attnet_t2_160k.py'}
+                 'upernet_attnet_t2_160k.py', 'demo/retinanet_attnet_t1_demo.py'}
     assert expected <= names
 
 
@@ -271,3 +271,24 @@ def test_attnet_configs_differ_from_the_acmix_ones_only_in_the_backbone(attnet_n
     if 'paramwise_cfg' in acmix.optim_wrapper:  # Swin's recipe: weight decay 0.05
         assert custom_keys['layer_scale'] == custom_keys['inhibition_logit'] == dict(
             decay_mult=0.)
+
+
+def test_attnet_demo_differs_from_the_pvt_acmix_demo_only_in_the_backbone():
+    """Side by side on the bundled data: same data, schedule, optimizer and seed."""
+    from acmix_mm.backbones import AttNet
+    attnet = Config.fromfile(osp.join(ROOT, 'configs', 'demo', 'retinanet_attnet_t1_demo.py'))
+    acmix = Config.fromfile(osp.join(ROOT, 'configs', 'demo',
+                                     'retinanet_pvt_acmix_t_demo.py'))
+    for key in set(attnet) | set(acmix):
+        if key != 'model':
+            assert attnet.get(key) == acmix.get(key), key
+    for key in set(attnet.model) | set(acmix.model):
+        if key not in ('backbone', 'neck'):
+            assert attnet.model.get(key) == acmix.model.get(key), key
+    ours, theirs = dict(attnet.model.neck), dict(acmix.model.neck)
+    assert ours.pop('in_channels') == AttNet('t1').num_features
+    theirs.pop('in_channels')
+    assert ours == theirs
+    backbone = attnet.model.backbone
+    assert (backbone.type, backbone.arch, backbone.init_cfg) == ('AttNet', 't1', None)
+    assert not backbone.get('norm_eval', False)  # from scratch: its BatchNorms train

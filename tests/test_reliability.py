@@ -15,7 +15,7 @@ import torch
 import acmix_mm  # noqa: F401
 from acmix_mm.backbones import AttNet, PVTACmix, ResNetACmix, SANACmix, SwinACmix
 from acmix_mm.checkpoint import load_checkpoint_file
-from conftest import ROOT, run_tool
+from conftest import ROOT, load_script, run_tool
 from test_tools import DEMO, demo_data_options
 
 
@@ -104,29 +104,82 @@ def test_amp_on_cpu_trains_with_bfloat16(tiny_demo_data, tmp_path):
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
 
 
-@pytest.mark.parametrize('backbone', [
+BACKBONES = [
     lambda: PVTACmix('tiny'),
     lambda: SwinACmix(dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[2, 4, 4, 8])),
     lambda: ResNetACmix(26, norm_eval=False),
     lambda: SANACmix(10),
     lambda: AttNet('xxs'),
-], ids=['PVTACmix', 'SwinACmix', 'ResNetACmix', 'SANACmix', 'AttNet'])
+]
+BACKBONE_IDS = ['PVTACmix', 'SwinACmix', 'ResNetACmix', 'SANACmix', 'AttNet']
+# float16 runs on every device this machine has: the CPU always (torch's CPU autocast
+# and GradScaler follow the CUDA recipe, so overflow in our operators shows up here),
+# and the GPU where there is one, which is what --amp uses there.
+FLOAT16_DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
+def train_a_few_steps(model, device, dtype, scaler=None):
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # Norms run in float32 under autocast; the convolutions and projections must not.
+    projection_dtypes = set()
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            module.register_forward_hook(
+                lambda module, args, out: projection_dtypes.add(out.dtype))
+    for _ in range(3):
+        with torch.autocast(device, dtype=dtype):
+            outs = model(torch.randn(2, 3, 128, 128, device=device))
+            assert projection_dtypes == {dtype}
+            loss = sum(o.float().pow(2).mean() for o in outs)
+        optimizer.zero_grad()
+        assert torch.isfinite(loss)
+        if scaler is None:
+            loss.backward()
+            assert all(torch.isfinite(p.grad).all() for p in model.parameters()
+                       if p.grad is not None)
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            # Dynamic loss scaling skips a step with inf/nan gradients; none is expected.
+            assert all(torch.isfinite(p.grad).all() for p in model.parameters()
+                       if p.grad is not None)
+            scaler.step(optimizer)
+            scaler.update()
+    if scaler is not None:
+        assert scaler.get_scale() == 2.0**16  # no overflow halved the initial scale
+
+
+@pytest.mark.parametrize('backbone', BACKBONES, ids=BACKBONE_IDS)
 def test_each_backbone_trains_under_bfloat16_autocast(backbone):
     torch.manual_seed(0)
     model = backbone()
     model.init_weights()
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    for _ in range(3):
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            outs = model(torch.randn(2, 3, 128, 128))
-            loss = sum(o.float().pow(2).mean() for o in outs)
-        optimizer.zero_grad()
-        loss.backward()
-        assert torch.isfinite(loss)
-        assert all(torch.isfinite(p.grad).all() for p in model.parameters()
-                   if p.grad is not None)
-        optimizer.step()
+    train_a_few_steps(model, 'cpu', torch.bfloat16)
+
+
+@pytest.mark.parametrize('device', FLOAT16_DEVICES)
+@pytest.mark.parametrize('backbone', BACKBONES, ids=BACKBONE_IDS)
+def test_each_backbone_trains_under_float16_with_loss_scaling(backbone, device):
+    torch.manual_seed(0)
+    model = backbone()
+    model.init_weights()
+    train_a_few_steps(model, device, torch.float16, torch.amp.GradScaler(device))
+
+
+@pytest.mark.parametrize('has_gpu, wrapper', [(True, 'AmpOptimWrapper'),
+                                              (False, 'CPUAmpOptimWrapper')])
+def test_amp_flag_picks_float16_loss_scaling_on_gpu_and_bfloat16_on_cpu(
+        monkeypatch, has_gpu, wrapper):
+    train = load_script('tools/train.py')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: has_gpu)
+    cfg = train.build_cfg(train.parse_args([osp.join(ROOT, DEMO), '--amp']))
+    assert cfg.optim_wrapper.type == wrapper
+    if has_gpu:
+        assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    else:
+        assert 'loss_scale' not in cfg.optim_wrapper
 
 
 def test_unreadable_image_is_named(tiny_demo_data, tmp_path):

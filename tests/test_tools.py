@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import run_tool
+from conftest import ROOT, run_tool
 
 DEMO = 'configs/demo/retinanet_pvt_acmix_t_demo.py'
 
@@ -85,6 +85,22 @@ def test_train_errors_are_clear(args, message):
     assert message in proc.stderr and 'Traceback' not in proc.stderr
 
 
+
+@pytest.mark.parametrize('text,message', [
+    ("model = dict(backbone=dict(\n", "SyntaxError: '(' was never closed"),
+    ("_base_ = './no_such_base.py'\n", 'FileNotFoundError'),
+    (f"_base_ = '{osp.join(ROOT, DEMO)}'\n"
+     "model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='x.pth')))\n",
+     'You may set `_delete_=True`'),
+])
+def test_broken_config_files_are_clear(tmp_path, text, message):
+    config = tmp_path / 'broken.py'
+    config.write_text(text)
+    proc = run_tool('tools/train.py', str(config))
+    assert proc.returncode == 1
+    assert f'Cannot read config {config}' in proc.stderr and message in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
 @pytest.mark.parametrize('option,message', [
     ('model.backbone.arch=huge', "Unknown PVTACmix arch 'huge'; choose one of 'tiny', "
      "'small', 'medium', 'large'"),
@@ -103,6 +119,21 @@ def test_test_refuses_a_missing_checkpoint(tiny_demo_data, tmp_path):
     assert proc.returncode == 1
     assert 'Checkpoint file not found' in proc.stderr and 'Traceback' not in proc.stderr
 
+
+
+def test_test_refuses_a_checkpoint_of_another_model(trained, tiny_demo_data, tmp_path):
+    """mmengine would log the mismatch and evaluate random weights; we stop."""
+    work_dir, _ = trained
+    checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+    proc = run_tool('tools/test.py', DEMO, checkpoint, '--work-dir', str(tmp_path),
+                    '--cfg-options', *demo_data_options(tiny_demo_data),
+                    'model.bbox_head.num_classes=5')
+    assert proc.returncode == 1
+    assert 'does not fit the RetinaNet of this config' in proc.stderr
+    assert 'shape mismatches (2)' in proc.stderr
+    assert 'bbox_head.retina_cls.weight: checkpoint (27, 256, 3, 3) vs model (45, 256, 3, 3)' \
+        in proc.stderr
+    assert 'Traceback' not in proc.stderr and 'coco/bbox_mAP' not in proc.stdout
 
 SEG_DEMO = 'configs/demo/sem_fpn_pvt_acmix_t_demo.py'
 

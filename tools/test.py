@@ -11,7 +11,7 @@ import sys
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from acmix_mm.checkpoint import load_checkpoint_file
+from acmix_mm.checkpoint import check_model_checkpoint, load_checkpoint_file
 from acmix_mm.runner_utils import (UserError, add_common_args, check_data, config_from_args,
                                    finish_distributed, init_scope, run_with_clear_errors)
 
@@ -78,9 +78,13 @@ def main(argv=None):
         cfg = build_cfg(args)
         init_scope(cfg)
         check_data(cfg, ['test_dataloader'])
-        load_checkpoint_file(args.checkpoint)  # fail early and clearly on a bad file
+        checkpoint = load_checkpoint_file(args.checkpoint)  # fail early on a bad file
         runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
                   RUNNERS.build(cfg))
+        # The model inside a distributed wrapper or a test-time-augmentation model.
+        check_model_checkpoint(getattr(runner.model, 'module', runner.model), checkpoint,
+                               args.checkpoint)
+        del checkpoint
         if args.out and cfg.default_scope == 'mmdet':
             if not args.out.endswith(('.pkl', '.pickle')):
                 raise UserError('--out for detection must be a .pkl or .pickle file.')
