@@ -1,4 +1,5 @@
 import importlib.util
+import socket
 import os.path as osp
 import subprocess
 import sys
@@ -12,6 +13,13 @@ def run_tool(*args, timeout=900):
     """Run ``python tools/<args>`` from the repository root; return the finished process."""
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now (for process groups)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
 
 
 def load_script(relative_path):

@@ -4,7 +4,6 @@ import os.path as osp
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import torch
 import acmix_mm  # noqa: F401
 from acmix_mm.backbones import AttNet, PVTACmix, ResNetACmix, SANACmix, SwinACmix
 from acmix_mm.checkpoint import load_checkpoint_file
-from conftest import ROOT, load_script, run_tool
+from conftest import ROOT, free_port, load_script, run_tool
 from test_tools import DEMO, demo_data_options
 
 
@@ -55,12 +54,6 @@ def test_killed_run_resumes_from_the_last_complete_checkpoint(tiny_demo_data, tm
     assert re.search(r'resumed epoch: [1-3], iter: [2-6]', log)
     assert 'Epoch(train) [4][2/2]' in log
     assert osp.isfile(osp.join(work_dir, 'epoch_4.pth'))
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def test_two_process_distributed_training(tiny_demo_data, tmp_path):

@@ -22,7 +22,7 @@ from acmix_mm.checkpoint import CheckpointError, save_atomic
 from acmix_mm.errors import ConfigError
 from acmix_mm.layers import TokenACmix, fuse_acmix
 from acmix_mm.layers import patchwise
-from conftest import ROOT, run_tool
+from conftest import ROOT, free_port, run_tool
 
 
 class ReferenceSAM(nn.Module):
@@ -445,7 +445,6 @@ def test_sync_batchnorm_statistics_span_the_processes():
     input gradients and running statistics of one process with the whole batch and a
     BatchNorm (torch's SyncBatchNorm itself runs on GPUs only; ours computes the
     statistics itself, so this runs on CPU)."""
-    import socket
     import torch.multiprocessing as mp
     torch.manual_seed(0)
     r, k, groups = 4, 3, 2
@@ -460,9 +459,7 @@ def test_sync_batchnorm_statistics_span_the_processes():
     hidden = patchwise.patch_hidden(query, key, norm.train(), fc1_weight, k)
     grad = torch.randn_like(hidden)
     (hidden * grad).sum().backward()
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
     tensors = (query.detach(), key.detach(), fc1_weight, grad)

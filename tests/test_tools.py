@@ -3,10 +3,12 @@ import json
 import os
 import os.path as osp
 import re
+import subprocess
+import sys
 
 import pytest
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, free_port, run_tool
 
 DEMO = 'configs/demo/retinanet_pvt_acmix_t_demo.py'
 
@@ -134,6 +136,37 @@ def test_test_refuses_a_checkpoint_of_another_model(trained, tiny_demo_data, tmp
     assert 'bbox_head.retina_cls.weight: checkpoint (27, 256, 3, 3) vs model (45, 256, 3, 3)' \
         in proc.stderr
     assert 'Traceback' not in proc.stderr and 'coco/bbox_mAP' not in proc.stdout
+
+
+def run_dist_test(checkpoint, tiny_demo_data, work_dir, *options):
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
+    return subprocess.run(
+        ['bash', 'tools/dist_test.sh', DEMO, checkpoint, '2', '--work-dir', work_dir,
+         '--cfg-options', *demo_data_options(tiny_demo_data), *options],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_dist_test_evaluates_over_two_processes(trained, tiny_demo_data, tmp_path):
+    work_dir, _ = trained
+    checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+    proc = run_dist_test(checkpoint, tiny_demo_data, str(tmp_path))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'Distributed launcher: pytorch' in log and 'GPU number: 2' in log
+    assert re.search(r'Epoch\(test\) \[1/1\] +coco/bbox_mAP: [0-9.]+', log)
+
+
+def test_a_failed_distributed_run_ends_without_a_launcher_traceback(
+        trained, tiny_demo_data, tmp_path):
+    """Each worker prints its error; torchrun's own traceback is left out."""
+    work_dir, _ = trained
+    checkpoint = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
+    proc = run_dist_test(checkpoint, tiny_demo_data, str(tmp_path),
+                         'model.bbox_head.num_classes=5')
+    assert proc.returncode == 1
+    assert 'error: Checkpoint' in proc.stderr and 'shape mismatches (2)' in proc.stderr
+    assert 'tools/test.py failed in 2 of the processes' in proc.stderr
+    assert 'Traceback' not in proc.stderr
 
 SEG_DEMO = 'configs/demo/sem_fpn_pvt_acmix_t_demo.py'
 

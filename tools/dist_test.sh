@@ -8,7 +8,7 @@ NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 cd "$(dirname "$0")/.." || exit 1
-exec "${PYTHON:-python}" -m torch.distributed.run \
+exec "${PYTHON:-python}" tools/dist_run.py \
     --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
     --nproc_per_node="$GPUS" --master_port="$PORT" \
     tools/test.py "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"
