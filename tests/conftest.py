@@ -1,6 +1,6 @@
 import importlib.util
-import socket
 import os.path as osp
+import socket
 import subprocess
 import sys
 

@@ -87,7 +87,6 @@ def test_train_errors_are_clear(args, message):
     assert message in proc.stderr and 'Traceback' not in proc.stderr
 
 
-
 @pytest.mark.parametrize('text,message', [
     ("model = dict(backbone=dict(\n", "SyntaxError: '(' was never closed"),
     ("_base_ = './no_such_base.py'\n", 'FileNotFoundError'),
@@ -102,6 +101,7 @@ def test_broken_config_files_are_clear(tmp_path, text, message):
     assert proc.returncode == 1
     assert f'Cannot read config {config}' in proc.stderr and message in proc.stderr
     assert 'Traceback' not in proc.stderr
+
 
 @pytest.mark.parametrize('option,message', [
     ('model.backbone.arch=huge', "Unknown PVTACmix arch 'huge'; choose one of 'tiny', "
@@ -120,7 +120,6 @@ def test_test_refuses_a_missing_checkpoint(tiny_demo_data, tmp_path):
                     *demo_data_options(tiny_demo_data))
     assert proc.returncode == 1
     assert 'Checkpoint file not found' in proc.stderr and 'Traceback' not in proc.stderr
-
 
 
 def test_test_refuses_a_checkpoint_of_another_model(trained, tiny_demo_data, tmp_path):
@@ -167,6 +166,7 @@ def test_a_failed_distributed_run_ends_without_a_launcher_traceback(
     assert 'error: Checkpoint' in proc.stderr and 'shape mismatches (2)' in proc.stderr
     assert 'tools/test.py failed in 2 of the processes' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
 
 SEG_DEMO = 'configs/demo/sem_fpn_pvt_acmix_t_demo.py'
 
