@@ -3,7 +3,9 @@
 * Loading never executes pickled code: torch loads with ``weights_only=True`` (its
   default since 2.6) and we allow-list exactly the extra types that mmengine's runner
   writes into our own checkpoints (its message hub's ``HistoryBuffer`` and the numpy
-  arrays and scalars inside), instead of switching the protection off.
+  arrays and scalars inside), and those the official training scripts write beside
+  the weights (an ``argparse.Namespace``, a yacs ``CfgNode``), instead of switching
+  the protection off.
 * Pretrained weights for a backbone may come in the official layout of another code
   base; each backbone passes a converter, and every key that does not fit is listed in
   the error, never dropped silently.
@@ -56,18 +58,35 @@ def _history_buffer_state(self):
     return state
 
 
+class ConfigNodeStandIn:
+    """Stands in for yacs' ``CfgNode`` when a checkpoint that holds one is loaded.
+
+    The official Swin(-ACmix) training script saves its yacs config under ``'config'``.
+    Allow-listed under the pickled name ``yacs.config.CfgNode``, this class makes such
+    files load without yacs: "creating" a node gives a plain ``OrderedDict`` (torch's
+    safe unpickler fills only exact dicts), into which the node's items go; its flags
+    (``__immutable__`` and the like) land in that dict's attributes. Nothing of yacs
+    runs, and a file that names any other global is still refused.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        return OrderedDict()
+
+
 def allow_runner_checkpoint_types():
     """Make runner checkpoints load under ``weights_only=True``.
 
     Allow-lists the types they hold (HistoryBuffer and numpy arrays and scalars) and
     keeps HistoryBuffer from pickling references to its methods. Also allow-listed:
-    ``argparse.Namespace``, which DeiT-style training scripts (the official AttNet
-    checkpoints) store under ``'args'``; it is a plain attribute holder whose
-    unpickling runs no code.
+    ``argparse.Namespace``, which DeiT-style training scripts (the official PVT and
+    AttNet ones) store under ``'args'``, a plain attribute holder whose unpickling
+    runs no code; and :class:`ConfigNodeStandIn` under the name of yacs' ``CfgNode``
+    (the official Swin-ACmix training script's ``'config'``).
     """
     HistoryBuffer.__getstate__ = _history_buffer_state
     torch.serialization.add_safe_globals(
-        [HistoryBuffer, argparse.Namespace, *_numpy_checkpoint_types()])
+        [HistoryBuffer, argparse.Namespace, (ConfigNodeStandIn, 'yacs.config.CfgNode'),
+         *_numpy_checkpoint_types()])
 
 
 def _looks_like_torch_file(filename):
@@ -98,7 +117,8 @@ def load_checkpoint_file(filename, map_location='cpu'):
     try:
         return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     except pickle.UnpicklingError as err:
-        found = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(err))
+        found = re.search(r'(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)',
+                          str(err))
         what = f' ({found.group(1)})' if found else ''
         raise CheckpointError(
             f'Refused to load {filename}: it holds objects that are not plain '

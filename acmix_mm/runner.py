@@ -1,5 +1,5 @@
-"""A runner whose checkpoints are written atomically, mixed precision on CPU, and
-the hook that fuses ACmix layers for testing.
+"""A runner whose checkpoints are written atomically, mixed precision and distributed
+training on CPU, and the hook that fuses ACmix layers for testing.
 
 mmengine writes a checkpoint straight to its final name, so a run killed while saving
 leaves a truncated file where a good one is expected. Here the file is written under a
@@ -11,12 +11,15 @@ import os.path as osp
 from contextlib import contextmanager
 
 import torch
-from mmengine.dist import is_main_process
-from mmengine.optim import OptimWrapper
+from mmengine.dist import get_rank, is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
-from mmengine.registry import HOOKS, OPTIM_WRAPPERS, RUNNERS
+from mmengine.model import MMDistributedDataParallel, is_model_wrapper
+from mmengine.optim import OptimWrapper
+from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
+
+from .layers import convert_to_cpu_sync_batchnorm
+from .runner_utils import UserError
 
 
 @RUNNERS.register_module()
@@ -59,6 +62,35 @@ class CPUAmpOptimWrapper(OptimWrapper):
     def optim_context(self, model):
         with super().optim_context(model), torch.autocast('cpu', dtype=self.cast_dtype):
             yield
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's DDP wrapper for processes on CPUs (gloo), which SyncBN configs can use.
+
+    torch's ``SyncBatchNorm`` (and mmcv's) run on GPUs only and DDP refuses them on CPU,
+    so every one is replaced by :class:`acmix_mm.layers.CPUSyncBatchNorm` first: batch
+    statistics still span all processes. ``tools/train.py`` picks this wrapper for
+    distributed runs without a GPU. A failure while wrapping (a process whose model
+    differs, or one that died) ends in one clear error on each process.
+
+    Args:
+        module (nn.Module): The model.
+        **kwargs: Arguments of :class:`mmengine.model.MMDistributedDataParallel`
+            (``device_ids`` must be None on CPU).
+    """
+
+    def __init__(self, module, **kwargs):
+        module = convert_to_cpu_sync_batchnorm(module)
+        try:
+            super().__init__(module=module, **kwargs)
+        except (RuntimeError, ValueError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+            raise UserError(
+                f'rank {get_rank()}: cannot set up distributed training of the model: '
+                f'{reason}. Every process must build the same model from the same '
+                'config; if another process failed first, its error names the '
+                'cause.') from None
 
 
 @HOOKS.register_module()

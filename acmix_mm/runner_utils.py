@@ -79,7 +79,9 @@ def set_launcher(cfg, launcher):
 
     mmengine's own set-up of a torchrun process selects a CUDA device, and its DDP
     wrapper passes one, so on CPU the process group is started here (the runner then
-    leaves it as it is) and DDP gets no device ids.
+    leaves it as it is) and the model is wrapped by
+    :class:`acmix_mm.runner.CPUDistributedDataParallel` (no device ids; SyncBN
+    synchronised over gloo).
     """
     import torch
     cfg.launcher = launcher
@@ -87,7 +89,7 @@ def set_launcher(cfg, launcher):
         return
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     cfg.model_wrapper_cfg = dict(
-        type='MMDistributedDataParallel',
+        type='CPUDistributedDataParallel',
         broadcast_buffers=False,
         find_unused_parameters=cfg.get('find_unused_parameters', False),
         device_ids=None)

@@ -155,9 +155,9 @@ class AttNet(ArchMixin, OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
             Default: dict(type='GELU').
         norm_cfg (dict): Norm of the downsampling convolutions (the blocks use
             LayerNorm and RMS norm). Default: dict(type='BN', requires_grad=True).
-        frozen_stages (int): Number of leading stages (each with its downsampling)
-            whose parameters are frozen and kept in eval mode; -1 (or 0) freezes none.
-            Default: -1.
+        frozen_stages (int): -1 freezes nothing, 0 the stem (stage 0's downsampling
+            convolutions), i > 0 the stem and the first i stages (each with its
+            downsampling); frozen parts stay in eval mode. Default: -1.
         norm_eval (bool): Keep the BatchNorm layers in eval mode during training.
             Default: False.
         with_cp (bool): Gradient checkpointing of each block. Default: False.
@@ -236,6 +236,9 @@ class AttNet(ArchMixin, OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
 
     def arch_choices(self):
         return list(self.arch_zoo)
+
+    def stem_parts(self):
+        return [self.stages[0].downsample]
 
     def init_weights(self):
         if self.load_pretrained_init_cfg():

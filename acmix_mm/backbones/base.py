@@ -62,16 +62,38 @@ class OfficialCheckpointMixin:
 
 
 class FrozenStagesMixin:
-    """``train()`` that keeps frozen stages frozen (``_freeze_stages``) and, with
-    ``norm_eval``, every BatchNorm in eval mode, as mmdet's backbones."""
+    """``frozen_stages`` and ``norm_eval`` with one meaning in every backbone (mmdet's
+    ResNet and Swin convention): -1 freezes nothing, 0 the stem (what comes before the
+    first stage's blocks: patch embedding, position embedding, stem convolutions), and
+    i > 0 the stem and the first i stages. Frozen parts have no gradients and stay in
+    eval mode (no dropout, no drop path, fixed norm statistics) through ``train()``;
+    with ``norm_eval`` every BatchNorm does too. ``train()`` returns the module.
+
+    Backbones name their parts in :meth:`stem_parts` and :meth:`stage_parts`.
+    """
     norm_eval = False
 
+    def stem_parts(self):
+        """Modules (or parameters) that ``frozen_stages=0`` freezes."""
+        return [self.stages[0].patch_embed]
+
+    def stage_parts(self, index):
+        """Modules (or parameters) of stage ``index`` (0-based) that freezing it
+        freezes."""
+        return [self.stages[index]]
+
     def _freeze_stages(self):
-        """Put the first ``frozen_stages`` of ``self.stages`` in eval mode without
-        gradients (backbones whose stem is not part of a stage override this)."""
-        for stage in self.stages[:max(self.frozen_stages, 0)]:
-            stage.eval()
-            for param in stage.parameters():
+        if self.frozen_stages < 0:
+            return
+        parts = list(self.stem_parts())
+        for index in range(self.frozen_stages):
+            parts += self.stage_parts(index)
+        for part in parts:
+            if isinstance(part, nn.Parameter):
+                part.requires_grad = False
+                continue
+            part.eval()
+            for param in part.parameters():
                 param.requires_grad = False
 
     def train(self, mode=True):

@@ -34,7 +34,10 @@ class PVTACmixBlock(ACmixTransformerBlock):
         sr_ratio (int): Spatial reduction ratio of the attention path. Default: 1.
         drop_rate (float): Dropout after attention and in the FFN. Default: 0.
         attn_drop_rate (float): Dropout on attention weights. Default: 0.
-        norm_cfg (dict): Norm layers. Default: dict(type='LN', eps=1e-6).
+        norm_cfg (dict): The block's two norms. Default: dict(type='LN', eps=1e-6).
+        sr_norm_cfg (dict): Norm after the spatial reduction; the official PVT v1 uses
+            ``nn.LayerNorm(dim)`` there (eps 1e-5), unlike its block norms.
+            Default: dict(type='LN').
         **kwargs: The other arguments of :class:`ACmixTransformerBlock`
             (``qkv_bias``, ``drop_path_rate``, ``kernel_conv``, ``rate_init``,
             ``act_cfg``, ``with_cp``, ``init_cfg``).
@@ -48,6 +51,7 @@ class PVTACmixBlock(ACmixTransformerBlock):
                  drop_rate=0.,
                  attn_drop_rate=0.,
                  norm_cfg=dict(type='LN', eps=1e-6),
+                 sr_norm_cfg=dict(type='LN'),
                  **kwargs):
         super().__init__(
             embed_dims,
@@ -58,7 +62,7 @@ class PVTACmixBlock(ACmixTransformerBlock):
                 sr_ratio=sr_ratio,
                 attn_drop=attn_drop_rate,
                 proj_drop=drop_rate,
-                norm_cfg=norm_cfg),
+                norm_cfg=sr_norm_cfg),
             drop_rate=drop_rate,
             norm_cfg=norm_cfg,
             **kwargs)
@@ -156,8 +160,9 @@ class PVTACmix(ACmixTransformerBackbone):
             a PVT checkpoint compute exactly that PVT at step 0.
         act_cfg (dict): FFN activation. Default: dict(type='GELU').
         norm_cfg (dict): Norms inside the blocks. Default: dict(type='LN', eps=1e-6).
-        frozen_stages (int): Number of leading stages whose parameters are frozen and
-            kept in eval mode; -1 (or 0) freezes none. Default: -1.
+        frozen_stages (int): -1 freezes nothing, 0 the stem (stage 0's patch and
+            position embeddings), i > 0 the stem and the first i stages; frozen parts
+            stay in eval mode. Default: -1.
         norm_eval (bool): Keep BatchNorm layers in eval mode during training (PVT uses
             LayerNorm, so this only matters for a BN ``norm_cfg``). Default: False.
         with_cp (bool): Gradient checkpointing of each block. Default: False.
@@ -236,6 +241,10 @@ class PVTACmix(ACmixTransformerBackbone):
             channels, start = dims, start + depth
         self.num_features = [arch['embed_dims'][i] for i in self.out_indices]
         self._freeze_stages()
+
+    def stem_parts(self):
+        first = self.stages[0]
+        return [first.patch_embed, first.pos_embed, first.pos_drop]
 
     def init_other_module(self, module):
         if isinstance(module, nn.Conv2d):

@@ -114,6 +114,16 @@ class ResNetACmix(OfficialCheckpointMixin, ResNet):
     def make_res_layer(self, **kwargs):
         return ResLayer(**kwargs, **self.acmix_cfg)
 
+    def train(self, mode=True):
+        # mmdet's ResNet.train() returns None; a module's train() returns the module.
+        super().train(mode)
+        return self
+
+    def _freeze_stages(self):
+        super()._freeze_stages()
+        if self.frozen_stages >= 0:  # mmdet leaves the frozen stem conv in train mode
+            self.conv1.eval()
+
     def init_weights(self):
         # The generic init reaches the ACmix layers, which restore their shift
         # kernels and rates in their own init_weights afterwards.

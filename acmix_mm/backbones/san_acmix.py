@@ -139,8 +139,9 @@ class SANACmix(OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
             starting from SAN's ImageNet weights.
         out_indices (Sequence[int]): Stages (0-3: strides 4-32) to output.
             Default: (0, 1, 2, 3).
-        frozen_stages (int): -1 freezes nothing, 0 the stem, i the stem and stages
-            0..i-1 of ``out_indices`` (mmdet's ResNet convention). Default: -1.
+        frozen_stages (int): -1 freezes nothing, 0 the stem (``conv_in``, ``norm_in``
+            and ``stage0``), i > 0 the stem and the first i stages (mmdet's
+            ResNet convention); frozen parts stay in eval mode. Default: -1.
         norm_cfg (dict): Config of every norm. Default: dict(type='BN',
             requires_grad=True).
         norm_eval (bool): Keep the norms in eval mode (frozen statistics) while
@@ -229,15 +230,11 @@ class SANACmix(OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
     def convert_official(self, state_dict):
         return san_official_to_acmix(state_dict)
 
-    def _freeze_stages(self):
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.conv_in, self.norm_in, self.stage0]
-        frozen += [getattr(self, f'stage{i}') for i in range(1, self.frozen_stages + 1)]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
+    def stem_parts(self):
+        return [self.conv_in, self.norm_in, self.stage0]
+
+    def stage_parts(self, index):
+        return [getattr(self, f'stage{index + 1}')]
 
     def forward(self, x):
         x = self.stage0(self.relu(self.norm_in(self.conv_in(x))))

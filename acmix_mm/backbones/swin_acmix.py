@@ -186,9 +186,11 @@ class SwinACmix(ACmixTransformerBackbone):
             plain Swin checkpoint compute exactly that Swin at step 0.
         act_cfg (dict): FFN activation. Default: dict(type='GELU').
         norm_cfg (dict): Norm layers. Default: dict(type='LN').
-        frozen_stages (int): As mmdet's Swin: 0 freezes the patch embedding, n > 0
-            also the first n stages (and their output norms); -1 freezes nothing.
-            Default: -1.
+        frozen_stages (int): As mmdet's Swin: -1 freezes nothing, 0 the stem (patch
+            embedding), i > 0 the stem and the first i stages (with their output
+            norms); frozen parts stay in eval mode. Default: -1.
+        norm_eval (bool): Keep BatchNorm layers in eval mode during training (Swin uses
+            LayerNorm, so this only matters for a BN ``norm_cfg``). Default: False.
         with_cp (bool): Gradient checkpointing of each block. Default: False.
         convert_weights (bool): Accept the official Swin-ACmix and Swin checkpoint
             layouts in ``init_cfg`` and convert them on load. Default: True.
@@ -224,6 +226,7 @@ class SwinACmix(ACmixTransformerBackbone):
                  act_cfg=dict(type='GELU'),
                  norm_cfg=dict(type='LN'),
                  frozen_stages=-1,
+                 norm_eval=False,
                  with_cp=False,
                  convert_weights=True,
                  init_cfg=None):
@@ -233,6 +236,7 @@ class SwinACmix(ACmixTransformerBackbone):
         num_stages = len(depths)
         self.out_indices = self.check_out_indices(out_indices, num_stages)
         self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
         self.convert_weights = convert_weights
         self.patch_embed = PatchEmbed(
             in_channels=in_channels,
@@ -289,19 +293,12 @@ class SwinACmix(ACmixTransformerBackbone):
         return swin_official_to_acmix(
             state_dict, final_norm=f'norm{last}' if last in self.out_indices else None)
 
-    def _freeze_stages(self):
-        if self.frozen_stages >= 0:
-            self.patch_embed.eval()
-            for param in self.patch_embed.parameters():
-                param.requires_grad = False
-        for i in range(self.frozen_stages):
-            modules = [self.stages[i]]
-            if i in self.out_indices:
-                modules.append(getattr(self, f'norm{i}'))
-            for m in modules:
-                m.eval()
-                for param in m.parameters():
-                    param.requires_grad = False
+    def stem_parts(self):
+        return [self.patch_embed, self.drop_after_pos]
+
+    def stage_parts(self, index):
+        norm = [getattr(self, f'norm{index}')] if index in self.out_indices else []
+        return [self.stages[index]] + norm
 
     def forward(self, x):
         x, hw_shape = self.patch_embed(x)

@@ -33,7 +33,8 @@ class SpatialReductionAttentionPath(BaseModule):
         sr_ratio (int): Spatial reduction ratio R. Default: 1.
         attn_drop (float): Dropout on attention weights. Default: 0.
         proj_drop (float): Dropout after the output projection. Default: 0.
-        norm_cfg (dict): Norm after the reduction. Default: dict(type='LN', eps=1e-6).
+        norm_cfg (dict): Norm after the reduction. Default: dict(type='LN') (eps 1e-5,
+            as the official PVT v1).
         init_cfg (dict, optional): Initialization config. Default: None.
     """
 
@@ -43,7 +44,7 @@ class SpatialReductionAttentionPath(BaseModule):
                  sr_ratio=1,
                  attn_drop=0.,
                  proj_drop=0.,
-                 norm_cfg=dict(type='LN', eps=1e-6),
+                 norm_cfg=dict(type='LN'),
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from .sync_batchnorm import AllReduceSum, CPUSyncBatchNorm, process_group_size
 
 # Elements of a band's unfolded patches (k*k per channel and pixel); bounds the memory
 # one band takes, and so the peak of the whole step.
@@ -76,8 +77,8 @@ def patch_statistics(query, key_padded, kernel_size, norm):
         the channel-major order of :func:`unfold_band`), and the number of pixels.
     """
     batch, channels, height, width = query.shape
-    synced = isinstance(norm, nn.SyncBatchNorm) and dist.is_available() and \
-        dist.is_initialized() and dist.get_world_size() > 1
+    synced = isinstance(norm, (nn.SyncBatchNorm, CPUSyncBatchNorm)) and \
+        process_group_size() > 1
     # Sums of x and x^2 per channel, centred on a constant (the plain channel mean,
     # the same on every process) so that E[x^2] - E[x]^2 does not cancel.
     centres = torch.stack([query.detach().mean((0, 2, 3)),
@@ -99,29 +100,13 @@ def patch_statistics(query, key_padded, kernel_size, norm):
     count = torch.full((2, 1), float(batch * height * width), dtype=sums.dtype,
                        device=sums.device)
     if synced:
-        totals = _AllReduceSum.apply(torch.cat([sums, count], dim=1))
+        totals = AllReduceSum.apply(torch.cat([sums, count], dim=1))
         sums, count = totals[:, :-1], totals[:, -1:]
     moments = sums / count
     centre = torch.cat([centres[0], centres[1].repeat_interleave(kernel_size**2)])
     var = (moments[1] - moments[0].square()).clamp(min=0)
     return ((moments[0] + centre).to(query.dtype), var.to(query.dtype),
             float(count[0, 0].detach()))
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over the processes; every process's input gets the summed gradient."""
-
-    @staticmethod
-    def forward(ctx, tensor):
-        tensor = tensor.clone()
-        dist.all_reduce(tensor)
-        return tensor
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
 
 
 def _hidden_band(query, key_padded, scale, shift, fc1_weight, top, bottom,
