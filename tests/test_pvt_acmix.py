@@ -285,3 +285,35 @@ def test_fresh_init_keeps_shift_kernels():
     assert attn.alpha.item() == 0.5 and attn.beta.item() == 0.5
     kernels = attn.conv_path.dep_conv.weight
     assert kernels.sum().item() == kernels.shape[0] * 9 and kernels.max().item() == 1
+
+
+def test_final_norm_of_the_classification_form_is_left_out_downstream(tmp_path):
+    """PVTACmix(final_norm=True) (ImageNet classification, as PVT v1's classifier)
+    normalises the last stage's tokens; its checkpoint loads into the detection
+    backbone (no final norm) with every other tensor taken and the norm reported."""
+    torch.manual_seed(0)
+    classifier = PVTACmix(arch='tiny', final_norm=True).eval()
+    with torch.no_grad():
+        classifier.norm.weight.uniform_(0.5, 1.5)
+    path = tmp_path / 'epoch_300.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in
+                               classifier.state_dict().items()},
+                'meta': {}}, path)
+    backbone = PVTACmix(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    backbone.init_weights()
+    backbone.eval()
+    own = backbone.state_dict()
+    assert set(classifier.state_dict()) - set(own) == {'norm.weight', 'norm.bias'}
+    for key, value in own.items():
+        torch.testing.assert_close(value, classifier.state_dict()[key], msg=key)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        last = backbone(x)[-1]
+        tokens = classifier.norm(last.flatten(2).transpose(1, 2))
+        torch.testing.assert_close(classifier(x)[-1],
+                                   tokens.transpose(1, 2).reshape(last.shape))
+    # A backbone that has the norm takes it.
+    again = PVTACmix(arch='tiny', final_norm=True,
+                     init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    again.init_weights()
+    torch.testing.assert_close(again.norm.weight, classifier.norm.weight)

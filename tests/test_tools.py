@@ -228,3 +228,19 @@ def test_test_deploy_fuses_acmix_and_evaluates(trained, tiny_demo_data, tmp_path
     assert proc.returncode == 0, log[-3000:]
     assert 'Fused the convolution path of 4 ACmix layers' in log  # PVT-T, heads 1 and 2
     assert re.search(r'coco/bbox_mAP: [0-9.]+', log)
+
+
+def test_demo_data_has_an_imagenet_layout(tiny_demo_data):
+    """imagenet/{train,val}/<class>/*.jpg with meta/{train,val}.txt lines
+    '<class>/<name>.jpg <label>', every listed file present and a readable image."""
+    import cv2
+    root = osp.join(tiny_demo_data, 'imagenet')
+    classes = ('circle', 'square', 'triangle')
+    for split in ('train', 'val'):
+        lines = open(osp.join(root, 'meta', f'{split}.txt')).read().splitlines()
+        assert len(lines) == 2
+        for line in lines:
+            name, label = line.split()
+            assert name.split('/')[0] == classes[int(label)]
+            image = cv2.imread(osp.join(root, split, name))
+            assert image is not None and image.shape == (128, 128, 3)

@@ -1,5 +1,6 @@
-"""Write the small bundled data sets: COCO layout (boxes + instance masks) and ADE20K
-layout (semantic masks), shapes on textured backgrounds, fully deterministic.
+"""Write the small bundled data sets: COCO layout (boxes + instance masks), ADE20K
+layout (semantic masks) and ImageNet layout (one shape per image, its class the
+label), shapes on textured backgrounds, fully deterministic.
 
     python tools/make_demo_data.py [--out data/demo] [--num-train 240] [--num-val 60]
 
@@ -9,6 +10,7 @@ Layout written (the standard layouts, under ``--out``)::
     coco/annotations/instances_train2017.json  coco/annotations/instances_val2017.json
     ade/ADEChallengeData2016/images/{training,validation}/*.jpg
     ade/ADEChallengeData2016/annotations/{training,validation}/*.png
+    imagenet/{train,val}/<class>/*.jpg  imagenet/meta/{train,val}.txt
 
 Nothing here is committed; the demo and the tests make it on first use.
 """
@@ -30,6 +32,7 @@ ADE_BACKGROUND = (1, 4)  # wall, floor
 ADE_SHAPES = (20, 16, 23)  # chair, table, painting: any distinct ADE classes do
 IMAGE_SIZE = 320
 SEG_SIZE = 256
+CLS_SIZE = 128
 
 
 def textured_background(rng, size):
@@ -133,9 +136,29 @@ def make_ade_split(rng, root, split, num_images):
         cv2.imwrite(osp.join(ann_dir, name + '.png'), label)
 
 
+def make_imagenet_split(rng, root, split, num_images):
+    """ImageNet layout: ``split/<class>/<name>.jpg`` and ``meta/split.txt`` lines
+    ``<class>/<name>.jpg <label>``, one shape per image, classes in turn."""
+    lines = []
+    for index in range(num_images):
+        label = index % len(DET_CLASSES)
+        img = textured_background(rng, CLS_SIZE)
+        radius = rng.uniform(0.2, 0.4) * CLS_SIZE
+        center = rng.uniform(radius, CLS_SIZE - radius, 2)
+        poly = np.round(shape_polygon(rng, label, center, radius)).astype(np.int32)
+        cv2.fillPoly(img, [poly], shape_colour(rng, label))
+        name = f'{DET_CLASSES[label]}/{split}_{index:06d}.jpg'
+        os.makedirs(osp.join(root, split, DET_CLASSES[label]), exist_ok=True)
+        cv2.imwrite(osp.join(root, split, name), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        lines.append(f'{name} {label}\n')
+    os.makedirs(osp.join(root, 'meta'), exist_ok=True)
+    with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
+        f.writelines(lines)
+
+
 def make_demo_data(out='data/demo', num_train=240, num_val=60, seed=0):
-    """Write both data sets under ``out`` (skipped when already complete)."""
-    stamp = osp.join(out, f'.complete-{num_train}-{num_val}-{seed}')
+    """Write the data sets under ``out`` (skipped when already complete)."""
+    stamp = osp.join(out, f'.complete-cls-{num_train}-{num_val}-{seed}')
     if osp.exists(stamp):
         return out
     rng = np.random.default_rng(seed)
@@ -145,6 +168,11 @@ def make_demo_data(out='data/demo', num_train=240, num_val=60, seed=0):
     ade = osp.join(out, 'ade', 'ADEChallengeData2016')
     make_ade_split(rng, ade, 'training', num_train)
     make_ade_split(rng, ade, 'validation', num_val)
+    # Its own generator, so that the other sets stay as they were before it existed.
+    rng = np.random.default_rng(seed + 1)
+    imagenet = osp.join(out, 'imagenet')
+    make_imagenet_split(rng, imagenet, 'train', num_train)
+    make_imagenet_split(rng, imagenet, 'val', num_val)
     open(stamp, 'w').close()
     return out
 

@@ -7,6 +7,9 @@ ones (PVT-ACmix, Swin-ACmix) also share the block (norm, ACmix, norm, FFN), arch
 with clear errors, ``out_indices`` checking and initialisation from scratch that keeps
 ACmix's own initialisation.
 """
+import re
+from collections import OrderedDict
+
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
@@ -33,6 +36,9 @@ class OfficialCheckpointMixin:
     # Weights a checkpoint of the plain (non-ACmix) family cannot hold: they keep their
     # initialisation when such a checkpoint is loaded.
     acmix_only_keys = (r'\.conv_path\.', r'\.alpha$', r'\.beta$')
+    # Weights of our ImageNet classification form of the backbone (configs/pretrain)
+    # that a downstream backbone built without them leaves out (a final norm).
+    classification_only_keys = ()
 
     def load_pretrained_init_cfg(self):
         """Load the checkpoint ``init_cfg`` names, if it names one; return whether."""
@@ -52,9 +58,18 @@ class OfficialCheckpointMixin:
         return self.acmix_only_keys
 
     def convert_pretrained(self, state_dict):
-        """Convert an official-layout state dict on load; ours passes unchanged."""
+        """Convert an official-layout state dict on load; ours passes, less the parts
+        only our classification form has (when this backbone lacks them)."""
         if not self.is_official(state_dict):
-            return state_dict, []
+            own, kept, discarded = self.state_dict(), OrderedDict(), []
+            for key, value in state_dict.items():
+                if key not in own and any(
+                        re.search(p, key) for p in self.classification_only_keys):
+                    discarded.append(f'{key}: ImageNet classification only, not used '
+                                     'by this backbone')
+                else:
+                    kept[key] = value
+            return kept, discarded
         if not self.convert_weights:
             raise ConfigError(f'The checkpoint is in the {self.official_layout} layout; set '
                              'convert_weights=True to convert it on load.')

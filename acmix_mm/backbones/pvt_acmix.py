@@ -12,6 +12,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import PatchEmbed
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import normal_init, trunc_normal_init
@@ -165,6 +166,10 @@ class PVTACmix(ACmixTransformerBackbone):
             stay in eval mode. Default: -1.
         norm_eval (bool): Keep BatchNorm layers in eval mode during training (PVT uses
             LayerNorm, so this only matters for a BN ``norm_cfg``). Default: False.
+        final_norm (bool): A norm (``norm_cfg``) on the last stage's output, as the
+            official PVT v1 classifier's final norm; for ImageNet classification
+            (configs/pretrain). Detection PVT v1 has none, and a downstream backbone
+            without it leaves it out of a classification checkpoint. Default: False.
         with_cp (bool): Gradient checkpointing of each block. Default: False.
         convert_weights (bool): Accept the official PVT v1 checkpoint layout in
             ``init_cfg`` and convert it on load. Default: True.
@@ -184,6 +189,7 @@ class PVTACmix(ACmixTransformerBackbone):
     }
     arch_keys = ('embed_dims', 'num_heads', 'depths', 'mlp_ratios', 'sr_ratios')
     official_layout = 'official PVT v1'
+    classification_only_keys = (r'^norm\.', )
 
     def __init__(self,
                  arch='tiny',
@@ -201,6 +207,7 @@ class PVTACmix(ACmixTransformerBackbone):
                  norm_cfg=dict(type='LN', eps=1e-6),
                  frozen_stages=-1,
                  norm_eval=False,
+                 final_norm=False,
                  with_cp=False,
                  convert_weights=True,
                  init_cfg=None):
@@ -240,6 +247,8 @@ class PVTACmix(ACmixTransformerBackbone):
                     drop_rate=drop_rate))
             channels, start = dims, start + depth
         self.num_features = [arch['embed_dims'][i] for i in self.out_indices]
+        if final_norm:
+            self.norm = build_norm_layer(norm_cfg, channels)[1]
         self._freeze_stages()
 
     def stem_parts(self):
@@ -278,6 +287,8 @@ class PVTACmix(ACmixTransformerBackbone):
         outs = []
         for i, stage in enumerate(self.stages):
             x, hw_shape = stage(x)
+            if i == len(self.stages) - 1 and hasattr(self, 'norm'):
+                x = self.norm(x)
             x = x.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape)
             if i in self.out_indices:
                 outs.append(x)
