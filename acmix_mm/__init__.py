@@ -3,8 +3,8 @@
 Importing the package registers every backbone in mmdet's and mmseg's ``MODELS``;
 configs reach it with ``custom_imports = dict(imports=['acmix_mm'])``.
 """
-from .checkpoint import allow_runner_checkpoint_types
 from . import backbones, layers, runner  # noqa: F401  (registers models, runner)
+from .checkpoint import allow_runner_checkpoint_types
 
 __version__ = '0.1.0'
 

@@ -5,6 +5,7 @@ import torch
 
 from acmix_mm.analysis import complexity
 from acmix_mm.layers import ACmix, TokenACmix
+
 from conftest import run_tool
 
 

@@ -10,12 +10,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmdet.registry import MODELS as DET_MODELS
 from mmseg.registry import MODELS as SEG_MODELS
+from test_tools import demo_data_options
 
 from acmix_mm.backbones import AttNet, attnet_official_to_ours
 from acmix_mm.checkpoint import CheckpointError, save_atomic
 from acmix_mm.errors import ConfigError
+
 from conftest import ROOT, run_tool
-from test_tools import demo_data_options
 
 # The official arch table (models/AttNet.py): depths, dims, GLU norm, layer scale; every
 # arch has expansion rates (8, 8, 4, 4), 3x3 kernels and a depthwise conv in the GLU.

@@ -14,6 +14,10 @@ from collections import OrderedDict
 
 import pytest
 import torch
+
+from acmix_mm.backbones import SAN, AttNet, PVTACmix, ResNetACmix, SwinACmix
+from acmix_mm.checkpoint import CheckpointError, load_checkpoint_file
+
 from conftest import load_script
 from test_attnet import ReferenceAttNet
 from test_checkpoint_safety import Payload
@@ -21,9 +25,6 @@ from test_pvt_acmix import ReferencePVT
 from test_resnet_acmix import ReferenceResNetACmix
 from test_san_acmix import ReferenceSAN
 from test_swin_acmix import SMALL_ARCH, ReferenceSwinACmix
-
-from acmix_mm.backbones import SAN, AttNet, PVTACmix, ResNetACmix, SwinACmix
-from acmix_mm.checkpoint import CheckpointError, load_checkpoint_file
 
 
 class YacsCfgNode(dict):

@@ -3,9 +3,10 @@ import os
 
 import pytest
 import torch
-from conftest import run_tool
 
 from acmix_mm.backbones import PVTACmix
+
+from conftest import run_tool
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 

@@ -15,8 +15,7 @@ from mmseg.registry import MODELS as SEG_MODELS
 import acmix_mm  # noqa: F401
 from acmix_mm.backbones import ResNetACmix, resnet_official_to_acmix
 from acmix_mm.checkpoint import CheckpointError
-from acmix_mm.layers import ACmix, local_attention, shift_kernels
-from acmix_mm.layers import sliding_window
+from acmix_mm.layers import ACmix, local_attention, shift_kernels, sliding_window
 
 
 class ReferenceACmix(nn.Module):

@@ -20,8 +20,8 @@ import acmix_mm  # noqa: F401
 from acmix_mm.backbones import SAN, SANACmix, san_official_to_acmix
 from acmix_mm.checkpoint import CheckpointError, save_atomic
 from acmix_mm.errors import ConfigError
-from acmix_mm.layers import TokenACmix, fuse_acmix
-from acmix_mm.layers import patchwise
+from acmix_mm.layers import TokenACmix, fuse_acmix, patchwise
+
 from conftest import ROOT, free_port, run_tool
 
 

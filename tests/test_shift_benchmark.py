@@ -1,10 +1,10 @@
 """benchmarks/shift_operators.py: tensor shifts equal the group conv; the script runs."""
 import pytest
 import torch
-from conftest import load_script, run_tool
 
 from acmix_mm.layers import ShiftConvPath
 
+from conftest import load_script, run_tool
 
 bench = load_script('benchmarks/shift_operators.py')
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import acmix_mm  # noqa: F401
 from acmix_mm.backbones import SwinACmix, swin_official_to_acmix
 from acmix_mm.checkpoint import CheckpointError
+
 from conftest import run_tool
 
 

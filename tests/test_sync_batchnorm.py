@@ -3,9 +3,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
-from conftest import free_port
 
 from acmix_mm.layers import CPUSyncBatchNorm, convert_to_cpu_sync_batchnorm
+
+from conftest import free_port
 
 
 def small_model(extra_layer=False):

@@ -19,12 +19,15 @@ import sys
 
 from acmix_mm.backbones.attnet import attnet_official_to_ours, is_official_attnet
 from acmix_mm.backbones.pvt_acmix import is_official_pvt, pvt_official_to_acmix
-from acmix_mm.backbones.resnet_acmix import (is_official_resnet_acmix,
-                                             resnet_official_to_acmix)
+from acmix_mm.backbones.resnet_acmix import is_official_resnet_acmix, resnet_official_to_acmix
 from acmix_mm.backbones.san_acmix import is_official_san, san_official_to_acmix
 from acmix_mm.backbones.swin_acmix import is_official_swin, swin_official_to_acmix
-from acmix_mm.checkpoint import (CheckpointError, extract_state_dict,
-                                 load_checkpoint_file, save_atomic)
+from acmix_mm.checkpoint import (
+    CheckpointError,
+    extract_state_dict,
+    load_checkpoint_file,
+    save_atomic,
+)
 
 # (name, our backbone, detector, converter)
 LAYOUTS = (

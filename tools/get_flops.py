@@ -8,8 +8,9 @@ metadata a data pipeline would give, and counts with mmengine's analysis plus th
 attention that its counter skips (``acmix_mm.analysis``). Mask heads run on the first
 100 RoIs, as in mmdet's Mask R-CNN count and mmdet 2.x's cascade count, with which the
 papers' (Swin's, ACmix's) Cascade Mask R-CNN FLOPs were computed; mmdet 3.x's cascade
-forward would run them on all 1000 proposals of all three stages (3x the paper's count). No data set and no weights are
-needed (``init_cfg`` is ignored). One multiply-add counts as one FLOP, as the papers do.
+forward would run them on all 1000 proposals of all three stages (3x the paper's count).
+No data set and no weights are needed (``init_cfg`` is ignored). One multiply-add counts
+as one FLOP, as the papers do.
 Defaults: 800x1333 for mmdet configs, 512x2048 for mmseg configs (the papers' settings).
 """
 import argparse

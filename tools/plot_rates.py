@@ -23,8 +23,7 @@ import torch
 from mmengine.logging import MMLogger
 
 import acmix_mm  # noqa: F401  (registers the types our runner checkpoints hold)
-from acmix_mm.checkpoint import (CheckpointError, extract_state_dict,
-                                 load_checkpoint_file)
+from acmix_mm.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
 
 # Name endings of (alpha, beta): ours, and the official ACmix release's.
 RATE_SUFFIXES = (('.alpha', '.beta'), ('.rate1', '.rate2'))

@@ -12,8 +12,15 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from acmix_mm.checkpoint import check_model_checkpoint, load_checkpoint_file
-from acmix_mm.runner_utils import (UserError, add_common_args, check_data, config_from_args,
-                                   finish_distributed, init_scope, run_with_clear_errors)
+from acmix_mm.runner_utils import (
+    UserError,
+    add_common_args,
+    check_data,
+    config_from_args,
+    finish_distributed,
+    init_scope,
+    run_with_clear_errors,
+)
 
 
 def parse_args(argv=None):

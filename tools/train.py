@@ -12,8 +12,15 @@ import sys
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from acmix_mm.runner_utils import (UserError, add_common_args, check_data, config_from_args,
-                                   finish_distributed, init_scope, run_with_clear_errors)
+from acmix_mm.runner_utils import (
+    UserError,
+    add_common_args,
+    check_data,
+    config_from_args,
+    finish_distributed,
+    init_scope,
+    run_with_clear_errors,
+)
 
 
 def parse_args(argv=None):

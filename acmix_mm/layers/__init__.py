@@ -1,7 +1,11 @@
 from .acmix import ACmix, ShiftConvPath, TokenACmix, fuse_acmix, shift_kernels
 from .atconv import ATConv, GatedConvFFN, LayerNorm2d, LayerScale2d, RMSNorm2d
-from .attention_paths import (PatchwiseAttentionPath, ShiftedWindowAttentionPath,
-                              SlidingWindowAttentionPath, SpatialReductionAttentionPath)
+from .attention_paths import (
+                              PatchwiseAttentionPath,
+                              ShiftedWindowAttentionPath,
+                              SlidingWindowAttentionPath,
+                              SpatialReductionAttentionPath,
+)
 from .sliding_window import local_attention
 from .sync_batchnorm import CPUSyncBatchNorm, convert_to_cpu_sync_batchnorm
 
