@@ -23,9 +23,7 @@ import torch
 from mmengine.logging import HistoryBuffer, MMLogger, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used, with the reason and the fix in its message."""
+from .errors import CheckpointError
 
 
 def _numpy_checkpoint_types():

@@ -6,16 +6,10 @@ import sys
 
 from mmengine.config import Config, DictAction
 
-from .checkpoint import CheckpointError
-from .errors import ConfigError
-
-
-class UserError(RuntimeError):
-    """A problem in what the user asked for; the message names it and the fix."""
-
+from .errors import AcmixError, UserError
 
 # Errors the tools turn into one clear message and exit status 1.
-USER_ERRORS = (UserError, CheckpointError, ConfigError)
+USER_ERRORS = (AcmixError, )
 
 SCOPES = ('mmdet', 'mmseg')
 

@@ -27,7 +27,7 @@ from mmengine.utils import ProgressBar
 
 from acmix_mm.analysis import TensorForward, data_samples_for, limit_mask_rois, timed
 from acmix_mm.layers import fuse_acmix
-from acmix_mm.runner_utils import USER_ERRORS, init_scope, load_config
+from acmix_mm.runner_utils import init_scope, load_config, run_with_clear_errors
 
 DEFAULT_SHAPE = (576, 576)
 
@@ -121,12 +121,12 @@ def main(argv=None):
         parser.error('--shape must be positive')
 
     paths = [args.config] + ([args.vs] if args.vs else [])
-    try:
-        cfgs = [load_config(path, args.cfg_options) for path in paths]
-    except USER_ERRORS as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    return run_with_clear_errors(lambda: run_benchmark(args, paths))
 
+
+def run_benchmark(args, paths):
+    """Time the configs of ``paths`` side by side and print images/s and the ratio."""
+    cfgs = [load_config(path, args.cfg_options) for path in paths]
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     where = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}',
@@ -146,8 +146,6 @@ def main(argv=None):
     if args.vs:
         print(f'ratio {config_name(paths[0])} / {config_name(paths[1])}: '
               f'{rates[0] / rates[1]:.2f}x images/s')
-    return 0
-
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -28,6 +28,7 @@ from acmix_mm.checkpoint import (
     load_checkpoint_file,
     save_atomic,
 )
+from acmix_mm.runner_utils import run_with_clear_errors
 
 # (name, our backbone, detector, converter)
 LAYOUTS = (
@@ -58,28 +59,27 @@ def main(argv=None):
     parser.add_argument('src', help='official checkpoint (path)')
     parser.add_argument('dst', help='where to write the converted checkpoint')
     args = parser.parse_args(argv)
-    try:
-        if osp.abspath(args.src) == osp.abspath(args.dst):
-            raise CheckpointError('SRC and DST are the same file; choose another DST so '
-                                  'that the original is kept.')
-        state_dict = extract_state_dict(load_checkpoint_file(args.src))
-        name, backbone, converted, discarded = convert(state_dict)
-    except CheckpointError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    return run_with_clear_errors(lambda: convert_file(args.src, args.dst))
+
+
+def convert_file(src, dst):
+    """Convert the official checkpoint ``src`` into ``dst`` and say what was done."""
+    if osp.abspath(src) == osp.abspath(dst):
+        raise CheckpointError('SRC and DST are the same file; choose another DST so '
+                              'that the original is kept.')
+    state_dict = extract_state_dict(load_checkpoint_file(src))
+    name, backbone, converted, discarded = convert(state_dict)
     save_atomic(
         dict(
             state_dict=converted,
-            meta=dict(converted_from=osp.basename(args.src), layout=name,
-                      backbone=backbone, left_out=discarded)), args.dst)
-    print(f'{args.src}: {name} layout, {len(state_dict)} tensors')
-    print(f'wrote {args.dst}: {len(converted)} tensors for {backbone}')
+            meta=dict(converted_from=osp.basename(src), layout=name, backbone=backbone,
+                      left_out=discarded)), dst)
+    print(f'{src}: {name} layout, {len(state_dict)} tensors')
+    print(f'wrote {dst}: {len(converted)} tensors for {backbone}')
     if discarded:
         print(f'left out ({len(discarded)}):')
         for line in discarded:
             print(f'  {line}')
-    return 0
-
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -19,7 +19,7 @@ import sys
 from mmengine.config import DictAction
 
 from acmix_mm.analysis import count_config
-from acmix_mm.runner_utils import USER_ERRORS, load_config
+from acmix_mm.runner_utils import load_config, run_with_clear_errors
 
 
 def main(argv=None):
@@ -31,17 +31,15 @@ def main(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         metavar='KEY=VALUE', help='override settings of the config')
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.cfg_options)
-    except USER_ERRORS as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    flops, params, (height, width) = count_config(cfg, args.shape)
-    line = '=' * 30
-    print(f'{line}\nInput shape: (1, 3, {height}, {width})\nFlops: {flops / 1e9:.1f}G\n'
-          f'Params: {params / 1e6:.2f}M\n{line}')
-    return 0
 
+    def count():
+        cfg = load_config(args.config, args.cfg_options)
+        flops, params, (height, width) = count_config(cfg, args.shape)
+        line = '=' * 30
+        print(f'{line}\nInput shape: (1, 3, {height}, {width})\nFlops: {flops / 1e9:.1f}G\n'
+              f'Params: {params / 1e6:.2f}M\n{line}')
+
+    return run_with_clear_errors(count)
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -10,7 +10,7 @@ import sys
 import mmcv
 
 from acmix_mm.checkpoint import load_checkpoint_file
-from acmix_mm.runner_utils import USER_ERRORS, UserError, init_scope, load_config
+from acmix_mm.runner_utils import UserError, init_scope, load_config, run_with_clear_errors
 
 
 def parse_args(argv=None):
@@ -27,7 +27,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+
+    def paint():
         cfg = load_config(args.config)
         if not osp.isfile(args.image):
             raise UserError(f'Image not found: {args.image}')
@@ -51,11 +52,9 @@ def main(argv=None):
             result = inference_model(model, args.image)
             show_result_pyplot(model, args.image, result, show=False,
                                out_file=args.out_file)
-    except USER_ERRORS as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    print(f'wrote {args.out_file}')
-    return 0
+        print(f'wrote {args.out_file}')
+
+    return run_with_clear_errors(paint)
 
 
 if __name__ == '__main__':

@@ -24,6 +24,7 @@ from mmengine.logging import MMLogger
 
 import acmix_mm  # noqa: F401  (registers the types our runner checkpoints hold)
 from acmix_mm.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
+from acmix_mm.runner_utils import UserError, run_with_clear_errors
 
 # Name endings of (alpha, beta): ours, and the official ACmix release's.
 RATE_SUFFIXES = (('.alpha', '.beta'), ('.rate1', '.rate2'))
@@ -170,22 +171,23 @@ def main(argv=None):
     args = parser.parse_args(argv)
     # Keep mmengine's 'Loads checkpoint by ...' lines out of the table.
     MMLogger.get_instance('plot_rates', log_level='WARNING')
-    try:
-        if args.labels is not None and len(args.labels) != len(args.checkpoints):
-            raise CheckpointError(
-                f'{len(args.labels)} labels for {len(args.checkpoints)} checkpoints; '
-                'give one label per checkpoint or none.')
-        out_dir = osp.dirname(osp.abspath(args.out))
-        if not osp.isdir(out_dir):
-            raise CheckpointError(f'cannot write {args.out}: no directory {out_dir}.')
-        labels = args.labels or default_labels(args.checkpoints)
-        curves = []
-        for path, label in zip(args.checkpoints, labels):
-            state_dict = extract_state_dict(load_checkpoint_file(path))
-            curves.append((label, find_rates(state_dict, path)))
-    except CheckpointError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    return run_with_clear_errors(lambda: plot_checkpoints(args))
+
+
+def plot_checkpoints(args):
+    """Print the table of every checkpoint's rates and draw them into ``args.out``."""
+    if args.labels is not None and len(args.labels) != len(args.checkpoints):
+        raise UserError(
+            f'{len(args.labels)} labels for {len(args.checkpoints)} checkpoints; '
+            'give one label per checkpoint or none.')
+    out_dir = osp.dirname(osp.abspath(args.out))
+    if not osp.isdir(out_dir):
+        raise UserError(f'cannot write {args.out}: no directory {out_dir}.')
+    labels = args.labels or default_labels(args.checkpoints)
+    curves = []
+    for path, label in zip(args.checkpoints, labels):
+        state_dict = extract_state_dict(load_checkpoint_file(path))
+        curves.append((label, find_rates(state_dict, path)))
     for index, (label, rates) in enumerate(curves):
         if index:
             print()
@@ -197,11 +199,8 @@ def main(argv=None):
     try:
         plot(curves, args.out)
     except OSError as err:
-        print(f'error: cannot write {args.out}: {err}', file=sys.stderr)
-        return 1
+        raise UserError(f'cannot write {args.out}: {err}') from None
     print(f'\nwrote {args.out}')
-    return 0
-
 
 if __name__ == '__main__':
     sys.exit(main())
