@@ -317,3 +317,22 @@ def test_final_norm_of_the_classification_form_is_left_out_downstream(tmp_path):
                      init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     again.init_weights()
     torch.testing.assert_close(again.norm.weight, classifier.norm.weight)
+
+
+def test_checkpoint_of_another_pretraining_size_resizes_the_position_embeddings(tmp_path):
+    """Weights trained at 224 loaded into a model built for 448: its embeddings are
+    the 224 ones resized as the forward pass resizes them, so both give one output."""
+    torch.manual_seed(0)
+    small = PVTACmix(arch='tiny').eval()
+    for stage in small.stages:
+        torch.nn.init.normal_(stage.pos_embed, std=0.5)
+    path = tmp_path / 'pvt_acmix_224.pth'
+    torch.save({'state_dict': small.state_dict()}, path)
+    large = PVTACmix(arch='tiny', pretrain_img_size=448,
+                     init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    large.init_weights()
+    assert large.stages[0].pos_embed.shape == (1, 112 * 112, 64)
+    x = torch.randn(1, 3, 448, 448)
+    with torch.no_grad():
+        for ours, theirs in zip(large.eval()(x), small(x)):
+            torch.testing.assert_close(ours, theirs)

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import PatchEmbed
+from mmdet.models.layers import nchw_to_nlc, nlc_to_nchw
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import normal_init, trunc_normal_init
 
@@ -69,6 +70,14 @@ class PVTACmixBlock(ACmixTransformerBlock):
             **kwargs)
 
 
+def resize_pos_embed(pos_embed, src_shape, dst_shape):
+    """Position embeddings (1, H*W, C) of an ``src_shape`` grid resized bilinearly (as
+    the official detection PVT) to ``dst_shape``."""
+    grid = pos_embed.reshape(1, *src_shape, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=tuple(dst_shape), mode='bilinear', align_corners=False)
+    return nchw_to_nlc(grid)
+
+
 class PVTACmixStage(BaseModule):
     """Patch embedding, absolute position embedding and the blocks of one stage.
 
@@ -120,9 +129,7 @@ class PVTACmixStage(BaseModule):
         """The position embedding resized bilinearly to ``hw_shape``."""
         if tuple(hw_shape) == self.pos_shape:
             return self.pos_embed
-        grid = self.pos_embed.reshape(1, *self.pos_shape, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=hw_shape, mode='bilinear', align_corners=False)
-        return grid.flatten(2).transpose(1, 2)
+        return resize_pos_embed(self.pos_embed, self.pos_shape, hw_shape)
 
     def forward(self, x):
         """(B, C_in, H, W) -> tokens (B, H'*W', C) and (H', W')."""
@@ -277,10 +284,8 @@ class PVTACmix(ACmixTransformerBackbone):
             key = f'stages.{i}.pos_embed'
             if key in state_dict and state_dict[key].shape != stage.pos_embed.shape:
                 side = int(state_dict[key].shape[1]**0.5)
-                pos = state_dict[key].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-                pos = F.interpolate(pos, size=stage.pos_shape, mode='bilinear',
-                                    align_corners=False)
-                state_dict[key] = pos.flatten(2).transpose(1, 2)
+                state_dict[key] = resize_pos_embed(state_dict[key], (side, side),
+                                                   stage.pos_shape)
         return state_dict, discarded
 
     def forward(self, x):
@@ -289,7 +294,7 @@ class PVTACmix(ACmixTransformerBackbone):
             x, hw_shape = stage(x)
             if i == len(self.stages) - 1 and hasattr(self, 'norm'):
                 x = self.norm(x)
-            x = x.transpose(1, 2).reshape(x.shape[0], -1, *hw_shape)
+            x = nlc_to_nchw(x, hw_shape)
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
