@@ -1,9 +1,9 @@
-"""acmix_mm: ACmix backbones for mmdet 3.x and mmsegmentation 1.x.
+"""acmix_mm: ACmix backbones for mmdet 3.x, mmsegmentation 1.x and mmpretrain 1.x.
 
-Importing the package registers every backbone in mmdet's and mmseg's ``MODELS``;
-configs reach it with ``custom_imports = dict(imports=['acmix_mm'])``.
+Importing the package registers every backbone in mmdet's, mmseg's and mmpretrain's
+``MODELS``; configs reach it with ``custom_imports = dict(imports=['acmix_mm'])``.
 """
-from . import backbones, layers, runner  # noqa: F401  (registers models, runner)
+from . import backbones, classification, layers, runner  # noqa: F401  (registers them)
 from .checkpoint import allow_runner_checkpoint_types
 
 __version__ = '0.1.0'

@@ -49,8 +49,8 @@ def complexity(model, inputs):
     return flops + sum(reported), parameter_count(model)['']
 
 
-# Running a whole mmdet / mmseg model without data (FLOPs counting, speed benchmarks):
-# its tensor-mode forward on one batch of fake data samples.
+# Running a whole mmdet / mmseg / mmpretrain model without data (FLOPs counting, speed
+# benchmarks): its tensor-mode forward on one batch of fake data samples.
 class TensorForward(nn.Module):
     """The model's tensor-mode forward on a fixed batch of data samples."""
 
@@ -60,7 +60,7 @@ class TensorForward(nn.Module):
         self.data_samples = data_samples
 
     def forward(self, inputs):
-        return self.model._forward(inputs, self.data_samples)
+        return self.model(inputs, self.data_samples, mode='tensor')
 
 
 def data_samples_for(scope, height, width):
@@ -70,6 +70,9 @@ def data_samples_for(scope, height, width):
     if scope == 'mmdet':
         from mmdet.structures import DetDataSample
         return [DetDataSample(metainfo=meta)]
+    if scope == 'mmpretrain':
+        from mmpretrain.structures import DataSample
+        return [DataSample(metainfo=meta)]
     from mmseg.structures import SegDataSample
     return [SegDataSample(metainfo=meta)]
 
@@ -126,14 +129,15 @@ def best_times(steps, repeat, device, reset=None, warmup=2):
     return [min(record) for record in times]
 
 
-# The papers' settings: COCO 1333x800, ADE20K 2048x512.
-DEFAULT_SHAPES = {'mmdet': (800, 1333), 'mmseg': (512, 2048)}
+# The papers' settings: COCO 1333x800, ADE20K 2048x512, ImageNet 224x224.
+DEFAULT_SHAPES = {'mmdet': (800, 1333), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
 
 
 def count_config(cfg, shape=None):
     """(flops, params, (H, W)) of the whole model of ``cfg`` on one image.
 
-    Default input: 800x1333 for mmdet configs, 512x2048 for mmseg configs.
+    Default input: 800x1333 for mmdet configs, 512x2048 for mmseg configs, 224x224 for
+    mmpretrain configs.
     """
     from .runner_utils import init_scope
     init_scope(cfg)

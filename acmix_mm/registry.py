@@ -1,18 +1,20 @@
 """One decorator that puts a model class into every OpenMMLab registry we serve.
 
-mmdet and mmseg each keep their own ``MODELS`` registry (children of mmengine's root
-registry). A config with ``default_scope='mmdet'`` looks names up in mmdet's, one with
-``default_scope='mmseg'`` in mmseg's, so each backbone is registered in both.
+mmdet, mmseg and mmpretrain each keep their own ``MODELS`` registry (children of
+mmengine's root registry). A config with ``default_scope='mmdet'`` looks names up in
+mmdet's, one with ``default_scope='mmseg'`` in mmseg's, one with
+``default_scope='mmpretrain'`` (ImageNet pretraining) in mmpretrain's, so each backbone
+is registered in all three.
 """
 from mmengine.registry import Registry
 
 
 def _downstream_registries():
     registries = []
-    for module in ('mmdet.registry', 'mmseg.registry'):
+    for module in ('mmdet.registry', 'mmseg.registry', 'mmpretrain.registry'):
         try:
             registries.append(__import__(module, fromlist=['MODELS']).MODELS)
-        except ImportError:  # a user may install only one of the two
+        except ImportError:  # a user may install only some of them
             pass
     if not registries:
         raise ImportError('acmix_mm needs mmdet or mmsegmentation; run the set-up in '
@@ -27,7 +29,8 @@ ATTENTION_PATHS = Registry('ACmix attention path')
 
 
 def register_model(cls):
-    """Register ``cls`` in mmdet's and mmseg's ``MODELS`` (whichever are installed)."""
+    """Register ``cls`` in mmdet's, mmseg's and mmpretrain's ``MODELS`` (whichever are
+    installed)."""
     for registry in MODEL_REGISTRIES:
         registry.register_module(module=cls)
     return cls

@@ -1,5 +1,6 @@
-"""What tools/train.py and tools/test.py share: config loading, the downstream scope,
-checks of the data paths, and errors a user can act on (no tracebacks)."""
+"""What tools/train.py and tools/test.py share: config loading, the library's scope
+(mmdet, mmseg or mmpretrain), checks of the data paths, and errors a user can act on
+(no tracebacks)."""
 import os
 import os.path as osp
 import sys
@@ -11,7 +12,12 @@ from .errors import AcmixError, UserError
 # Errors the tools turn into one clear message and exit status 1.
 USER_ERRORS = (AcmixError, )
 
-SCOPES = ('mmdet', 'mmseg')
+# default_scope -> the task its configs are for (named in errors)
+SCOPES = {
+    'mmdet': 'detection',
+    'mmseg': 'segmentation',
+    'mmpretrain': 'ImageNet classification',
+}
 
 
 def _check_cfg_options(cfg, options):
@@ -36,6 +42,8 @@ def _check_cfg_options(cfg, options):
                 node = node[int(part)]
             elif isinstance(node, dict) and part in node:
                 node = node[part]
+                if node is None:  # a dict may take the place of None (init_cfg=None)
+                    break
             else:
                 raise UserError(
                     f'--cfg-options key {dotted!r}: {".".join(path)!r} is not in the '
@@ -44,6 +52,25 @@ def _check_cfg_options(cfg, options):
         if len(parts) == 1 and parts[0] not in tree and parts[0] not in runner_keys:
             raise UserError(f'--cfg-options key {dotted!r} is not a top-level key of the '
                             'config.')
+
+
+def _make_room_for_options(cfg, options):
+    """Turn a None that an option sets a key under into an empty dict, so that e.g.
+    ``model.backbone.init_cfg.checkpoint=...`` works where ``init_cfg=None`` (mmengine
+    refuses to merge a dict into None)."""
+    from mmengine.config import ConfigDict
+
+    for dotted in options:
+        node = cfg
+        for part in dotted.split('.')[:-1]:
+            if isinstance(node, (list, tuple)) and part.isdigit():
+                node = node[int(part)]
+                continue
+            if not isinstance(node, (dict, Config)) or part not in node:
+                break
+            if node[part] is None:
+                node[part] = ConfigDict()
+            node = node[part]
 
 
 def load_config(path, cfg_options=None):
@@ -57,14 +84,16 @@ def load_config(path, cfg_options=None):
         raise UserError(f'Cannot read config {path}: {type(err).__name__}: {err}') from err
     if cfg_options:
         _check_cfg_options(cfg, cfg_options)
+        _make_room_for_options(cfg, cfg_options)
         try:
             cfg.merge_from_dict(cfg_options)
         except Exception as err:  # noqa: BLE001
             raise UserError(f'Cannot apply --cfg-options to {path}: {err}') from err
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
+        known = ', '.join(f'{k!r} ({v})' for k, v in SCOPES.items())
         raise UserError(f'{path} has default_scope={scope!r}; acmix_mm tools run '
-                        f"configs of scope 'mmdet' (detection) or 'mmseg' (segmentation).")
+                        f'configs of scope {known}.')
     return cfg
 
 
@@ -109,12 +138,12 @@ def finish_distributed():
 
 
 def init_scope(cfg):
-    """Register the modules of the config's downstream library (mmdet or mmseg)."""
-    if cfg.default_scope == 'mmdet':
-        from mmdet.utils import register_all_modules
-    else:
-        from mmseg.utils import register_all_modules
+    """Register the modules of the config's library (mmdet, mmseg or mmpretrain)."""
+    import importlib
+
     from mmengine.registry import init_default_scope
+    register_all_modules = importlib.import_module(
+        f'{cfg.default_scope}.utils').register_all_modules
     register_all_modules(init_default_scope=False)
     init_default_scope(cfg.default_scope)
 
@@ -124,6 +153,8 @@ _LAYOUTS = {
               'instances_train2017.json  annotations/instances_val2017.json'),
     'mmseg': ('data/ade/ADEChallengeData2016/\n  images/{training,validation}/*.jpg\n'
               '  annotations/{training,validation}/*.png'),
+    'mmpretrain': ('data/imagenet/\n  train/<class>/*.JPEG  val/<class>/*.JPEG\n'
+                   '  meta/train.txt  meta/val.txt  ("relative/path label" lines)'),
 }
 
 
@@ -137,10 +168,21 @@ def _dataset_paths(dataset):
     paths = [root] if root else []
     if dataset.get('ann_file'):
         paths.append(osp.join(root, dataset['ann_file']))
-    for prefix in (dataset.get('data_prefix') or {}).values():
+    prefixes = dataset.get('data_prefix') or {}
+    if isinstance(prefixes, str):  # mmpretrain's datasets take one folder
+        prefixes = dict(img_path=prefixes)
+    if not prefixes and dataset.get('split'):  # mmpretrain's ImageNet: root/split/
+        prefixes = dict(img_path=dataset['split'])
+    for prefix in prefixes.values():
         if isinstance(prefix, str) and prefix:
             paths.append(osp.join(root, prefix))
     return paths
+
+
+def _evaluator_paths(evaluator):
+    """Annotation files an evaluator config reads (COCO's ``ann_file``)."""
+    evaluators = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+    return [e['ann_file'] for e in evaluators if isinstance(e, dict) and e.get('ann_file')]
 
 
 def check_data(cfg, loaders):
@@ -149,10 +191,13 @@ def check_data(cfg, loaders):
         dataset = (cfg.get(loader) or {}).get('dataset')
         if not dataset:
             continue
-        for path in _dataset_paths(dataset):
+        evaluator = loader.replace('_dataloader', '_evaluator')
+        paths = [(loader, p) for p in _dataset_paths(dataset)]
+        paths += [(evaluator, p) for p in _evaluator_paths(cfg.get(evaluator) or {})]
+        for where, path in paths:
             if '://' not in path and not osp.exists(path):
                 raise UserError(
-                    f'{loader}: {path} does not exist. Expected the standard layout\n'
+                    f'{where}: {path} does not exist. Expected the standard layout\n'
                     f'{_LAYOUTS[cfg.default_scope]}\n(link your data there, or set '
                     "--cfg-options to another data_root). For the bundled demo data run "
                     '"python tools/make_demo_data.py" and use a config in configs/demo/.')

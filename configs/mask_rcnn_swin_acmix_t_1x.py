@@ -1,6 +1,9 @@
 # Mask R-CNN with Swin-ACmix-T, 1x schedule (not in the paper): Swin's 1x recipe (mmdet's
 # mask-rcnn_swin-t-p4-w7_fpn_1x_coco): 12 epochs, lr steps at 8 and 11, single-scale
 # 1333x800 training; the optimizer and warm-up of the 3x recipe.
+# From our ImageNet pretraining (configs/pretrain/swin_acmix_t_in1k.py) instead: --cfg-options
+#   model.backbone.init_cfg.checkpoint=work_dirs/swin_acmix_t_in1k/epoch_300.pth
+# ((alpha, beta) then come from that checkpoint; rate_init does not matter).
 _base_ = './mask_rcnn_swin_acmix_t_3x.py'
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -1,6 +1,9 @@
 # RetinaNet ResNet-50-ACmix, 3x schedule (not in the paper): 36 epochs, lr steps at 27
 # and 33, multi-scale training (shorter side 640-800) as retinanet_pvt_t_3x.py;
 # otherwise the 1x recipe (SGD lr 0.01).
+# From our ImageNet pretraining (configs/pretrain/resnet50_acmix_in1k.py) instead: --cfg-options
+#   model.backbone.init_cfg.checkpoint=work_dirs/resnet50_acmix_in1k/epoch_100.pth
+# ((alpha, beta) then come from that checkpoint; rate_init does not matter).
 _base_ = './retinanet_r50_acmix_1x.py'
 train_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -60,15 +60,18 @@ def test_acmix_config_differs_from_baseline_only_in_backbone():
 
 
 def test_paper_pvt_acmix_configs_start_as_the_pretrained_pvt():
-    """They load official PVT weights with (alpha, beta) = (1, 0); the demos train
-    from scratch with the official (0.5, 0.5)."""
+    """They load official PVT weights with (alpha, beta) = (1, 0); the demos and the
+    ImageNet pretraining train from scratch with the official (0.5, 0.5)."""
+    from acmix_mm.backbones import PVTACmix
+    default_rates = inspect.signature(PVTACmix).parameters['rate_init'].default
     for path in CONFIGS:
         cfg = Config.fromfile(path)
         if cfg.model.backbone.type != 'PVTACmix':
             continue
-        if '/demo/' in path:
-            assert cfg.model.backbone.init_cfg is None
-            assert tuple(cfg.model.backbone.rate_init) == (0.5, 0.5)
+        if '/demo/' in path or '/pretrain/' in path:
+            assert cfg.model.backbone.get('init_cfg') is None
+            rates = cfg.model.backbone.get('rate_init', default_rates)
+            assert tuple(rates) == (0.5, 0.5), path
         else:
             assert tuple(cfg.model.backbone.rate_init) == (1.0, 0.0), path
             assert cfg.model.backbone.init_cfg.checkpoint.endswith(

@@ -4,6 +4,7 @@
 # tools/test.py and paint the predictions on a demo image.
 #   bash tools/demo.sh        RetinaNet PVT-ACmix-T, COCO bbox mAP (the main job)
 #   bash tools/demo.sh seg    Semantic FPN PVT-ACmix-T, ADE20K-style mIoU
+#   bash tools/demo.sh cls    PVT-ACmix-T ImageNet-style classification, top-1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASK=${1:-det}
@@ -13,7 +14,9 @@ case "$TASK" in
   seg) NAME=sem_fpn_pvt_acmix_t_demo
        IMAGE=data/demo/ade/ADEChallengeData2016/images/validation/ADE_valid_00000001.jpg
        METRIC='aAcc: [0-9.]*  mIoU: [0-9.]*  mAcc: [0-9.]*' ;;
-  *) echo "usage: bash tools/demo.sh [det|seg]" >&2; exit 2 ;;
+  cls) NAME=pvt_acmix_t_in1k_demo; IMAGE=data/demo/imagenet/val/circle/val_000000.jpg
+       METRIC='accuracy/top1: [0-9.]*' ;;
+  *) echo "usage: bash tools/demo.sh [det|seg|cls]" >&2; exit 2 ;;
 esac
 PY=$(bash tools/setup_env.sh)
 CONFIG=configs/demo/$NAME.py

@@ -1,4 +1,5 @@
-"""Paint a model's predictions on one image: boxes (mmdet configs) or masks (mmseg).
+"""Paint a model's predictions on one image: boxes (mmdet configs), masks (mmseg) or
+the predicted class (mmpretrain), which is also printed.
 
     python tools/image_demo.py CONFIG CHECKPOINT IMAGE --out-file OUT.jpg
 """
@@ -46,6 +47,18 @@ def main(argv=None):
             visualizer.add_datasample(
                 'result', image, data_sample=result, draw_gt=False, show=False,
                 pred_score_thr=args.score_thr, out_file=args.out_file)
+        elif cfg.default_scope == 'mmpretrain':
+            from mmpretrain.apis import ImageClassificationInferencer
+            from mmpretrain.visualization import UniversalVisualizer
+            inferencer = ImageClassificationInferencer(
+                cfg, pretrained=args.checkpoint, device=args.device)
+            result = inferencer(args.image, return_datasamples=True)[0]
+            label = int(result.pred_label)
+            names = inferencer.classes or ()
+            name = names[label] if label < len(names) else str(label)
+            print(f'predicted class: {name} ({float(result.pred_score[label]):.3f})')
+            UniversalVisualizer().visualize_cls(
+                image, result, classes=names, show=False, out_file=args.out_file)
         else:
             from mmseg.apis import inference_model, init_model, show_result_pyplot
             model = init_model(cfg, args.checkpoint, device=args.device)

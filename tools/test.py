@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint: COCO mAP (mmdet configs) or mIoU (mmseg configs).
+"""Evaluate a checkpoint: COCO mAP (mmdet configs), mIoU (mmseg configs) or top-1 /
+top-5 accuracy (mmpretrain configs).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
                          [--show-dir DIR] [--show] [--tta] [--deploy]
@@ -13,6 +14,7 @@ from mmengine.runner import Runner
 
 from acmix_mm.checkpoint import check_model_checkpoint, load_checkpoint_file
 from acmix_mm.runner_utils import (
+    SCOPES,
     UserError,
     add_common_args,
     check_data,
@@ -29,8 +31,8 @@ def parse_args(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
         '--out',
-        help='mmdet: dump predictions to this pickle file (.pkl); mmseg: write the '
-        'predicted masks into this directory')
+        help='mmdet, mmpretrain: dump predictions to this pickle file (.pkl); mmseg: '
+        'write the predicted masks into this directory')
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument(
         '--show-dir', help='directory where painted images will be saved')
@@ -48,6 +50,11 @@ def enable_visualization(cfg, args):
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise UserError('--show/--show-dir need default_hooks.visualization in the config.')
+    if cfg.default_scope == 'mmpretrain':  # its hook's own argument names
+        hook.update(enable=True, show=args.show, wait_time=args.wait_time)
+        if args.show_dir:
+            hook['out_dir'] = args.show_dir
+        return
     hook['draw'] = True
     if args.show:
         hook['show'] = True
@@ -92,11 +99,15 @@ def main(argv=None):
         check_model_checkpoint(getattr(runner.model, 'module', runner.model), checkpoint,
                                args.checkpoint)
         del checkpoint
-        if args.out and cfg.default_scope == 'mmdet':
+        if args.out and cfg.default_scope in ('mmdet', 'mmpretrain'):
             if not args.out.endswith(('.pkl', '.pickle')):
-                raise UserError('--out for detection must be a .pkl or .pickle file.')
-            from mmdet.evaluation import DumpDetResults
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+                raise UserError(f'--out for {SCOPES[cfg.default_scope]} must be a .pkl '
+                                'or .pickle file.')
+            if cfg.default_scope == 'mmdet':
+                from mmdet.evaluation import DumpDetResults as DumpResults
+            else:
+                from mmengine.evaluator import DumpResults
+            runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
         runner.test()
         finish_distributed()
 

@@ -1,10 +1,11 @@
-"""Train a detector (mmdet) or segmentor (mmseg) from a config.
+"""Train a detector (mmdet), segmentor (mmseg) or ImageNet classifier (mmpretrain) from
+a config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
                           [--auto-scale-lr] [--cfg-options k=v ...] [--launcher pytorch]
 
-The config's ``default_scope`` ('mmdet' or 'mmseg') picks the library; the config
-reaches acmix_mm through its ``custom_imports``.
+The config's ``default_scope`` ('mmdet', 'mmseg' or 'mmpretrain') picks the library;
+the config reaches acmix_mm through its ``custom_imports``.
 """
 import argparse
 import sys
