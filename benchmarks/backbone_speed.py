@@ -12,13 +12,12 @@ the same machine state. Prints the times and the ratio first / second. ``--deplo
 fuses the ACmix convolution paths where that is cheaper (``acmix_mm.layers.fuse_acmix``).
 """
 import argparse
-import platform
 
 import torch
 from mmdet.models.backbones import PyramidVisionTransformer, SwinTransformer
 
 import acmix_mm  # noqa: F401
-from acmix_mm.analysis import best_times
+from acmix_mm.analysis import best_times, device_name
 from acmix_mm.backbones import AttNet, PVTACmix, SwinACmix
 from acmix_mm.layers import fuse_acmix
 
@@ -46,8 +45,7 @@ def main():
                         help='fuse the ACmix convolution paths of both models')
     args = parser.parse_args()
     device = torch.device(args.device)
-    where = (torch.cuda.get_device_name(device) if device.type == 'cuda' else
-             platform.processor() or platform.machine())
+    where = device_name(device)
     print(f'1x3x{args.size[0]}x{args.size[1]}, forward, eval, best of {args.repeat}; '
           f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
           f'device {device.type} ({where})')

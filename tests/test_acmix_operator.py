@@ -90,9 +90,9 @@ def test_rates_start_at_one_half_and_mix_both_paths():
     op = _acmix().eval()
     assert op.alpha.item() == 0.5 and op.beta.item() == 0.5
     x, hw_shape = torch.randn(2, 48, 16), (6, 8)
-    qkv = op.qkv(x)
+    qkv = op.project(x, channel_major=op.attn_path.channel_major)
     f_att = op.attn_path(x, qkv, hw_shape, op.qkv)
-    f_conv = op.conv_path(qkv, hw_shape)
+    f_conv = op.conv_path(qkv, hw_shape, channel_major=op.attn_path.channel_major)
     torch.testing.assert_close(op(x, hw_shape), 0.5 * f_att + 0.5 * f_conv)
     only_attention = _acmix(rate_init=(1.0, 0.0)).eval()
     only_attention.load_state_dict(
@@ -135,4 +135,5 @@ def test_spatial_reduction_path_matches_written_out_attention():
     attn = (heads_first(q) @ heads_first(k).transpose(-2, -1)) * (dims // heads)**-0.5
     out = (attn.softmax(-1) @ heads_first(v)).transpose(1, 2).reshape(2, 48, dims)
     expected = path.proj(out)
-    torch.testing.assert_close(path(x, op.qkv(x), hw_shape, op.qkv), expected)
+    qkv = op.project(x, channel_major=path.channel_major)
+    torch.testing.assert_close(path(x, qkv, hw_shape, op.qkv), expected)

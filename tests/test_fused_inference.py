@@ -44,7 +44,8 @@ def test_only_layers_where_fusing_is_cheaper_are_fused():
             if isinstance(layer, TokenACmix)] == [True] * 4 + [False] * 4
 
 
-def test_fused_strided_layer_and_its_error_outside_channel_major_use():
+def test_fused_strided_layer_reads_either_layout():
+    """A fused path called with the projection's own row order lays it out itself."""
     torch.manual_seed(0)
     layer = ACmix(16, 16, stride=2).eval()
     x = torch.randn(1, 16, 13, 18)
@@ -52,5 +53,8 @@ def test_fused_strided_layer_and_its_error_outside_channel_major_use():
         expected = layer(x)
         layer.fuse_conv_path()
         torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
-    with pytest.raises(RuntimeError, match='channel-major'):
-        layer.conv_path(torch.randn(1, 13 * 18, 48), (13, 18))
+        tokens = x.flatten(2).transpose(1, 2)
+        torch.testing.assert_close(
+            layer.conv_path(layer.project(tokens), (13, 18)),
+            layer.conv_path(layer.project(tokens, channel_major=True), (13, 18),
+                            channel_major=True))

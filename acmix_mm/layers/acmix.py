@@ -7,7 +7,9 @@ Stage I projects the input tokens once with a shared 1x1 projection into q, k an
   spatial reduction for PVT, shifted windows for Swin, sliding windows for ResNet);
 * a convolution path (:class:`ShiftConvPath`): a light fully connected layer mixes the
   3 x num_heads pieces into k*k maps, then one group convolution, initialised with exact
-  shift kernels and learnable afterwards, shifts and sums them (Fig. 3c).
+  shift kernels and learnable afterwards, shifts and sums them (Fig. 3c). Where that is
+  cheaper (fewer than 4 heads), the two linear steps run as their product, one grouped
+  convolution whose weights are computed from both on every call, in training too.
 
 The two outputs are mixed as ``alpha * F_att + beta * F_conv`` (Eq. 13).
 
@@ -34,6 +36,17 @@ def shift_kernels(kernel_size):
     for i in range(kernel_size * kernel_size):
         kernels[i, i // kernel_size, i % kernel_size] = 1.
     return kernels
+
+
+def channel_major_order(num_pieces, piece_dims):
+    """Row order that lays a projection of ``num_pieces`` pieces of ``piece_dims``
+    channels out channel-major: (d, piece).
+
+    A projection whose output rows are permuted this way gives the pieces of each
+    channel d side by side, which is the layout the convolution path's fc reads, so no
+    transposed copy of the 3C-wide projection is needed.
+    """
+    return torch.arange(num_pieces * piece_dims).view(num_pieces, piece_dims).t().reshape(-1)
 
 
 def build_attention_path(cfg, embed_dims, num_heads, **kwargs):
@@ -97,6 +110,8 @@ class ShiftConvPath(nn.Module):
             groups=self.head_dims,
             bias=False)
         self.fused = None  # set by fuse(): one grouped conv for inference
+        # Computed as one grouped conv (fc and dep_conv's product) on every call.
+        self.runs_fused = self.fused_is_cheaper()
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -109,23 +124,45 @@ class ShiftConvPath(nn.Module):
             if self.fc.bias is not None:
                 nn.init.uniform_(self.fc.bias, -bound, bound)
 
-    @torch.no_grad()
-    def fuse(self, scale):
-        """Fold fc, the shift group conv and ``scale`` (beta) into one grouped conv.
+    def fused_weights(self):
+        """The weights of the one grouped conv that equals fc, then the group conv.
 
         For channel d, fc mixes the pieces into k*k maps and the group conv turns
         those into heads outputs, both linear: their product is one k x k conv per
-        group from the pieces (read channel-major) to the heads outputs.
-        fc's bias, zero-padded with the maps at the border, becomes a fixed map: the
-        same conv applied to a map of ones. Inference only (the parameters stay, the
-        fused conv is a copy).
+        group from the pieces (read channel-major) to the heads outputs. fc's bias,
+        zero-padded with the maps at the border, becomes a fixed map: the same conv
+        applied to a map of ones, with ``bias_kernel``.
+
+        Returns:
+            tuple[Tensor]: ``weight`` (C, pieces, k, k) and ``bias_kernel`` (C, 1, k, k)
+            or None, in float32 or float64 (under float16 autocast too: the gradients of fc sum
+            those of every fused weight, which a scaled loss would overflow in float16),
+            differentiable in fc's and the group conv's parameters.
+        """
+        num_shifts = self.kernel_size**2
+        dtype = torch.promote_types(self.dep_conv.weight.dtype, torch.float32)
+        fc = self.fc.weight.view(num_shifts, self.num_pieces).to(dtype)
+        dep = self.dep_conv.weight.to(dtype)  # (C, k*k, k, k)
+        with torch.autocast(dep.device.type, enabled=False):
+            weight = torch.einsum('csyx,st->ctyx', dep, fc)
+            bias_kernel = None
+            if self.fc.bias is not None:
+                bias_kernel = torch.einsum('csyx,s->cyx', dep,
+                                           self.fc.bias.to(dtype)).unsqueeze(1)
+        return weight, bias_kernel
+
+    @torch.no_grad()
+    def fuse(self, scale):
+        """Inference: keep :meth:`fused_weights` times ``scale`` (beta) as a fixed conv.
+
+        The parameters stay; the fused conv is a copy, so training them afterwards
+        does not change it.
 
         Args:
             scale (Tensor): beta, folded into the fused weights.
         """
-        num_shifts = self.kernel_size**2
-        fc = self.fc.weight.view(num_shifts, self.num_pieces)
-        dep = self.dep_conv.weight  # (C, k*k, k, k)
+        weight, bias = self.fused_weights()
+        dep = self.dep_conv.weight
         conv = nn.Conv2d(
             self.num_pieces * self.head_dims,
             self.embed_dims,
@@ -134,33 +171,27 @@ class ShiftConvPath(nn.Module):
             padding=self.dep_conv.padding,
             groups=self.head_dims,
             bias=False).to(dep)
-        conv.weight.copy_(scale * torch.einsum('csyx,st->ctyx', dep, fc))
-        bias = None
-        if self.fc.bias is not None:
-            bias = scale * torch.einsum('csyx,s->cyx', dep, self.fc.bias).unsqueeze(1)
+        conv.weight.copy_(scale * weight)
         self.fused = nn.ModuleDict(dict(conv=conv))
-        self.fused.register_buffer('bias_kernel', bias)
+        self.fused.register_buffer('bias_kernel',
+                                   None if bias is None else (scale * bias).to(dep))
 
     def fused_is_cheaper(self):
         """Whether the fused conv needs fewer multiply-adds per pixel (at k=3, with
         P pieces of d channels: 9*P*C against 9*P*d for fc plus 81*C for the group
-        conv; for q, k, v alike that is heads < 4)."""
+        conv; for q, k, v alike that is heads < 4). Its backward is cheaper then too:
+        one grouped conv instead of a linear layer and a grouped conv of 3x as many
+        input channels."""
         num_shifts = self.kernel_size**2
         fused = self.embed_dims * self.num_pieces * num_shifts
         unfused = (self.num_pieces * self.head_dims * num_shifts +
                    self.embed_dims * num_shifts**2)
         return fused < unfused
 
-    def channel_major_order(self):
-        """Row order that lays the projection out channel-major: (d, piece).
-
-        A projection whose output rows are permuted this way gives the pieces of each
-        channel d side by side, which is the layout fc reads, so no transposed copy
-        of the 3C-wide projection is needed.
-        """
-        rows = torch.arange(self.num_pieces * self.head_dims).view(
-            self.num_pieces, self.head_dims)
-        return rows.t().reshape(-1)
+    @property
+    def reads_channel_major(self):
+        """Whether :meth:`forward` needs the channel-major layout (the fused form)."""
+        return self.runs_fused or self.fused is not None
 
     def forward(self, qkv, hw_shape, channel_major=False):
         """Apply the path to token-layout projections.
@@ -179,15 +210,23 @@ class ShiftConvPath(nn.Module):
         batch, num_tokens, _ = qkv.shape
         height, width = hw_shape
         num_shifts = self.kernel_size**2
-        if self.fused is not None:
-            if not channel_major:
-                raise RuntimeError('A fused convolution path reads a channel-major '
-                                   'projection (see TokenACmix.fuse_conv_path).')
+        if self.reads_channel_major:
+            if not channel_major:  # TokenACmix gives this layout without the copy
+                qkv = qkv.view(batch, num_tokens, self.num_pieces, self.head_dims).transpose(
+                    2, 3).reshape(qkv.shape)
+            if self.fused is not None:
+                weight, bias_kernel = self.fused.conv.weight, self.fused.bias_kernel
+            else:
+                weight, bias_kernel = self.fused_weights()
+            # Channels-last maps: each group's pieces are adjacent, no copy.
             maps = qkv.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
-            out = self.fused.conv(maps)
-            if self.fused.bias_kernel is not None:
-                ones = maps.new_ones(1, 1, height, width)
-                out = out + F.conv2d(ones, self.fused.bias_kernel, None,
+            dtype = torch.get_autocast_dtype(maps.device.type) if \
+                torch.is_autocast_enabled(maps.device.type) else maps.dtype
+            out = F.conv2d(maps, weight.to(dtype), None, self.dep_conv.stride,
+                           self.dep_conv.padding, groups=self.head_dims)
+            if bias_kernel is not None:
+                ones = maps.new_ones(1, 1, height, width, dtype=dtype)
+                out = out + F.conv2d(ones, bias_kernel.to(dtype), None,
                                      self.dep_conv.stride, self.dep_conv.padding)
             return out.flatten(2).transpose(1, 2)
         # (B, N, d, pieces): fc mixes the pieces of each channel d.
@@ -259,6 +298,8 @@ class TokenACmix(BaseModule):
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.qk_dims = qk_dims
+        self.head_dims = head_dims
+        self.num_pieces = 2 * qk_dims // head_dims + num_heads
         self.rate_init = tuple(rate_init)
         # Stage I: one projection whose output both paths share.
         self.qkv = nn.Linear(in_dims or embed_dims, 2 * qk_dims + embed_dims, bias=qkv_bias)
@@ -273,7 +314,7 @@ class TokenACmix(BaseModule):
                 kernel_conv,
                 stride,
                 fc_bias,
-                num_pieces=2 * qk_dims // head_dims + num_heads)
+                num_pieces=self.num_pieces)
             self.alpha = nn.Parameter(torch.empty(1))
             self.beta = nn.Parameter(torch.empty(1))
             self.reset_rates()
@@ -306,30 +347,35 @@ class TokenACmix(BaseModule):
         Returns:
             Tensor: Shape (B, H'*W', C), H' = ceil(H / stride).
         """
-        # Paths that read a channel-major projection (getattr: the default is False)
-        # get one, and so does a fused convolution path; the weights keep the usual
-        # q, k, v row order.
+        # Paths that read a channel-major projection (their ``channel_major``) get one,
+        # and so does a fused convolution path; the weights keep the usual q, k, v row
+        # order.
+        path_channel_major = self.attn_path.channel_major
         if self.conv_path is None:
-            return self.attn_path(x, self.qkv(x), hw_shape, self.qkv, **path_kwargs)
-        path_channel_major = getattr(self.attn_path, 'channel_major', False)
-        fused = self.conv_path.fused is not None
-        if path_channel_major or fused:
-            order = self.conv_path.channel_major_order().to(x.device)
-            bias = None if self.qkv.bias is None else self.qkv.bias[order]
-            qkv = F.linear(x, self.qkv.weight[order], bias)
-        else:
-            qkv = self.qkv(x)
+            return self.attn_path(x, self.project(x, path_channel_major), hw_shape,
+                                  self.qkv, **path_kwargs)
+        conv_channel_major = self.conv_path.reads_channel_major
+        qkv = self.project(x, path_channel_major or conv_channel_major)
         path_qkv = qkv
-        if fused and not path_channel_major:
+        if conv_channel_major and not path_channel_major:
             path_qkv = qkv.view(*qkv.shape[:2], self.conv_path.head_dims,
                                 self.conv_path.num_pieces).transpose(2, 3).reshape(
                                     qkv.shape)
         f_att = self.attn_path(x, path_qkv, hw_shape, self.qkv, **path_kwargs)
-        f_conv = self.conv_path(qkv, hw_shape, channel_major=True) if fused else \
-            self.conv_path(qkv, hw_shape, path_channel_major)
-        if fused:  # beta is inside the fused weights
+        f_conv = self.conv_path(qkv, hw_shape, path_channel_major or conv_channel_major)
+        if self.conv_path.fused is not None:  # beta is inside the fused weights
             return self.alpha * f_att + f_conv
         return self.alpha * f_att + self.beta * f_conv
+
+    def project(self, x, channel_major=False):
+        """Stage I: the shared projection of tokens ``x``, in the projection's own row
+        order (q heads, k heads, v heads) or channel-major (the pieces of each channel
+        side by side; see :func:`channel_major_order`)."""
+        if not channel_major:
+            return self.qkv(x)
+        order = channel_major_order(self.num_pieces, self.head_dims).to(x.device)
+        bias = None if self.qkv.bias is None else self.qkv.bias[order]
+        return F.linear(x, self.qkv.weight[order], bias)
 
     def fuse_conv_path(self):
         """Inference: fold the convolution path and beta into one grouped conv."""

@@ -4,6 +4,11 @@ Each path takes ``(x, qkv, hw_shape, projection)``: the block input tokens, the 
 Stage I projection of them, the token grid and the projection layer itself (so that a
 mode that attends to other tokens than the queries can project those with the very same
 weights), and returns F_att in the token layout (B, H*W, C).
+
+Each path declares the layout of ``qkv`` it reads in ``channel_major``: False for the
+projection's own order (q heads, k heads, v heads), True for the channel-major order
+(the pieces of each channel side by side, see ``acmix.channel_major_order``),
+which the convolution path reads without a copy.
 """
 import torch
 import torch.nn as nn
@@ -58,27 +63,31 @@ class SpatialReductionAttentionPath(BaseModule):
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    # Queries (and, without reduction, keys and values) are read as strided views.
+    channel_major = True
+
     def _split_heads(self, x):
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, -1).transpose(1, 2)
 
     def forward(self, x, qkv, hw_shape, projection):
-        dims = self.embed_dims
-        query = qkv[..., :dims]
+        dims, heads = self.embed_dims, self.num_heads
+        batch, length, _ = qkv.shape
+        # Channel-major (B, N, d, 3 * heads) -> (B, N, 3 * heads, d): q, k, v heads.
+        pieces = qkv.view(batch, length, dims // heads, 3 * heads).transpose(2, 3)
+        query = pieces[:, :, :heads].transpose(1, 2)
         if self.sr_ratio > 1:
             batch, _, channels = x.shape
             reduced = self.sr(x.transpose(1, 2).reshape(batch, channels, *hw_shape))
             reduced = self.norm(reduced.flatten(2).transpose(1, 2))
             bias = None if projection.bias is None else projection.bias[dims:]
-            key_value = F.linear(reduced, projection.weight[dims:], bias)
+            key, value = F.linear(reduced, projection.weight[dims:], bias).chunk(2, dim=-1)
+            key, value = self._split_heads(key), self._split_heads(value)
         else:
-            key_value = qkv[..., dims:]
-        key, value = key_value.chunk(2, dim=-1)
+            key = pieces[:, :, heads:2 * heads].transpose(1, 2)
+            value = pieces[:, :, 2 * heads:].transpose(1, 2)
         out = F.scaled_dot_product_attention(
-            self._split_heads(query),
-            self._split_heads(key),
-            self._split_heads(value),
-            dropout_p=self.attn_drop if self.training else 0.)
+            query, key, value, dropout_p=self.attn_drop if self.training else 0.)
         out = out.transpose(1, 2).flatten(2)
         return self.proj_drop(self.proj(out))
 
@@ -121,6 +130,9 @@ class SlidingWindowAttentionPath(BaseModule):
         self.block_size = block_size
         # Shared by the heads, as the official conv_p (a 1x1 conv from 2 channels).
         self.position_proj = nn.Linear(2, self.head_dims, bias=False)
+
+    # q, k and v heads are unbound as views of the projection's own order.
+    channel_major = False
 
     def position_encoding(self, hw_shape, like):
         """pe(p) without bias for every pixel p: shape (H*W, head_dims)."""
@@ -275,6 +287,7 @@ class PatchwiseAttentionPath(BaseModule):
             raise ConfigError(f'embed_dims ({embed_dims}) must be divisible by '
                              f'share_planes ({share_planes}).')
         self.embed_dims = embed_dims
+        self.num_heads = num_heads
         self.qk_dims = qk_dims or embed_dims
         self.kernel_size = kernel_size
         weight_dims = embed_dims // share_planes
@@ -289,9 +302,16 @@ class PatchwiseAttentionPath(BaseModule):
         layers that make the weights are counted as the linear layers they are)."""
         return batch * hw_shape[0] * hw_shape[1] * self.embed_dims * self.kernel_size**2
 
+    # The maps are a copy of the projection in either layout; this one spares the
+    # convolution path (fused in SAN-ACmix, 4 heads of 6 pieces) a copy of its own.
+    channel_major = True
+
     def forward(self, x, qkv, hw_shape, projection):
-        batch = qkv.shape[0]
-        maps = qkv.transpose(1, 2).reshape(batch, -1, *hw_shape)
+        batch, length, channels = qkv.shape
+        piece_dims = self.embed_dims // self.num_heads
+        # Channel-major (B, N, d, pieces) -> piece-major maps (B, pieces * d, H, W).
+        maps = qkv.view(batch, length, piece_dims, -1).permute(0, 3, 2, 1).reshape(
+            batch, channels, *hw_shape)
         query, key, value = maps.split([self.qk_dims, self.qk_dims, self.embed_dims], 1)
         hidden = patch_hidden(query, key, self.norm_in, self.fc1.weight, self.kernel_size)
         hidden = F.relu(self.norm_mid(hidden))

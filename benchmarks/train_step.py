@@ -1,0 +1,110 @@
+"""Training cost of each ACmix backbone beside its baseline: step time and memory.
+
+    python benchmarks/train_step.py [--size 512 640] [--repeat 3] [--device cpu]
+                                    [--pairs resnet swin pvt san san-vs-resnet]
+
+One training step of the backbone alone (forward, a sum of its outputs as the loss,
+backward) on one 1x3xHxW image, in train mode. The two models of a pair run alternately
+after a warm-up each and the best time of each is kept, so both see the same machine
+state. Memory is what the step keeps for the backward pass: the bytes of the distinct
+tensors autograd saves (the same on every machine; on CUDA the peak allocation is
+printed too). Also the forward-only (eval, no gradients) time ratio. Issue target: every
+ratio at most 1.10; SAN-19 within 2x of ResNet-50's step.
+"""
+import argparse
+
+import torch
+from mmdet.models.backbones import PyramidVisionTransformer, ResNet, SwinTransformer
+
+import acmix_mm  # noqa: F401
+from acmix_mm.analysis import best_times, device_name
+from acmix_mm.backbones import SAN, PVTACmix, ResNetACmix, SANACmix, SwinACmix
+
+PAIRS = {
+    'resnet': ('ResNet-ACmix-50', lambda: ResNetACmix(50), 'ResNet-50',
+               lambda: ResNet(50)),
+    'swin': ('Swin-ACmix-T', lambda: SwinACmix('tiny'), 'Swin-T',
+             lambda: SwinTransformer(embed_dims=96, depths=[2, 2, 6, 2],
+                                     num_heads=[3, 6, 12, 24])),
+    'pvt': ('PVT-ACmix-T', lambda: PVTACmix('tiny'), 'PVT-T',
+            lambda: PyramidVisionTransformer(num_layers=[2, 2, 2, 2])),
+    'san': ('SAN-ACmix-19', lambda: SANACmix(19), 'SAN-19', lambda: SAN(19)),
+    'san-vs-resnet': ('SAN-19', lambda: SAN(19), 'ResNet-50', lambda: ResNet(50)),
+}
+
+
+def saved_bytes(model, x):
+    """Bytes of the distinct tensors autograd saves in one forward of ``model``."""
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        outputs = model(x)
+    del outputs
+    return sum(storages.values())
+
+
+def train_step(model, x):
+    outputs = model(x)
+    sum(out.float().sum() for out in outputs).backward()
+
+
+def cuda_peak(model, x, device):
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    train_step(model, x)
+    model.zero_grad(set_to_none=True)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--size', type=int, nargs=2, default=[512, 640])
+    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--pairs', nargs='+', default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument('--device',
+                        default='cuda' if torch.cuda.is_available() else 'cpu')
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f'1x3x{args.size[0]}x{args.size[1]}, backbone training step (forward + '
+          f'backward), best of {args.repeat}; torch {torch.__version__}, '
+          f'{torch.get_num_threads()} threads, {device.type}: {device_name(device)}')
+    x = torch.randn(1, 3, *args.size, device=device)
+    for pair in args.pairs:
+        names = PAIRS[pair][0::2]
+        torch.manual_seed(0)
+        models = [build().to(device) for build in PAIRS[pair][1::2]]
+        for model in models:  # mmdet's train() returns None: not chained
+            model.train()
+
+        def reset():
+            for model in models:
+                model.zero_grad(set_to_none=True)
+
+        step = best_times([lambda m=m: train_step(m, x) for m in models], args.repeat,
+                          device, reset=reset, warmup=1)
+        memory = [saved_bytes(m, x) for m in models]
+        for model in models:
+            model.eval()
+        with torch.no_grad():
+            forward = best_times([lambda m=m: m(x) for m in models], args.repeat, device,
+                                 warmup=1)
+        line = (f'  {names[0]} / {names[1]}: step {step[0]:.3f} s / {step[1]:.3f} s = '
+                f'{step[0] / step[1]:.2f}; saved for backward {memory[0] / 2**20:.0f} / '
+                f'{memory[1] / 2**20:.0f} MiB = {memory[0] / memory[1]:.2f}; forward '
+                f'{forward[0] / forward[1]:.2f}')
+        if device.type == 'cuda':
+            for model in models:
+                model.train()
+            peak = [cuda_peak(m, x, device) for m in models]
+            line += f'; CUDA peak {peak[0] / peak[1]:.2f}'
+        print(line, flush=True)
+
+
+if __name__ == '__main__':
+    main()
