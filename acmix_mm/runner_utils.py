@@ -29,7 +29,8 @@ def _check_cfg_options(cfg, options):
     import inspect
 
     from mmengine.runner import Runner
-    runner_keys = set(inspect.signature(Runner.__init__).parameters)
+    # ``compile`` is read from the config by the runner, not passed to it.
+    runner_keys = set(inspect.signature(Runner.__init__).parameters) | {'compile'}
     tree = cfg.to_dict()
     for dotted in options or {}:
         parts = dotted.split('.')

@@ -1,7 +1,8 @@
 """Measure the inference speed (images/s) of a config's whole model, as Table 5 of ACmix.
 
     python tools/benchmark.py CONFIG [--shape H W] [--batch N] [--iters N] [--warmup N]
-        [--vs OTHER_CONFIG] [--deploy] [--cfg-options k=v ...]
+        [--vs OTHER_CONFIG | --backend {onnxruntime,compile}] [--deploy]
+        [--cfg-options k=v ...]
 
 Builds the whole model as tools/get_flops.py does (every head; two-stage detectors run
 their RoI heads on the RPN proposals; cascade mask heads on the first 100 RoIs), puts
@@ -15,6 +16,11 @@ warm up they run alternately (A, B, A, B, ...) so that both see the same machine
 and the ratio of their images/s is printed. ``--cfg-options`` apply to both configs.
 Images/s is ``batch * iters`` over the total time of the timed iterations; the median
 time of one iteration is printed too. Warm-up iterations are not timed.
+
+With ``--backend onnxruntime`` the config's network (up to its raw head outputs, as
+tools/export_onnx.py exports it; single-stage detectors and segmentors) runs through
+ONNX Runtime beside PyTorch eager, measured alternately in the same run; with
+``--backend compile`` through ``torch.compile`` (its compilation falls in the warm-up).
 """
 import argparse
 import os.path as osp
@@ -25,14 +31,21 @@ import torch
 from mmengine.config import DictAction
 from mmengine.utils import ProgressBar
 
-from acmix_mm.analysis import TensorForward, data_samples_for, limit_mask_rois, timed
+from acmix_mm.analysis import (
+    TensorForward,
+    data_samples_for,
+    device_name,
+    limit_mask_rois,
+    timed,
+)
+from acmix_mm.deploy import RawOutputs, check_exportable, export_friendly_upsampling
 from acmix_mm.layers import fuse_acmix
 from acmix_mm.runner_utils import init_scope, load_config, run_with_clear_errors
 
 DEFAULT_SHAPE = (576, 576)
 
 
-def build_runner(cfg, shape, batch, device, deploy=False):
+def build_runner(cfg, shape, batch, device, deploy=False, backend='eager'):
     """A callable running one inference step of the model of ``cfg``.
 
     Args:
@@ -41,6 +54,8 @@ def build_runner(cfg, shape, batch, device, deploy=False):
         batch (int): Images per step.
         device (torch.device): Where the model and the inputs live.
         deploy (bool): Fuse ACmix convolution paths where cheaper. Default: False.
+        backend (str): 'eager', 'compile' (torch.compile) or 'onnxruntime' (the raw
+            network exported to ONNX, on the CPU). Default: 'eager'.
 
     Returns:
         Callable[[], Any]: Runs the model's tensor-mode forward on a fixed batch.
@@ -48,6 +63,8 @@ def build_runner(cfg, shape, batch, device, deploy=False):
     init_scope(cfg)
     from mmengine.registry import MODELS
     height, width = shape
+    if backend == 'onnxruntime':
+        check_exportable(cfg.model)
     model = MODELS.build(cfg.model).eval()
     # Same RoI budget for mask heads as the FLOPs count, close to real inference.
     limit_mask_rois(model)
@@ -59,7 +76,26 @@ def build_runner(cfg, shape, batch, device, deploy=False):
     # Random rather than zero pixels: no input-specific fast paths.
     inputs = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
     inputs = inputs.to(device)
+    if backend == 'compile':
+        compiled = torch.compile(wrapped)
+        return lambda: compiled(inputs)
+    if backend == 'onnxruntime':
+        return onnxruntime_runner(model, inputs)
     return lambda: wrapped(inputs)
+
+
+def onnxruntime_runner(model, inputs):
+    """Export the model's raw network at the inputs' size; run it in ONNX Runtime."""
+    import tempfile
+
+    import onnxruntime as ort
+    path = osp.join(tempfile.mkdtemp(prefix='acmix_mm_benchmark_'), 'model.onnx')
+    raw = RawOutputs(model).cpu().eval()
+    with torch.no_grad(), export_friendly_upsampling():
+        torch.onnx.export(raw, (inputs.cpu(), ), dynamo=True, verbose=False).save(path)
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    feed = {session.get_inputs()[0].name: inputs.cpu().numpy()}
+    return lambda: session.run(None, feed)
 
 
 def benchmark(runners, iters, warmup, device):
@@ -109,6 +145,9 @@ def main(argv=None):
                         help='a baseline config measured in the same run')
     parser.add_argument('--deploy', action='store_true',
                         help='fuse ACmix convolution paths where cheaper (inference form)')
+    parser.add_argument('--backend', choices=['onnxruntime', 'compile'],
+                        help='measure the config through this backend beside PyTorch '
+                        'eager')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         metavar='KEY=VALUE', help='override settings of both configs')
     args = parser.parse_args(argv)
@@ -119,6 +158,8 @@ def main(argv=None):
         parser.error('--warmup must not be negative')
     if min(args.shape) < 1:
         parser.error('--shape must be positive')
+    if args.vs and args.backend:
+        parser.error('--backend compares the config with its own eager run; drop --vs')
 
     paths = [args.config] + ([args.vs] if args.vs else [])
     return run_with_clear_errors(lambda: run_benchmark(args, paths))
@@ -128,24 +169,34 @@ def run_benchmark(args, paths):
     """Time the configs of ``paths`` side by side and print images/s and the ratio."""
     cfgs = [load_config(path, args.cfg_options) for path in paths]
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    where = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
+    if args.backend == 'onnxruntime':
+        device = torch.device('cpu')  # ONNX Runtime's CPU provider, beside eager on CPU
+    where = device_name(device)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}',
           flush=True)
-    runners = [build_runner(cfg, args.shape, args.batch, device, args.deploy)
-               for cfg in cfgs]
+    if args.backend:
+        names = [f'{config_name(paths[0])} ({args.backend})',
+                 f'{config_name(paths[0])} (eager)']
+        runners = [build_runner(cfgs[0], args.shape, args.batch, device, args.deploy,
+                                backend) for backend in (args.backend, 'eager')]
+    else:
+        names = [config_name(path) for path in paths]
+        runners = [build_runner(cfg, args.shape, args.batch, device, args.deploy)
+                   for cfg in cfgs]
     times = benchmark(runners, args.iters, args.warmup, device)
 
     height, width = args.shape
     rates = []
-    for path, record in zip(paths, times):
+    for name, record in zip(names, times):
         rate = args.batch * args.iters / sum(record)
         rates.append(rate)
-        print(f'{config_name(path)}: {rate:.2f} img/s (median '
+        print(f'{name}: {rate:.2f} img/s (median '
               f'{statistics.median(record):.3f} s/iter, batch {args.batch}, '
               f'{height}x{width}, {args.iters} iters after {args.warmup} warm-up)')
-    if args.vs:
-        print(f'ratio {config_name(paths[0])} / {config_name(paths[1])}: '
-              f'{rates[0] / rates[1]:.2f}x images/s')
+    if len(names) == 2:
+        print(f'ratio {names[0]} / {names[1]}: {rates[0] / rates[1]:.2f}x images/s')
+
+
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -7,7 +7,9 @@
 The graph takes the normalised image batch (what the config's data preprocessor makes
 of an image: mean and std applied, RGB) and returns the raw head outputs in the order
 of the model's tensor-mode forward (RetinaNet: the class scores of every level, then
-the box deltas; segmentors: the logits). Exported with ``torch.onnx.export`` (the
+the box deltas; segmentors: the logits), and records which config and architecture it
+came from, so that ``tools/test.py CONFIG FILE.onnx`` can evaluate it through ONNX
+Runtime (and refuses a file of another model). Exported with ``torch.onnx.export`` (the
 dynamo exporter), checked with ``onnx.checker``, then run through ONNX Runtime on a
 real image (``--image``, default the first image of the config's test set, else a
 drawn one), and compared with PyTorch: the tool prints the largest difference relative
@@ -25,6 +27,13 @@ import torch
 from mmengine.config import DictAction
 
 from acmix_mm.checkpoint import check_model_checkpoint, extract_state_dict, load_checkpoint_file
+from acmix_mm.deploy import (
+    RawOutputs,
+    check_exportable,
+    export_friendly_upsampling,
+    export_metadata,
+    model_signature,
+)
 from acmix_mm.runner_utils import UserError, init_scope, load_config, run_with_clear_errors
 
 TOLERANCE = 1e-4
@@ -49,29 +58,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-class RawOutputs(torch.nn.Module):
-    """The model's tensor-mode forward with its nested outputs as one flat tuple."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs):
-        return tuple(flatten(self.model._forward(inputs)))
-
-
-def flatten(outputs):
-    if isinstance(outputs, torch.Tensor):
-        return [outputs]
-    return [t for item in outputs for t in flatten(item)]
-
-
 def build_model(cfg, checkpoint_path, deploy):
     from mmengine.registry import MODELS, DefaultScope
-    if cfg.model.get('type') in ('MaskRCNN', 'CascadeRCNN', 'FasterRCNN', 'TwoStageDetector'):
-        raise UserError(f'{cfg.model.type} is not supported by the ONNX export yet (its RoI '
-                        'heads need the proposals NMS makes); single-stage detectors '
-                        '(RetinaNet) and segmentors are.')
+    check_exportable(cfg.model)
     if cfg.model.get('backbone', {}).get('init_cfg'):
         cfg.model.backbone.init_cfg = None  # the checkpoint below holds every weight
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
@@ -80,6 +69,7 @@ def build_model(cfg, checkpoint_path, deploy):
     check_model_checkpoint(model, checkpoint, checkpoint_path)
     model.load_state_dict(extract_state_dict(checkpoint, prefix=None))
     model.eval()
+    model.signature = model_signature(model)  # before fusing: the config's architecture
     if deploy:
         from acmix_mm.layers import fuse_acmix
         print(f'fused the convolution path of {fuse_acmix(model)} ACmix layers')
@@ -115,16 +105,19 @@ def image_batch(model, cfg, image_path, shape):
         return model.data_preprocessor(dict(inputs=[tensor]), False)['inputs'], source
 
 
-def export(raw, inputs, out, dynamic):
+def export(raw, inputs, out, dynamic, metadata):
     dynamic_shapes = None
     if dynamic:
         from torch.export import Dim
         dynamic_shapes = ({2: Dim('height', min=64, max=4096),
                            3: Dim('width', min=64, max=4096)}, )
     outputs = raw(inputs)
-    torch.onnx.export(raw, (inputs, ), out, dynamo=True, dynamic_shapes=dynamic_shapes,
-                      input_names=['input'],
-                      output_names=[f'output{i}' for i in range(len(outputs))])
+    with export_friendly_upsampling():
+        program = torch.onnx.export(
+            raw.eval(), (inputs, ), dynamo=True, dynamic_shapes=dynamic_shapes,
+            input_names=['input'], output_names=[f'output{i}' for i in range(len(outputs))])
+    program.model.metadata_props.update(metadata)
+    program.save(out)
 
 
 def largest_difference(session, raw, inputs):
@@ -157,7 +150,8 @@ def main(argv=None):
         model = build_model(cfg, args.checkpoint, args.deploy)
         raw = RawOutputs(model)
         inputs, source = image_batch(model, cfg, args.image, shape)
-        export(raw, inputs, args.out, args.dynamic)
+        export(raw, inputs, args.out, args.dynamic, export_metadata(model.signature,
+                                                                    args.config))
         onnx.checker.check_model(args.out)
         session = ort.InferenceSession(args.out, providers=['CPUExecutionProvider'])
         checks = [(inputs, source)]

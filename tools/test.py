@@ -1,8 +1,10 @@
 """Evaluate a checkpoint: COCO mAP (mmdet configs), mIoU (mmseg configs) or top-1 /
-top-5 accuracy (mmpretrain configs).
+top-5 accuracy (mmpretrain configs). CHECKPOINT may also be an ONNX file written by
+tools/export_onnx.py from this config: its network then runs in ONNX Runtime, with the
+config's data pipeline, post-processing and evaluator.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
-                         [--show-dir DIR] [--show] [--tta] [--deploy]
+                         [--show-dir DIR] [--show] [--tta] [--deploy] [--compile]
                          [--cfg-options k=v ...]
 """
 import argparse
@@ -13,6 +15,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from acmix_mm.checkpoint import check_model_checkpoint, load_checkpoint_file
+from acmix_mm.deploy import OnnxRuntimeModel, open_session
 from acmix_mm.runner_utils import (
     SCOPES,
     UserError,
@@ -28,7 +31,7 @@ from acmix_mm.runner_utils import (
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, or an ONNX file (.onnx)')
     parser.add_argument(
         '--out',
         help='mmdet, mmpretrain: dump predictions to this pickle file (.pkl); mmseg: '
@@ -42,6 +45,10 @@ def parse_args(argv=None):
         '--deploy',
         action='store_true',
         help='fuse each ACmix convolution path into one grouped conv where cheaper')
+    parser.add_argument(
+        '--compile', action='store_true',
+        help='run the backbone through torch.compile (options: --cfg-options '
+        'compile.backend=...; weights and checkpoint keys stay as they are)')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -66,9 +73,36 @@ def enable_visualization(cfg, args):
             cfg.visualizer['save_dir'] = args.show_dir
 
 
+def compile_backbone(model, options):
+    """torch.compile the backbone's forward in place (mmengine compiles only training
+    steps), with the config's ``compile`` options (True or a dict of torch.compile's
+    arguments, as mmengine takes them); the module and its state-dict keys stay, so
+    checkpoints load as before."""
+    import torch
+    options = dict(options) if isinstance(options, dict) else {}
+    model = getattr(model, 'module', model)  # a test-time-augmentation wrapper
+    backbone = getattr(model, 'backbone', None)
+    if backbone is None:
+        raise UserError(f'--compile: {type(model).__name__} has no backbone to compile.')
+    backbone.forward = torch.compile(backbone.forward, **options)
+    print(f'compiled the backbone forward (torch.compile, backend '
+          f'{options.get("backend", "inductor")})', flush=True)
+
+
+def is_onnx(path):
+    return path.endswith('.onnx')
+
+
 def build_cfg(args):
     cfg = config_from_args(args)
-    cfg.load_from = args.checkpoint
+    cfg.load_from = None if is_onnx(args.checkpoint) else args.checkpoint
+    if is_onnx(args.checkpoint):
+        used = [flag for flag, on in (('--tta', args.tta), ('--deploy', args.deploy),
+                                      ('--compile', args.compile),
+                                      ('--launcher', args.launcher != 'none')) if on]
+        if used:
+            raise UserError(f'{", ".join(used)} cannot be used with an ONNX file (export '
+                            'with --deploy instead; evaluate in one process).')
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.tta:
@@ -77,6 +111,8 @@ def build_cfg(args):
         cfg.model = dict(type=cfg.tta_model.type, module=cfg.model,
                          **{k: v for k, v in cfg.tta_model.items() if k != 'type'})
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    if args.compile and not cfg.get('compile'):
+        cfg.compile = True
     if args.deploy:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [dict(type='FuseACmixHook')]
     if args.out and cfg.default_scope == 'mmseg':
@@ -92,13 +128,22 @@ def main(argv=None):
         cfg = build_cfg(args)
         init_scope(cfg)
         check_data(cfg, ['test_dataloader'])
-        checkpoint = load_checkpoint_file(args.checkpoint)  # fail early on a bad file
-        runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
-                  RUNNERS.build(cfg))
-        # The model inside a distributed wrapper or a test-time-augmentation model.
-        check_model_checkpoint(getattr(runner.model, 'module', runner.model), checkpoint,
-                               args.checkpoint)
-        del checkpoint
+        if is_onnx(args.checkpoint):
+            if not osp.isfile(args.checkpoint):
+                raise UserError(f'ONNX file not found: {args.checkpoint}')
+            runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+            session = open_session(args.checkpoint, runner.model, args.config)
+            runner.model = OnnxRuntimeModel(runner.model, session)
+        else:
+            checkpoint = load_checkpoint_file(args.checkpoint)  # fail early on a bad file
+            runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
+                      RUNNERS.build(cfg))
+            # The model inside a distributed wrapper or a test-time-augmentation model.
+            check_model_checkpoint(getattr(runner.model, 'module', runner.model),
+                                   checkpoint, args.checkpoint)
+            del checkpoint
+            if cfg.get('compile'):
+                compile_backbone(getattr(runner.model, 'module', runner.model), cfg.compile)
         if args.out and cfg.default_scope in ('mmdet', 'mmpretrain'):
             if not args.out.endswith(('.pkl', '.pickle')):
                 raise UserError(f'--out for {SCOPES[cfg.default_scope]} must be a .pkl '

@@ -1,7 +1,7 @@
 """Train a detector (mmdet), segmentor (mmseg) or ImageNet classifier (mmpretrain) from
 a config.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--compile]
                           [--auto-scale-lr] [--cfg-options k=v ...] [--launcher pytorch]
 
 The config's ``default_scope`` ('mmdet', 'mmseg' or 'mmpretrain') picks the library;
@@ -29,6 +29,9 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
         '--amp', action='store_true', help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--compile', action='store_true',
+        help="compile the training step with torch.compile (mmengine's compile)")
     parser.add_argument(
         '--auto-scale-lr', action='store_true', help='enable automatically scaling LR')
     parser.add_argument(
@@ -58,6 +61,8 @@ def build_cfg(args):
             cfg.optim_wrapper.pop('loss_scale', None)
     if args.sync_bn:
         cfg.sync_bn = args.sync_bn
+    if args.compile and not cfg.get('compile'):  # keep options the config gives
+        cfg.compile = True
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise UserError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
