@@ -198,9 +198,9 @@ class ShiftConvPath(nn.Module):
 
         Args:
             qkv (Tensor): Stage I output, shape (B, H*W, num_pieces * head_dims),
-                piece-major
-                (q heads, k heads, v heads) or, with ``channel_major``, permuted by
-                :meth:`channel_major_order`.
+                piece-major (q heads, k heads, v heads) or, with ``channel_major``,
+                permuted by :func:`channel_major_order`. The fused form reads the
+                latter; given the former, it lays it out itself (a copy).
             hw_shape (tuple[int]): (H, W).
             channel_major (bool): Layout of ``qkv``. Default: False.
 
