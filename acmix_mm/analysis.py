@@ -107,6 +107,25 @@ def limit_mask_rois(model):
     roi_head._mask_forward = first_rois_only
 
 
+def saved_bytes(fn):
+    """Bytes autograd keeps for the backward pass of ``fn()``, each storage counted once
+    (the same on every machine), and what ``fn()`` returned.
+
+    Returns:
+        tuple[int, Any]: (bytes, output).
+    """
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(storages.values()), out
+
+
 def device_name(device):
     """The GPU's or the CPU's model name, to print beside every timing (ratios move
     with the machine)."""

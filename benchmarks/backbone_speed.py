@@ -53,7 +53,9 @@ def main():
     for pair in args.pairs:
         names = list(PAIRS[pair][0::2])
         torch.manual_seed(0)
-        models = [build().to(device).eval() for build in PAIRS[pair][1::2]]
+        models = [build().to(device) for build in PAIRS[pair][1::2]]
+        for model in models:  # mmdet's train() (and so eval()) returns None
+            model.eval()
         if args.deploy:
             for i, model in enumerate(models):
                 if fuse_acmix(model):

@@ -17,7 +17,7 @@ import torch
 from mmdet.models.backbones import PyramidVisionTransformer, ResNet, SwinTransformer
 
 import acmix_mm  # noqa: F401
-from acmix_mm.analysis import best_times, device_name
+from acmix_mm.analysis import best_times, device_name, saved_bytes
 from acmix_mm.backbones import SAN, PVTACmix, ResNetACmix, SANACmix, SwinACmix
 
 PAIRS = {
@@ -31,21 +31,6 @@ PAIRS = {
     'san': ('SAN-ACmix-19', lambda: SANACmix(19), 'SAN-19', lambda: SAN(19)),
     'san-vs-resnet': ('SAN-19', lambda: SAN(19), 'ResNet-50', lambda: ResNet(50)),
 }
-
-
-def saved_bytes(model, x):
-    """Bytes of the distinct tensors autograd saves in one forward of ``model``."""
-    storages = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        outputs = model(x)
-    del outputs
-    return sum(storages.values())
 
 
 def train_step(model, x):
@@ -88,7 +73,7 @@ def main():
 
         step = best_times([lambda m=m: train_step(m, x) for m in models], args.repeat,
                           device, reset=reset, warmup=1)
-        memory = [saved_bytes(m, x) for m in models]
+        memory = [saved_bytes(lambda m=m: m(x))[0] for m in models]
         for model in models:
             model.eval()
         with torch.no_grad():

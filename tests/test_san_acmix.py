@@ -17,6 +17,7 @@ from mmdet.registry import MODELS as DET_MODELS
 from mmseg.registry import MODELS as SEG_MODELS
 
 import acmix_mm  # noqa: F401
+from acmix_mm.analysis import saved_bytes
 from acmix_mm.backbones import SAN, SANACmix, san_official_to_acmix
 from acmix_mm.checkpoint import CheckpointError, save_atomic
 from acmix_mm.errors import ConfigError
@@ -172,21 +173,6 @@ def test_layer_equals_the_unfold_formulation(acmix, mode, kernel_size, size, mon
     if acmix:
         torch.testing.assert_close(ours.conv_path.fc.weight.grad, reference.fc.weight.grad)
         torch.testing.assert_close(ours.beta.grad, reference.rate2.grad)
-
-
-def saved_bytes(fn):
-    """Bytes autograd keeps for the backward pass of ``fn()`` (each storage once: the
-    bands of one layer all keep the same input tensors)."""
-    storages = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return sum(storages.values()), out
 
 
 def test_layer_keeps_no_unfolded_patches_for_backward():
