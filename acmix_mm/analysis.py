@@ -40,7 +40,7 @@ def complexity(model, inputs):
     hooks = [m.register_forward_hook(report) for m in model.modules()
              if hasattr(m, 'attention_flops')]
     # The convolution path is counted in the paper's form (fc, then the shift group
-    # conv), also where it runs as their product (fewer multiply-adds, heads < 4).
+    # conv), also where it runs as their product (no more multiply-adds, heads <= 4).
     paper_form = [m for m in model.modules() if getattr(m, 'runs_fused', False)]
     for m in paper_form:
         m.runs_fused = False

@@ -137,3 +137,77 @@ def test_spatial_reduction_path_matches_written_out_attention():
     expected = path.proj(out)
     qkv = op.project(x, channel_major=path.channel_major)
     torch.testing.assert_close(path(x, qkv, hw_shape, op.qkv), expected)
+
+
+@pytest.mark.parametrize('attn_path,num_heads', [
+    (dict(type='SpatialReductionAttentionPath', sr_ratio=2), 2),
+    (dict(type='ShiftedWindowAttentionPath', window_size=3), 2),
+    (dict(type='SlidingWindowAttentionPath', kernel_size=3, block_size=2), 4),
+    (dict(type='SlidingWindowAttentionPath', kernel_size=3, block_size=2), 8),
+])
+def test_rates_folded_into_the_paths_train_as_eq_13(attn_path, num_heads):
+    """alpha and beta are folded into each path's last weights; the output and every
+    gradient (alpha, beta, the input, the weights) equal Eq. 13 written out, with the
+    convolution path fused (heads <= 4) and not (8 heads)."""
+    torch.manual_seed(0)
+    op = TokenACmix(16, num_heads, attn_path=attn_path, rate_init=(0.7, -1.3)).double()
+    op.init_weights()
+    x = torch.randn(2, 36, 16, dtype=torch.float64, requires_grad=True)
+    hw_shape, kwargs = (6, 6), {}
+    if attn_path['type'] == 'ShiftedWindowAttentionPath':
+        kwargs = dict(shift_size=1)
+    grad_out = torch.randn(2, 36, 16, dtype=torch.float64)
+
+    def gradients(out):
+        op.zero_grad(set_to_none=True)
+        x.grad = None
+        (out * grad_out).sum().backward()
+        return [x.grad] + [p.grad for p in op.parameters()]
+
+    folded = op(x, hw_shape, **kwargs)
+    folded_grads = gradients(folded)
+    channel_major = op.attn_path.channel_major or op.conv_path.reads_channel_major
+    qkv = op.project(x, channel_major)
+    f_att = op.attn_path(x, qkv, hw_shape, op.qkv, **kwargs)
+    f_conv = op.conv_path(qkv, hw_shape, channel_major)
+    written_out = op.alpha * f_att + op.beta * f_conv
+    torch.testing.assert_close(folded, written_out)
+    for got, expected in zip(folded_grads, gradients(written_out)):
+        torch.testing.assert_close(got, expected)
+    assert op.conv_path.runs_fused == (num_heads <= 4)
+
+
+@pytest.mark.parametrize('batch,shift_size', [(1, 0), (2, 0), (2, 2)])
+def test_window_attention_keeps_the_projection_and_equals_sdpa(batch, shift_size):
+    """Training-time window attention (no windowed copy kept for backward) equals
+    torch's attention on the windows, with the gradients of the projection and of the
+    relative position bias table."""
+    from acmix_mm.layers import ShiftedWindowAttentionPath
+    torch.manual_seed(0)
+    path = ShiftedWindowAttentionPath(16, 2, window_size=4).double()
+    with torch.no_grad():
+        path.relative_position_bias_table.normal_()
+    qkv = torch.randn(batch, 8 * 12, 48, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(batch, 8 * 12, 16, dtype=torch.float64)
+    results = []
+    for reference in (False, True):
+        path.zero_grad(set_to_none=True)
+        qkv.grad = None
+        path.attn_drop = 1e-300 if reference else 0.  # dropout takes torch's attention
+        out = path(None, qkv, (8, 12), None, shift_size=shift_size)
+        (out * grad_out).sum().backward()
+        results.append((out, qkv.grad, path.relative_position_bias_table.grad))
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected)
+    # What the training form keeps for backward: the projection (shared with the
+    # convolution path), the attention weights, the output projection's input and
+    # the parameters; not a windowed copy of the projection.
+    from acmix_mm.analysis import saved_bytes
+    path.attn_drop = 0.
+    kept, _ = saved_bytes(lambda: path(None, qkv, (8, 12), None, shift_size=shift_size))
+    itemsize = qkv.element_size()
+    weights = batch * 6 * 2 * 16 * 16 * itemsize  # (B * windows, heads, N, N)
+    small = sum(t.numel() * t.element_size() for t in (*path.parameters(),
+                                                      *path.buffers()))
+    expected = qkv.numel() * itemsize + weights + qkv.numel() // 3 * itemsize + small
+    assert kept <= expected < kept + qkv.numel() * itemsize // 3

@@ -8,7 +8,7 @@ Stage I projects the input tokens once with a shared 1x1 projection into q, k an
 * a convolution path (:class:`ShiftConvPath`): a light fully connected layer mixes the
   3 x num_heads pieces into k*k maps, then one group convolution, initialised with exact
   shift kernels and learnable afterwards, shifts and sums them (Fig. 3c). Where that is
-  cheaper (fewer than 4 heads), the two linear steps run as their product, one grouped
+  cheaper (at most 4 heads), the two linear steps run as their product, one grouped
   convolution whose weights are computed from both on every call, in training too.
 
 The two outputs are mixed as ``alpha * F_att + beta * F_conv`` (Eq. 13).
@@ -177,23 +177,24 @@ class ShiftConvPath(nn.Module):
                                    None if bias is None else (scale * bias).to(dep))
 
     def fused_is_cheaper(self):
-        """Whether the fused conv needs fewer multiply-adds per pixel (at k=3, with
-        P pieces of d channels: 9*P*C against 9*P*d for fc plus 81*C for the group
-        conv; for q, k, v alike that is heads < 4). Its backward is cheaper then too:
-        one grouped conv instead of a linear layer and a grouped conv of 3x as many
-        input channels."""
+        """Whether the fused conv needs at most the multiply-adds per pixel of the two
+        steps (at k=3, with P pieces of d channels: 9*P*C against 9*P*d for fc plus
+        81*C for the group conv; for q, k, v alike that is heads <= 4). Its backward is
+        cheaper then too: one grouped conv instead of a linear layer and a grouped conv,
+        and no k*k intermediate maps kept for it (at 4 heads, where the multiply-adds
+        are equal, that alone decides)."""
         num_shifts = self.kernel_size**2
         fused = self.embed_dims * self.num_pieces * num_shifts
         unfused = (self.num_pieces * self.head_dims * num_shifts +
                    self.embed_dims * num_shifts**2)
-        return fused < unfused
+        return fused <= unfused
 
     @property
     def reads_channel_major(self):
         """Whether :meth:`forward` needs the channel-major layout (the fused form)."""
         return self.runs_fused or self.fused is not None
 
-    def forward(self, qkv, hw_shape, channel_major=False):
+    def forward(self, qkv, hw_shape, channel_major=False, scale=None):
         """Apply the path to token-layout projections.
 
         Args:
@@ -203,9 +204,13 @@ class ShiftConvPath(nn.Module):
                 latter; given the former, it lays it out itself (a copy).
             hw_shape (tuple[int]): (H, W).
             channel_major (bool): Layout of ``qkv``. Default: False.
+            scale (Tensor, optional): beta, folded into the last convolution's
+                weights (an inference-fused path already holds it: not applied
+                again). Default: None.
 
         Returns:
-            Tensor: F_conv, shape (B, H'*W', embed_dims), H' = ceil(H / stride).
+            Tensor: ``beta * F_conv``, shape (B, H'*W', embed_dims),
+            H' = ceil(H / stride).
         """
         batch, num_tokens, _ = qkv.shape
         height, width = hw_shape
@@ -218,6 +223,9 @@ class ShiftConvPath(nn.Module):
                 weight, bias_kernel = self.fused.conv.weight, self.fused.bias_kernel
             else:
                 weight, bias_kernel = self.fused_weights()
+                if scale is not None:
+                    weight = weight * scale
+                    bias_kernel = None if bias_kernel is None else bias_kernel * scale
             # Channels-last maps: each group's pieces are adjacent, no copy.
             maps = qkv.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
             dtype = torch.get_autocast_dtype(maps.device.type) if \
@@ -239,7 +247,9 @@ class ShiftConvPath(nn.Module):
         # (B, N, d, k*k) is already channels-last for the groups (d, k*k) of dep_conv,
         # so this permute is a view, not a copy.
         maps = maps.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
-        out = self.dep_conv(maps)
+        weight = self.dep_conv.weight if scale is None else self.dep_conv.weight * scale
+        out = F.conv2d(maps, weight, None, self.dep_conv.stride, self.dep_conv.padding,
+                       groups=self.head_dims)
         return out.flatten(2).transpose(1, 2)
 
 
@@ -361,11 +371,13 @@ class TokenACmix(BaseModule):
             path_qkv = qkv.view(*qkv.shape[:2], self.conv_path.head_dims,
                                 self.conv_path.num_pieces).transpose(2, 3).reshape(
                                     qkv.shape)
-        f_att = self.attn_path(x, path_qkv, hw_shape, self.qkv, **path_kwargs)
-        f_conv = self.conv_path(qkv, hw_shape, path_channel_major or conv_channel_major)
-        if self.conv_path.fused is not None:  # beta is inside the fused weights
-            return self.alpha * f_att + f_conv
-        return self.alpha * f_att + self.beta * f_conv
+        # alpha and beta are folded into each path's last weights (Eq. 13 without two
+        # products of the whole map, which the backward pass would keep).
+        f_att = self.attn_path(x, path_qkv, hw_shape, self.qkv, out_scale=self.alpha,
+                               **path_kwargs)
+        f_conv = self.conv_path(qkv, hw_shape, path_channel_major or conv_channel_major,
+                                scale=self.beta)
+        return f_att + f_conv
 
     def project(self, x, channel_major=False):
         """Stage I: the shared projection of tokens ``x``, in the projection's own row
@@ -447,7 +459,7 @@ def fuse_acmix(model, only_cheaper=True):
     Args:
         model (nn.Module): Any model holding ACmix layers.
         only_cheaper (bool): Fuse a layer only where the fused conv needs fewer
-            multiply-adds (heads < 4); False fuses all. Default: True.
+            multiply-adds (heads <= 4); False fuses all. Default: True.
 
     Returns:
         int: The number of layers fused.

@@ -1,9 +1,12 @@
 """Attention modes for the ACmix operator.
 
-Each path takes ``(x, qkv, hw_shape, projection)``: the block input tokens, the shared
-Stage I projection of them, the token grid and the projection layer itself (so that a
-mode that attends to other tokens than the queries can project those with the very same
-weights), and returns F_att in the token layout (B, H*W, C).
+Each path takes ``(x, qkv, hw_shape, projection, out_scale)``: the block input tokens,
+the shared Stage I projection of them, the token grid, the projection layer itself (so
+that a mode that attends to other tokens than the queries can project those with the
+very same weights) and ACmix's alpha, and returns ``alpha * F_att`` in the token layout
+(B, H*W, C). Paths that end in an output projection fold alpha into its weights
+(:func:`scaled_linear`), so that no product of the whole map is computed or kept for
+the backward pass.
 
 Each path declares the layout of ``qkv`` it reads in ``channel_major``: False for the
 projection's own order (q heads, k heads, v heads), True for the channel-major order
@@ -20,6 +23,25 @@ from ..errors import ConfigError
 from ..registry import ATTENTION_PATHS
 from .patchwise import patch_aggregate, patch_hidden
 from .sliding_window import local_attention
+from .window_attention import partition_windows, window_attention
+
+
+def scaled_linear(x, linear, scale=None):
+    """``scale * linear(x)`` with ``scale`` folded into the weights and bias.
+
+    The same output as multiplying afterwards, but the product of the whole output is
+    neither computed nor kept for the backward pass: the gradient of ``scale`` comes
+    from the weight gradient that the layer computes anyway.
+    """
+    if scale is None:
+        return linear(x)
+    bias = None if linear.bias is None else linear.bias * scale
+    return F.linear(x, linear.weight * scale, bias)
+
+
+def scale_output(out, scale=None):
+    """``scale * out`` for paths without an output projection to fold it into."""
+    return out if scale is None else out * scale
 
 
 @ATTENTION_PATHS.register_module()
@@ -70,7 +92,7 @@ class SpatialReductionAttentionPath(BaseModule):
         batch, length, _ = x.shape
         return x.view(batch, length, self.num_heads, -1).transpose(1, 2)
 
-    def forward(self, x, qkv, hw_shape, projection):
+    def forward(self, x, qkv, hw_shape, projection, out_scale=None):
         dims, heads = self.embed_dims, self.num_heads
         batch, length, _ = qkv.shape
         # Channel-major (B, N, d, 3 * heads) -> (B, N, 3 * heads, d): q, k, v heads.
@@ -89,7 +111,7 @@ class SpatialReductionAttentionPath(BaseModule):
         out = F.scaled_dot_product_attention(
             query, key, value, dropout_p=self.attn_drop if self.training else 0.)
         out = out.transpose(1, 2).flatten(2)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(scaled_linear(out, self.proj, out_scale))
 
 
 @ATTENTION_PATHS.register_module()
@@ -131,8 +153,10 @@ class SlidingWindowAttentionPath(BaseModule):
         # Shared by the heads, as the official conv_p (a 1x1 conv from 2 channels).
         self.position_proj = nn.Linear(2, self.head_dims, bias=False)
 
-    # q, k and v heads are unbound as views of the projection's own order.
-    channel_major = False
+    # q, k and v heads are strided views of the channel-major projection, which the
+    # (fused) convolution path reads too: the attention gathers from the views, so
+    # neither path copies the projection.
+    channel_major = True
 
     def position_encoding(self, hw_shape, like):
         """pe(p) without bias for every pixel p: shape (H*W, head_dims)."""
@@ -148,14 +172,15 @@ class SlidingWindowAttentionPath(BaseModule):
         out_pixels = -(-hw_shape[0] // self.stride) * -(-hw_shape[1] // self.stride)
         return 2 * batch * out_pixels * self.kernel_size**2 * self.embed_dims
 
-    def forward(self, x, qkv, hw_shape, projection):
+    def forward(self, x, qkv, hw_shape, projection, out_scale=None):
         batch, num_tokens, _ = qkv.shape
-        query, key, value = qkv.view(batch, num_tokens, 3, self.num_heads,
-                                     self.head_dims).unbind(2)
+        # Channel-major (B, N, d, 3, heads) -> three (B, N, heads, d) views.
+        query, key, value = qkv.view(batch, num_tokens, self.head_dims, 3,
+                                     self.num_heads).permute(0, 1, 3, 4, 2).unbind(2)
         key = key - self.position_encoding(hw_shape, key)[:, None, :]
         out, _ = local_attention(query, key, value, hw_shape, self.kernel_size,
                                  self.stride, self.block_size)
-        return out.flatten(2)
+        return scale_output(out.flatten(2), out_scale)
 
 
 @ATTENTION_PATHS.register_module()
@@ -225,30 +250,34 @@ class ShiftedWindowAttentionPath(BaseModule):
         return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(
             mask, -100.0)
 
-    def forward(self, x, qkv, hw_shape, projection, shift_size=0):
+    def forward(self, x, qkv, hw_shape, projection, out_scale=None, shift_size=0):
         batch = qkv.shape[0]
         height, width = hw_shape
         window = self.window_size
         rows, cols = height // window, width // window
         head_dims = self.embed_dims // self.num_heads
-        # Channel-major (B, H*W, d, 3, heads) -> (3, B * windows, heads, N, d): 4-D
-        # inputs take the fused attention kernel (a 5-D batch falls back to the slow
-        # reference one).
-        windows = qkv.view(batch, rows, window, cols, window, head_dims, 3, self.num_heads)
-        windows = windows.permute(6, 0, 1, 3, 7, 2, 4, 5).reshape(
-            3, batch * rows * cols, self.num_heads, window * window, head_dims)
         bias = self.relative_position_bias_table[self.relative_position_index]
         bias = bias.permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
         if shift_size > 0:
             bias = bias + self._shift_mask(hw_shape, shift_size, qkv)[:, None]
-            bias = bias.repeat(batch, 1, 1, 1) if batch > 1 else bias
-        out = F.scaled_dot_product_attention(
-            *windows, attn_mask=bias.to(qkv.dtype),
-            dropout_p=self.attn_drop if self.training else 0.)
+        dropout = self.attn_drop if self.training else 0.
+        if qkv.requires_grad and torch.is_grad_enabled() and not dropout and (
+                not torch.is_autocast_enabled(qkv.device.type)):
+            # Training: keep the projection, not a windowed copy, for backward.
+            out = window_attention(qkv, bias.to(qkv.dtype), (rows, cols), window,
+                                   self.num_heads)
+        else:
+            # (3, B * windows, heads, N, d): 4-D inputs take the fused attention kernel
+            # (a 5-D batch falls back to the slow reference one).
+            windows = partition_windows(qkv, (rows, cols), window, self.num_heads)
+            if shift_size > 0 and batch > 1:
+                bias = bias.repeat(batch, 1, 1, 1)
+            out = F.scaled_dot_product_attention(
+                *windows, attn_mask=bias.to(qkv.dtype), dropout_p=dropout)
         # (B, windows, heads, N, d) -> (B, H*W, C)
         out = out.view(batch, rows, cols, self.num_heads, window, window, head_dims)
         out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, height * width, -1)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(scaled_linear(out, self.proj, out_scale))
 
 
 @ATTENTION_PATHS.register_module()
@@ -306,7 +335,7 @@ class PatchwiseAttentionPath(BaseModule):
     # convolution path (fused in SAN-ACmix, 4 heads of 6 pieces) a copy of its own.
     channel_major = True
 
-    def forward(self, x, qkv, hw_shape, projection):
+    def forward(self, x, qkv, hw_shape, projection, out_scale=None):
         batch, length, channels = qkv.shape
         piece_dims = self.embed_dims // self.num_heads
         # Channel-major (B, N, d, pieces) -> piece-major maps (B, pieces * d, H, W).
@@ -317,4 +346,4 @@ class PatchwiseAttentionPath(BaseModule):
         hidden = F.relu(self.norm_mid(hidden))
         out = patch_aggregate(value, hidden, self.fc2.weight, self.fc2.bias,
                               self.kernel_size)
-        return out.flatten(2).transpose(1, 2)
+        return scale_output(out.flatten(2).transpose(1, 2), out_scale)

@@ -178,8 +178,8 @@ def local_attention(query, key, value, hw_shape, kernel_size=7, stride=1, block=
     batch, _, heads, dims = query.shape
     layout = _block_layout(*hw_shape, kernel_size, stride, block, query.device)
     if query.device.type == 'cpu' and _FLASH_CPU is not None and dropout_p == 0.:
-        out = _ChunkedBlockAttention.apply(query.contiguous(), key.contiguous(),
-                                           value.contiguous(), layout['query_index'],
+        # Strided views are gathered as they are: no copies of the inputs are kept.
+        out = _ChunkedBlockAttention.apply(query, key, value, layout['query_index'],
                                            layout['key_index'],
                                            layout['mask'].to(query.dtype), chunk_blocks)
     else:
