@@ -1,8 +1,5 @@
-# Baseline: RetinaNet with mmdet's PVT-M, 1x schedule; the PVT-T recipe with the medium
-# backbone.
-_base_ = './retinanet_pvt_t_1x.py'
-model = dict(
-    backbone=dict(
-        num_layers=[3, 4, 18, 3],
-        init_cfg=dict(checkpoint='https://github.com/whai362/PVT/releases/download/v2/'
-                      'pvt_medium.pth')))
+# Baseline: RetinaNet with mmdet's PVT-M, 1x schedule: mmdet's own config (the PVT-T
+# recipe with the medium backbone).
+_base_ = ['mmdet::pvt/retinanet_pvt-m_fpn_1x_coco.py', '_base_/acmix_runtime.py']
+# Ours: keep the last 3 checkpoints (mmdet keeps every epoch's).
+default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))

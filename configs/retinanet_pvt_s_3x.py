@@ -1,5 +1,5 @@
-# Baseline: RetinaNet with mmdet's PVT-S, 3x schedule; the PVT-T recipe with the small
-# backbone.
+# Baseline: RetinaNet with mmdet's PVT-S, 3x schedule: the PVT-T 3x recipe with the
+# small backbone (what mmdet's PVT-S config changes in its PVT-T one).
 _base_ = './retinanet_pvt_t_3x.py'
 model = dict(
     backbone=dict(

@@ -26,11 +26,16 @@ test_pipeline = [
         type='PackDetInputs',
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
-loader = dict(batch_size=4, num_workers=0, persistent_workers=False)
 train_dataloader = dict(
-    **loader, dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
-    **loader, dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+    batch_size=4,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator

@@ -31,13 +31,16 @@ test_pipeline = [
     dict(type='CenterCrop', crop_size=image_size),
     dict(type='PackInputs'),
 ]
-loader = dict(batch_size=16, num_workers=0, persistent_workers=False)
 train_dataloader = dict(
-    **loader,
+    batch_size=16,
+    num_workers=0,
+    persistent_workers=False,
     dataset=dict(
         data_root=data_root, split='train', metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
-    **loader,
+    batch_size=16,
+    num_workers=0,
+    persistent_workers=False,
     dataset=dict(data_root=data_root, split='val', metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
