@@ -11,7 +11,6 @@
   the error, never dropped silently.
 """
 import argparse
-import os
 import os.path as osp
 import pickle
 import re
@@ -24,6 +23,7 @@ from mmengine.logging import HistoryBuffer, MMLogger, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from .errors import CheckpointError
+from .fileio import atomic_output
 
 
 def _numpy_checkpoint_types():
@@ -261,11 +261,5 @@ def save_atomic(obj, filename):
 
     A crash while writing leaves any earlier ``filename`` intact.
     """
-    directory, name = osp.split(osp.abspath(filename))
-    partial = osp.join(directory, f'.{name}.partial')
-    try:
+    with atomic_output(filename) as partial:
         torch.save(obj, partial)
-        os.replace(partial, filename)
-    finally:
-        if osp.exists(partial):
-            os.remove(partial)

@@ -6,7 +6,6 @@ leaves a truncated file where a good one is expected. Here the file is written u
 temporary name in the same folder and renamed into place (atomic on POSIX); the
 ``last_checkpoint`` pointer that ``--resume`` follows is only updated after that.
 """
-import os
 import os.path as osp
 from contextlib import contextmanager
 
@@ -18,6 +17,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 
+from .fileio import atomic_output
 from .layers import convert_to_cpu_sync_batchnorm
 from .runner_utils import UserError
 
@@ -31,13 +31,8 @@ class AtomicCheckpointRunner(Runner):
         # remote backends write objects whole already.
         if not is_main_process() or '://' in str(out_dir):
             return super().save_checkpoint(out_dir, filename, *args, **kwargs)
-        partial = f'.{filename}.partial'
-        try:
-            super().save_checkpoint(out_dir, partial, *args, **kwargs)
-            os.replace(osp.join(out_dir, partial), osp.join(out_dir, filename))
-        finally:
-            if osp.exists(osp.join(out_dir, partial)):
-                os.remove(osp.join(out_dir, partial))
+        with atomic_output(osp.join(out_dir, filename)) as partial:
+            super().save_checkpoint(out_dir, osp.basename(partial), *args, **kwargs)
 
 
 @OPTIM_WRAPPERS.register_module()

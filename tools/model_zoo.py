@@ -18,6 +18,7 @@ import re
 import sys
 
 from acmix_mm.analysis import count_config
+from acmix_mm.fileio import atomic_output
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -132,10 +133,8 @@ def main(argv=None):
         print(name, flush=True)
         lines.append(row(name))
     os.makedirs(osp.dirname(args.out), exist_ok=True)
-    partial = args.out + '.partial'
-    with open(partial, 'w') as f:
+    with atomic_output(args.out) as partial, open(partial, 'w') as f:
         f.write('\n'.join(lines) + '\n')
-    os.replace(partial, args.out)
     print(f'wrote {args.out}')
     return 0
 

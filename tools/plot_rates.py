@@ -14,7 +14,6 @@ plot (a gap) and noted in the table.
 """
 import argparse
 import math
-import os
 import os.path as osp
 import sys
 from collections import OrderedDict
@@ -24,6 +23,7 @@ from mmengine.logging import MMLogger
 
 import acmix_mm  # noqa: F401  (registers the types our runner checkpoints hold)
 from acmix_mm.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
+from acmix_mm.fileio import atomic_output
 from acmix_mm.runner_utils import UserError, run_with_clear_errors
 
 # Name endings of (alpha, beta): ours, and the official ACmix release's.
@@ -144,15 +144,11 @@ def plot(curves, out):
     axes[0].legend(fontsize='small')
     fig.tight_layout()
 
-    directory, name = osp.split(osp.abspath(out))
-    partial = osp.join(directory, f'.{name}.partial')
     try:
-        fig.savefig(partial, format='png', dpi=150)
-        os.replace(partial, out)
+        with atomic_output(out) as partial:
+            fig.savefig(partial, format='png', dpi=150)
     finally:
         plt.close(fig)
-        if osp.exists(partial):
-            os.remove(partial)
 
 
 def default_labels(paths):

@@ -38,15 +38,17 @@ def shift_kernels(kernel_size):
     return kernels
 
 
-def channel_major_order(num_pieces, piece_dims):
-    """Row order that lays a projection of ``num_pieces`` pieces of ``piece_dims``
-    channels out channel-major: (d, piece).
+def to_channel_major(rows, num_pieces):
+    """Rows (of a projection's weight or bias) of ``num_pieces`` pieces reordered
+    channel-major: (d, piece) instead of (piece, d).
 
-    A projection whose output rows are permuted this way gives the pieces of each
-    channel d side by side, which is the layout the convolution path's fc reads, so no
-    transposed copy of the 3C-wide projection is needed.
+    A projection with its rows in this order gives the pieces of each channel d side
+    by side, which is the layout the convolution path reads, so no transposed copy of
+    the 3C-wide projection is needed. A transposed copy of the weights rather than an
+    index: its backward is a transpose too, where indexing would scatter the weight
+    gradient.
     """
-    return torch.arange(num_pieces * piece_dims).view(num_pieces, piece_dims).t().reshape(-1)
+    return rows.view(num_pieces, -1, *rows.shape[1:]).transpose(0, 1).reshape(rows.shape)
 
 
 def build_attention_path(cfg, embed_dims, num_heads, **kwargs):
@@ -200,7 +202,7 @@ class ShiftConvPath(nn.Module):
         Args:
             qkv (Tensor): Stage I output, shape (B, H*W, num_pieces * head_dims),
                 piece-major (q heads, k heads, v heads) or, with ``channel_major``,
-                permuted by :func:`channel_major_order`. The fused form reads the
+                reordered by :func:`to_channel_major`. The fused form reads the
                 latter; given the former, it lays it out itself (a copy).
             hw_shape (tuple[int]): (H, W).
             channel_major (bool): Layout of ``qkv``. Default: False.
@@ -382,12 +384,12 @@ class TokenACmix(BaseModule):
     def project(self, x, channel_major=False):
         """Stage I: the shared projection of tokens ``x``, in the projection's own row
         order (q heads, k heads, v heads) or channel-major (the pieces of each channel
-        side by side; see :func:`channel_major_order`)."""
+        side by side; see :func:`to_channel_major`)."""
         if not channel_major:
             return self.qkv(x)
-        order = channel_major_order(self.num_pieces, self.head_dims).to(x.device)
-        bias = None if self.qkv.bias is None else self.qkv.bias[order]
-        return F.linear(x, self.qkv.weight[order], bias)
+        bias = None if self.qkv.bias is None else to_channel_major(self.qkv.bias,
+                                                                    self.num_pieces)
+        return F.linear(x, to_channel_major(self.qkv.weight, self.num_pieces), bias)
 
     def fuse_conv_path(self):
         """Inference: fold the convolution path and beta into one grouped conv."""

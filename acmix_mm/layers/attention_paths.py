@@ -10,7 +10,7 @@ the backward pass.
 
 Each path declares the layout of ``qkv`` it reads in ``channel_major``: False for the
 projection's own order (q heads, k heads, v heads), True for the channel-major order
-(the pieces of each channel side by side, see ``acmix.channel_major_order``),
+(the pieces of each channel side by side, see ``acmix.to_channel_major``),
 which the convolution path reads without a copy.
 """
 import torch
