@@ -7,8 +7,8 @@ Stage I projects the input tokens once with a shared 1x1 projection into q, k an
   spatial reduction for PVT, shifted windows for Swin, sliding windows for ResNet);
 * a convolution path (:class:`ShiftConvPath`): a light fully connected layer mixes the
   3 x num_heads pieces into k*k maps, then one group convolution, initialised with exact
-  shift kernels and learnable afterwards, shifts and sums them (Fig. 3c). Where that is
-  cheaper (at most 4 heads), the two linear steps run as their product, one grouped
+  shift kernels and learnable afterwards, shifts and sums them (Fig. 3c). Where that
+  costs no more (at most 4 heads), the two linear steps run as their product, one grouped
   convolution whose weights are computed from both on every call, in training too.
 
 The two outputs are mixed as ``alpha * F_att + beta * F_conv`` (Eq. 13).
@@ -460,7 +460,7 @@ def fuse_acmix(model, only_cheaper=True):
 
     Args:
         model (nn.Module): Any model holding ACmix layers.
-        only_cheaper (bool): Fuse a layer only where the fused conv needs fewer
+        only_cheaper (bool): Fuse a layer only where the fused conv needs no more
             multiply-adds (heads <= 4); False fuses all. Default: True.
 
     Returns:
