@@ -7,12 +7,19 @@ import re
 import pytest
 import torch
 from mmengine.config import Config
+from test_compile import BACKBONES
 
 from conftest import ROOT, run_tool
 
+# Random heads score every box about alike, and near-ties swap places between any two
+# runtimes; larger weights in the last layers spread the scores (0.7-0.95 for the
+# Mask R-CNN demo), so that each box finds its twin below.
+LAST_LAYERS = ('rpn_cls', 'rpn_reg', 'fc_cls', 'fc_reg', 'conv_logits')
 
-def random_checkpoint(config, path):
-    """The config's whole model, initialised as for training, saved as a checkpoint."""
+
+def random_checkpoint(config, path, spread=1.0):
+    """The config's whole model, initialised as for training (the last layers' weights
+    times ``spread``), saved as a checkpoint."""
     from mmengine.registry import MODELS, DefaultScope
 
     from acmix_mm.runner_utils import init_scope
@@ -21,33 +28,45 @@ def random_checkpoint(config, path):
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = MODELS.build(cfg.model)
     model.init_weights()
-    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    state = model.state_dict()
+    for name in state:
+        if name.endswith('.weight') and any(f'.{layer}.' in name for layer in LAST_LAYERS):
+            state[name] = state[name] * spread
+    torch.save({'state_dict': state, 'meta': {}}, path)
     return str(path)
 
 
 DET_DEMO = 'configs/demo/retinanet_pvt_acmix_t_demo.py'
 SEG_DEMO = 'configs/demo/sem_fpn_pvt_acmix_t_demo.py'
+MASK_DEMO = 'configs/demo/mask_rcnn_swin_acmix_t_demo.py'
 
 
 def data_options(config, data_root):
-    if config == DET_DEMO:
+    if config in (DET_DEMO, MASK_DEMO):
         root = osp.join(data_root, 'coco') + '/'
         ann = root + 'annotations/instances_val2017.json'
         # every score kept, so that the comparison below sees every box
-        return [f'test_dataloader.dataset.data_root={root}',
-                f'test_evaluator.ann_file={ann}', 'model.test_cfg.score_thr=0.0']
+        options = [f'test_dataloader.dataset.data_root={root}',
+                   f'test_evaluator.ann_file={ann}']
+        if config == DET_DEMO:
+            return options + ['model.test_cfg.score_thr=0.0']
+        # One image a batch as ONNX Runtime runs them: the RPN's 1000 best of 16k
+        # random scores lie 1e-6 apart, closer than a batched run's rounding.
+        return options + ['model.test_cfg.rcnn.score_thr=0.0', 'test_dataloader.batch_size=1']
     root = osp.join(data_root, 'ade', 'ADEChallengeData2016')
     return [f'test_dataloader.dataset.data_root={root}']
 
 
 @pytest.fixture(scope='module', params=[(DET_DEMO, ['--dynamic']),
-                                        (SEG_DEMO, ['--deploy', '--dynamic'])],
-                ids=['retinanet', 'sem_fpn-fused'])
+                                        (SEG_DEMO, ['--deploy', '--dynamic']),
+                                        (MASK_DEMO, ['--dynamic'])],
+                ids=['retinanet', 'sem_fpn-fused', 'mask_rcnn'])
 def exported(request, tiny_demo_data, tmp_path_factory):
     """A checkpoint of the config's model (as initialised for training), exported."""
     config, flags = request.param
     tmp_path = tmp_path_factory.mktemp('onnx')
-    checkpoint = random_checkpoint(config, tmp_path / 'model.pth')
+    checkpoint = random_checkpoint(config, tmp_path / 'model.pth',
+                                   spread=3.0 if config == MASK_DEMO else 1.0)
     out = tmp_path / 'model.onnx'
     proc = run_tool('tools/export_onnx.py', config, checkpoint, '--out', str(out),
                     '--shape', '256', '256', *flags, '--cfg-options',
@@ -84,7 +103,7 @@ def test_test_tool_evaluates_the_onnx_file_as_the_checkpoint(exported, tiny_demo
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     results = {}
     for name, model in (('torch', checkpoint), ('onnx', onnx_file)):
-        out = str(tmp_path / (f'{name}.pkl' if config == DET_DEMO else name))
+        out = str(tmp_path / (name if config == SEG_DEMO else f'{name}.pkl'))
         proc = run_tool('tools/test.py', config, model, '--work-dir', str(tmp_path),
                         '--out', out, '--cfg-options', *data_options(config, tiny_demo_data))
         log = proc.stdout + proc.stderr
@@ -95,19 +114,11 @@ def test_test_tool_evaluates_the_onnx_file_as_the_checkpoint(exported, tiny_demo
     tolerance = 0.01 if config == DET_DEMO else 1.0  # mAP; mIoU in percent
     for key, value in torch_metrics.items():
         assert abs(onnx_metrics[key] - value) <= tolerance, (key, value, onnx_metrics[key])
-    if config == DET_DEMO:
+    if config != SEG_DEMO:
         import pickle
         with open(torch_out, 'rb') as f_torch, open(onnx_out, 'rb') as f_onnx:
             for ours, theirs in zip(pickle.load(f_torch), pickle.load(f_onnx)):
-                a, b = ours['pred_instances'], theirs['pred_instances']
-                assert len(a['scores']) == len(b['scores']) > 0
-                torch.testing.assert_close(b['scores'], a['scores'], rtol=1e-3, atol=1e-4)
-                # Near-equal scores may swap places: each box has its twin (same
-                # label, score and corners) among the other's boxes.
-                same = (b['labels'][:, None] == a['labels'][None]) & (
-                    (b['scores'][:, None] - a['scores'][None]).abs() < 1e-4)
-                corners = (b['bboxes'][:, None] - a['bboxes'][None]).abs().amax(-1)
-                assert corners.masked_fill(~same, float('inf')).amin(1).max() < 1e-2
+                assert_same_instances(ours['pred_instances'], theirs['pred_instances'])
     else:
         import cv2
         names = sorted(os.listdir(torch_out))
@@ -118,9 +129,34 @@ def test_test_tool_evaluates_the_onnx_file_as_the_checkpoint(exported, tiny_demo
             assert (a == b).mean() > 0.999
 
 
+def assert_same_instances(a, b):
+    """Equal detections (and masks), up to the order of near-equal scores."""
+    assert len(a['scores']) == len(b['scores']) > 0
+    torch.testing.assert_close(b['scores'], a['scores'], rtol=1e-3, atol=1e-4)
+    # Near-equal scores may swap places: each box has its twin (same label, score and
+    # corners) among the other's boxes.
+    same = (b['labels'][:, None] == a['labels'][None]) & (
+        (b['scores'][:, None] - a['scores'][None]).abs() < 1e-4)
+    corners = (b['bboxes'][:, None] - a['bboxes'][None]).abs().amax(-1)
+    corners = corners.masked_fill(~same, float('inf'))
+    assert corners.amin(1).max() < 1e-2
+    if 'masks' not in a:
+        return
+    twins = corners.argmin(1).tolist()
+    if isinstance(a['masks'], torch.Tensor):
+        assert (a['masks'][twins] != b['masks']).float().mean() < 1e-3
+        return
+    # COCO run-length encodings (tools/test.py --out): the twin's mask overlaps all but
+    # a pixel or so
+    from pycocotools import mask as mask_utils
+    ious = mask_utils.iou(list(b['masks']), [a['masks'][i] for i in twins],
+                          [0] * len(twins))
+    assert min(ious[i, i] for i in range(len(twins))) > 0.99
+
+
 def test_test_tool_refuses_foreign_onnx_files(exported, tiny_demo_data, tmp_path):
     config, _, _, onnx_file, _ = exported
-    other = SEG_DEMO if config == DET_DEMO else DET_DEMO
+    other = DET_DEMO if config == SEG_DEMO else SEG_DEMO
     proc = run_tool('tools/test.py', other, onnx_file, '--work-dir', str(tmp_path),
                     '--cfg-options', *data_options(other, tiny_demo_data))
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
@@ -135,11 +171,150 @@ def test_test_tool_refuses_foreign_onnx_files(exported, tiny_demo_data, tmp_path
 
 
 def test_unsupported_models_and_sizes_are_clear(tmp_path):
-    proc = run_tool('tools/export_onnx.py', 'configs/mask_rcnn_swin_acmix_t_3x.py',
+    proc = run_tool('tools/export_onnx.py', 'configs/pretrain/pvt_t_in1k.py',
                     str(tmp_path / 'x.pth'), '--out', str(tmp_path / 'x.onnx'))
-    assert proc.returncode == 1 and 'MaskRCNN is not supported' in proc.stderr
+    assert proc.returncode == 1 and 'exports detectors (mmdet) and segmentors' in proc.stderr
     assert 'Traceback' not in proc.stderr
+    # Swin's last stage shifts only maps larger than a window: free sizes from 225 up.
+    proc = run_tool('tools/export_onnx.py', 'configs/mask_rcnn_swin_acmix_t_3x.py',
+                    str(tmp_path / 'x.pth'), '--out', str(tmp_path / 'x.onnx'),
+                    '--shape', '224', '224', '--dynamic')
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert 'SwinACmix exports free sizes from 225 pixels a side up' in proc.stderr
+    # graphs that depend on the input size: each size its own file
+    for config, part in (
+            ('configs/retinanet_r50_acmix_1x.py', 'ResNetACmix exports at fixed sizes only'),
+            ('configs/upernet_swin_acmix_t_160k.py',
+             'decode_head.psp_modules.1.0 pools to a fixed 2 grid')):
+        proc = run_tool('tools/export_onnx.py', config, str(tmp_path / 'x.pth'), '--out',
+                        str(tmp_path / 'x.onnx'), '--shape', '256', '256', '--dynamic')
+        assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+        assert part in proc.stderr and '--shape H W instead of --dynamic' in proc.stderr
     proc = run_tool('tools/export_onnx.py', 'configs/retinanet_pvt_acmix_t_1x.py',
                     str(tmp_path / 'x.pth'), '--out', str(tmp_path / 'x.onnx'),
                     '--shape', '300', '300')
     assert proc.returncode == 1 and 'multiples of 32' in proc.stderr
+
+
+def shrink_cascade(model_cfg, channels=64):
+    """The paper's Cascade Mask R-CNN with a small Swin-ACmix and narrow heads (the
+    same parts and stages, a quick export)."""
+    model_cfg.backbone.update(init_cfg=None, arch=dict(embed_dims=32, depths=[2, 2, 2, 2],
+                                                       num_heads=[2, 4, 4, 8]))
+    model_cfg.neck.update(in_channels=[32, 64, 128, 256], out_channels=channels)
+    model_cfg.rpn_head.update(in_channels=channels, feat_channels=channels)
+    roi_head = model_cfg.roi_head
+    roi_head.bbox_roi_extractor.out_channels = channels
+    roi_head.mask_roi_extractor.out_channels = channels
+    for head in roi_head.bbox_head:
+        head.update(in_channels=channels, fc_out_channels=2 * channels)
+    roi_head.mask_head.update(in_channels=channels, conv_out_channels=channels)
+
+
+def test_cascade_mask_rcnn_runs_in_parts_as_in_pytorch(tmp_path):
+    """Each stage's box head and mask head run in ONNX Runtime between mmdet's own
+    proposals, RoI Align and refinements: the same boxes, scores and masks."""
+    import copy
+
+    import onnxruntime as ort
+    from mmdet.structures import DetDataSample
+    from mmengine.registry import MODELS, DefaultScope
+
+    from acmix_mm.deploy import OnnxRuntimeModel, export_network
+    from acmix_mm.runner_utils import init_scope
+
+    from conftest import load_script
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/cascade_mask_rcnn_swin_acmix_t_1x.py'))
+    init_scope(cfg)
+    shrink_cascade(cfg.model)
+    cfg.model.test_cfg.rcnn.score_thr = 0.0
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    for name, param in model.named_parameters():
+        if name.endswith('.weight') and any(f'.{layer}.' in name for layer in LAST_LAYERS):
+            param.data *= 3.0
+    model.eval()
+    network = export_network(model)
+    assert len(network.bbox_heads) == len(network.mask_heads) == 3
+    image = torch.rand(1, 3, 256, 320, generator=torch.Generator().manual_seed(0)) - 0.5
+    path = str(tmp_path / 'cascade.onnx')
+    load_script('tools/export_onnx.py').export(network, network.example_inputs(image), path,
+                                               None, {})
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    names = [out.name for out in session.get_outputs()]
+    assert [n for n in names if not n.startswith(('feat', 'rpn_'))] == [
+        f'{kind}{stage}' for stage in range(3) for kind in ('cls_score', 'bbox_pred')
+    ] + [f'mask_pred{stage}' for stage in range(3)]
+
+    sample = DetDataSample(metainfo=dict(img_shape=(256, 320), ori_shape=(256, 320),
+                                         scale_factor=(1., 1.)))
+    with torch.no_grad():
+        expected = model.predict(image, [copy.deepcopy(sample)])[0].pred_instances
+        in_parts = OnnxRuntimeModel(copy.deepcopy(model), session, path)
+        got = in_parts.model.predict(image, [copy.deepcopy(sample)])[0].pred_instances
+    # the model in parts has no weights of its own in use: zeroed, it gives the same
+    for param in in_parts.model.parameters():
+        param.data.zero_()
+    with torch.no_grad():
+        again = in_parts.model.predict(image, [copy.deepcopy(sample)])[0].pred_instances
+    assert_same_instances(expected, got)
+    assert_same_instances(expected, again)
+
+
+class BackboneOutputs(torch.nn.Module):
+    """A backbone's outputs as a tuple, with the names tools/export_onnx.py gives."""
+    input_names = ['input']
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, inputs):
+        return tuple(self.backbone(inputs))
+
+    def output_names(self, outputs):
+        return [f'output{i}' for i in range(len(outputs))]
+
+
+def backbone_families():
+    from test_compile import BACKBONES
+
+    from acmix_mm.backbones import SANACmix
+    return dict(BACKBONES, SANACmix=lambda: SANACmix(10))
+
+
+# AttNet has no ACmix convolution path to fuse.
+@pytest.mark.parametrize('name,fused', [(name, fused) for name in sorted(BACKBONES)
+                                        for fused in (False, True)
+                                        if not (fused and name == 'AttNet')])
+def test_every_backbone_family_exports_with_parity(name, fused, tmp_path):
+    """Each family's graph (ResNet-ACmix's block gathers, SAN's bands, AttNet's
+    attentive convolution, ...) in ONNX Runtime equals PyTorch, at the exported size
+    (PVT's and Swin's free sizes are checked through the detectors above); and eager
+    calls after the export still give plain tensors (no tracer tensors cached)."""
+    import onnxruntime as ort
+
+    from acmix_mm.layers import fuse_acmix
+
+    from conftest import load_script
+    torch.manual_seed(0)
+    backbone = BACKBONES[name]()
+    backbone.init_weights()
+    backbone.eval()
+    if fused:
+        assert fuse_acmix(backbone, only_cheaper=False) > 0
+    network = BackboneOutputs(backbone)
+    image = torch.randn(1, 3, 128, 160)
+    path = str(tmp_path / 'backbone.onnx')
+    load_script('tools/export_onnx.py').export(network, (image, ), path, None, {})
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    got = session.run(None, {'input': image.numpy()})
+    with torch.no_grad():
+        expected = network(image)
+    assert len(got) == len(expected) == 4
+    for ours, theirs in zip(got, expected):
+        assert type(theirs) is torch.Tensor
+        theirs = theirs.numpy()
+        assert abs(ours - theirs).max() <= 1e-4 * abs(theirs).max()

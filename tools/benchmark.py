@@ -38,7 +38,8 @@ from acmix_mm.analysis import (
     limit_mask_rois,
     timed,
 )
-from acmix_mm.deploy import RawOutputs, check_exportable, export_friendly_upsampling
+from acmix_mm.deploy import RawOutputs, export_friendly_upsampling, export_network
+from acmix_mm.errors import ConfigError
 from acmix_mm.layers import fuse_acmix
 from acmix_mm.runner_utils import init_scope, load_config, run_with_clear_errors
 
@@ -63,9 +64,11 @@ def build_runner(cfg, shape, batch, device, deploy=False, backend='eager'):
     init_scope(cfg)
     from mmengine.registry import MODELS
     height, width = shape
-    if backend == 'onnxruntime':
-        check_exportable(cfg.model)
     model = MODELS.build(cfg.model).eval()
+    if backend == 'onnxruntime' and not isinstance(export_network(model), RawOutputs):
+        raise ConfigError(f'--backend onnxruntime times single-stage detectors and '
+                          f'segmentors; {type(model).__name__} runs in parts (evaluate it '
+                          'with tools/test.py CONFIG FILE.onnx).')
     # Same RoI budget for mask heads as the FLOPs count, close to real inference.
     limit_mask_rois(model)
     if deploy:

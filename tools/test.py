@@ -133,7 +133,7 @@ def main(argv=None):
                 raise UserError(f'ONNX file not found: {args.checkpoint}')
             runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
             session = open_session(args.checkpoint, runner.model, args.config)
-            runner.model = OnnxRuntimeModel(runner.model, session)
+            runner.model = OnnxRuntimeModel(runner.model, session, args.checkpoint)
         else:
             checkpoint = load_checkpoint_file(args.checkpoint)  # fail early on a bad file
             runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else

@@ -182,6 +182,9 @@ class AttNet(ArchMixin, OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
     }
     arch_keys = ('depths', 'embed_dims', 'ffn_ratios', 'ffn_norm', 'layer_scale')
     official_layout = 'official AttNet'
+    # The attentive convolution's gathers index the map by its size: an exported graph
+    # holds for the size it was exported at only (acmix_mm.deploy).
+    min_free_side = None
     acmix_only_keys = ()
 
     def __init__(self,

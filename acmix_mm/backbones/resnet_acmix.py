@@ -74,6 +74,9 @@ class ResNetACmix(OfficialCheckpointMixin, ResNet):
             ``frozen_stages``, ``norm_cfg``, ``norm_eval``, ``with_cp``, ...).
     """
     official_layout = 'official ResNet-ACmix'
+    # The sliding-window attention cuts the map into blocks by its size: an exported
+    # graph holds for the size it was exported at only (acmix_mm.deploy).
+    min_free_side = None
     acmix_only_keys = ()  # the official ResNet-ACmix checkpoints hold every weight
     arch_settings = {
         26: (BottleneckACmix, (1, 2, 4, 1)),

@@ -164,6 +164,9 @@ class SANACmix(OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
     stage_channels = (64, 256, 512, 1024, 2048)
     with_conv_path = True
     official_layout = 'official SAN'
+    # The patchwise attention runs in bands of rows counted from the map's size: an
+    # exported graph holds for the size it was exported at only (acmix_mm.deploy).
+    min_free_side = None
 
     def __init__(self,
                  depth,

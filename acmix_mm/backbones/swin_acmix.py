@@ -196,6 +196,11 @@ class SwinACmix(ACmixTransformerBackbone):
             layouts in ``init_cfg`` and convert them on load. Default: True.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...)``.
             Default: None.
+
+    Attributes:
+        min_free_side (int): The smallest input side from which on every shifted block
+            shifts (a block whose map fits in one window does not, as in the official
+            Swin): a graph exported with free input sizes holds from this side up.
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'],
@@ -274,6 +279,7 @@ class SwinACmix(ACmixTransformerBackbone):
         for i in self.out_indices:
             self.add_module(f'norm{i}', build_norm_layer(norm_cfg,
                                                          self.num_features[i])[1])
+        self.min_free_side = patch_size * 2**(num_stages - 1) * window_size + 1
         self._freeze_stages()
 
     def init_extra_weights(self):

@@ -97,16 +97,15 @@ def patch_statistics(query, key_padded, kernel_size, norm):
     k_sums = (integral[:, :, bottom, right] - integral[:, :, top, right] -
               integral[:, :, bottom, left] + integral[:, :, top, left])  # (2, r, k*k)
     sums = torch.cat([q_sums.double(), k_sums.flatten(1)], dim=1)
-    count = torch.full((2, 1), float(batch * height * width), dtype=sums.dtype,
-                       device=sums.device)
+    pixels = batch * height * width
     if synced:
+        count = torch.full((2, 1), float(pixels), dtype=sums.dtype, device=sums.device)
         totals = AllReduceSum.apply(torch.cat([sums, count], dim=1))
-        sums, count = totals[:, :-1], totals[:, -1:]
-    moments = sums / count
+        sums, pixels = totals[:, :-1], float(totals[0, -1].detach())  # every process's
+    moments = sums / pixels
     centre = torch.cat([centres[0], centres[1].repeat_interleave(kernel_size**2)])
     var = (moments[1] - moments[0].square()).clamp(min=0)
-    return ((moments[0] + centre).to(query.dtype), var.to(query.dtype),
-            float(count[0, 0].detach()))
+    return (moments[0] + centre).to(query.dtype), var.to(query.dtype), pixels
 
 
 def _hidden_band(query, key_padded, scale, shift, fc1_weight, top, bottom,

@@ -24,9 +24,17 @@ def _reflect(index, size):
     return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
+def block_layout(height, width, kernel_size, stride, block, device):
+    """Gather indices and the mask for one map size, cached (sizes repeat) except while
+    torch.compile or torch.export traces: the tensors made then are the tracer's own,
+    and a cache would hand them to later eager calls."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return _block_layout.__wrapped__(height, width, kernel_size, stride, block, device)
+    return _block_layout(height, width, kernel_size, stride, block, device)
+
+
 @functools.lru_cache(maxsize=64)
 def _block_layout(height, width, kernel_size, stride, block, device):
-    """Gather indices and the mask for one map size (cached: sizes repeat)."""
     radius = kernel_size // 2
     if min(height, width) <= radius:
         raise ConfigError(
@@ -176,7 +184,7 @@ def local_attention(query, key, value, hw_shape, kernel_size=7, stride=1, block=
         tuple: output of shape (B, H'*W', heads, head_dims) and (H', W').
     """
     batch, _, heads, dims = query.shape
-    layout = _block_layout(*hw_shape, kernel_size, stride, block, query.device)
+    layout = block_layout(*hw_shape, kernel_size, stride, block, query.device)
     if query.device.type == 'cpu' and _FLASH_CPU is not None and dropout_p == 0.:
         # Strided views are gathered as they are: no copies of the inputs are kept.
         out = _ChunkedBlockAttention.apply(query, key, value, layout['query_index'],
