@@ -4,9 +4,5 @@ Importing the package registers every backbone in mmdet's, mmseg's and mmpretrai
 ``MODELS``; configs reach it with ``custom_imports = dict(imports=['acmix_mm'])``.
 """
 from . import backbones, classification, layers, runner  # noqa: F401  (registers them)
-from .checkpoint import allow_runner_checkpoint_types
 
 __version__ = '0.1.0'
-
-# Our runner checkpoints must load under torch's weights_only=True loading.
-allow_runner_checkpoint_types()

@@ -74,6 +74,9 @@ class ConfigNodeStandIn:
 def allow_runner_checkpoint_types():
     """Make runner checkpoints load under ``weights_only=True``.
 
+    Called where checkpoints are loaded and saved (:func:`load_checkpoint_file`, our
+    runner, the tools that hand a file to the libraries' loaders), not on import.
+
     Allow-lists the types they hold (HistoryBuffer and numpy arrays and scalars) and
     keeps HistoryBuffer from pickling references to its methods. Also allow-listed:
     ``argparse.Namespace``, which DeiT-style training scripts (the official PVT and
@@ -102,6 +105,7 @@ def load_checkpoint_file(filename, map_location='cpu'):
         CheckpointError: if the file is missing, truncated, not a checkpoint, or holds
             objects outside the allow-list.
     """
+    allow_runner_checkpoint_types()
     is_url = re.match(r'^[a-z0-9+]+://', str(filename)) is not None
     if not is_url:
         if not osp.isfile(filename):

@@ -17,6 +17,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import HOOKS, MODEL_WRAPPERS, OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 
+from .checkpoint import allow_runner_checkpoint_types
 from .fileio import atomic_output
 from .layers import convert_to_cpu_sync_batchnorm
 from .runner_utils import UserError
@@ -24,7 +25,13 @@ from .runner_utils import UserError
 
 @RUNNERS.register_module()
 class AtomicCheckpointRunner(Runner):
-    """:class:`mmengine.runner.Runner` that never leaves a partly written checkpoint."""
+    """:class:`mmengine.runner.Runner` that never leaves a partly written checkpoint,
+    and whose checkpoints load under torch's ``weights_only=True``
+    (:func:`~acmix_mm.checkpoint.allow_runner_checkpoint_types`)."""
+
+    def __init__(self, *args, **kwargs):
+        allow_runner_checkpoint_types()  # before it loads (resume, load_from) or saves
+        super().__init__(*args, **kwargs)
 
     def save_checkpoint(self, out_dir, filename, *args, **kwargs):
         # Only the main process writes (the parent method does nothing elsewhere);

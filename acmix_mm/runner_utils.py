@@ -125,6 +125,17 @@ def set_launcher(cfg, launcher):
         dist.init_process_group(backend='gloo')
 
 
+def build_runner(cfg):
+    """The config's runner (its ``runner_type``, else mmengine's ``Runner``), with the
+    types of runner checkpoints allow-listed for the loading and saving it does."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from .checkpoint import allow_runner_checkpoint_types
+    allow_runner_checkpoint_types()
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
 def finish_distributed():
     """End a distributed run together: wait for every process, then close the group.
 

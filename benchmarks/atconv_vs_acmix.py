@@ -8,7 +8,7 @@ Every mixer takes the same (B, C, H, W) map (default: 64 channels at 200x336, a
 
 * ATConv (AttNet's token mixer), ours: the kernel projection after the pooling;
 * ATConv in the official order (project the whole map, then pool), the reference of
-  tests/test_attnet.py with the same weights (checked to give the same output): what
+  acmix_mm/references/attnet.py with the same weights (checked to give the same output): what
   pooling first saves;
 * ACmix with PVT's spatial-reduction attention (PVT-ACmix-T stage 1: 1 head, R 8);
 * ACmix with Swin's shifted-window attention (a Swin-ACmix block's mixer, window 7,
@@ -22,10 +22,7 @@ alternately after a warm-up each and the best of ``--repeat`` is kept, so that a
 the same machine state. Runs on CUDA when available.
 """
 import argparse
-import importlib.util
-import os.path as osp
 import platform
-import sys
 
 import torch
 import torch.nn as nn
@@ -34,17 +31,7 @@ import acmix_mm  # noqa: F401
 from acmix_mm.analysis import best_times, complexity
 from acmix_mm.backbones.swin_acmix import SwinACmixBlock
 from acmix_mm.layers import ACmix, ATConv, TokenACmix
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def reference_attnet():
-    sys.path.insert(0, osp.join(ROOT, 'tests'))  # the tests import their conftest
-    spec = importlib.util.spec_from_file_location(
-        'test_attnet', osp.join(ROOT, 'tests', 'test_attnet.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.ReferenceAttNet
+from acmix_mm.references.attnet import ReferenceAttNet
 
 
 class TokenMixer(nn.Module):
@@ -65,7 +52,7 @@ def build_mixers(channels):
     """(name, module) of every mixer, randomly initialised (seed 0)."""
     torch.manual_seed(0)
     atconv = ATConv(channels)
-    official = reference_attnet().ATConv(channels)
+    official = ReferenceAttNet.ATConv(channels)
     official.load_state_dict({
         'kernel_proj.weight': atconv.kernel_proj.weight,
         'kernel_proj.bias': atconv.kernel_proj.bias,

@@ -9,44 +9,30 @@ memory (growth of the resident set during the step) is its own; time is the best
 ``--repeat`` steps after the measured one. The unfold formulations are the
 straightforward references kept in the tests, loaded with the same weights as ours:
 sliding windows (ResNet-ACmix) as the official code computes them, keys and values
-unfolded k*k-fold (tests/test_resnet_acmix.py); patchwise attention (SAN-ACmix, the
+unfolded k*k-fold (acmix_mm/references/resnet_acmix.py); patchwise attention (SAN-ACmix, the
 block of its first 7x7 stage: 4C input channels, C output, q and k C/4) as SAN's module
-with its CuPy aggregation written with unfold (tests/test_san_acmix.py).
+with its CuPy aggregation written with unfold (acmix_mm/references/san.py).
 """
 import argparse
-import importlib.util
 import multiprocessing as mp
-import os.path as osp
 import platform
 import resource
-import sys
 import time
 
 import torch
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-
-
-def reference_module(test_file):
-    sys.path.insert(0, osp.join(ROOT, 'tests'))  # the tests import their conftest
-    spec = importlib.util.spec_from_file_location(
-        'reference', osp.join(ROOT, 'tests', test_file))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build(kind, attention, channels, stride):
     """The layer, and the channels of its input."""
     torch.manual_seed(0)
     if attention == 'patchwise':
-        ref = reference_module('test_san_acmix.py')
+        from acmix_mm.references import san as ref
         reference = ref.ReferenceSAM(4 * channels, channels // 4, channels, acmix=True)
         if kind == 'ours':
             ours = ref.ours_from_reference(reference, 4 * channels, acmix=True)
             return lambda x: ref.tokens_forward(ours, x), 4 * channels
         return reference, 4 * channels
-    ref = reference_module('test_resnet_acmix.py')
+    from acmix_mm.references import resnet_acmix as ref
     reference = ref.ReferenceACmix(channels, channels, stride=stride)
     if kind == 'unfold':
         return reference, channels

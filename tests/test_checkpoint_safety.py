@@ -40,6 +40,29 @@ def test_runner_state_loads_under_weights_only(tmp_path):
     assert loaded.mean() == 2.0 and loaded.current() == 2.5
 
 
+def test_importing_the_package_leaves_mmengine_and_torch_alone():
+    """The allow-list and HistoryBuffer's pickling change where checkpoints are loaded
+    and saved (our loader, our runner, the tools), not for every process that imports
+    acmix_mm (a config's custom_imports)."""
+    import subprocess
+    import sys
+    code = '\n'.join([
+        'import argparse, torch',
+        'from mmengine.logging import HistoryBuffer',
+        'pickling = HistoryBuffer.__getstate__',
+        'import acmix_mm',
+        'ours = (HistoryBuffer, argparse.Namespace)',
+        'assert not set(ours) & set(torch.serialization.get_safe_globals())',
+        'assert HistoryBuffer.__getstate__ is pickling',
+        'from acmix_mm.checkpoint import allow_runner_checkpoint_types',
+        'allow_runner_checkpoint_types()',
+        'assert set(ours) <= set(torch.serialization.get_safe_globals())',
+        'assert HistoryBuffer.__getstate__ is not pickling',
+    ])
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 @pytest.mark.parametrize('content', [b'', b'not a checkpoint at all'])
 def test_truncated_or_foreign_files_are_refused(tmp_path, content):
     path = tmp_path / 'bad.pth'

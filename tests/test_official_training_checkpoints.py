@@ -17,14 +17,15 @@ import torch
 
 from acmix_mm.backbones import SAN, AttNet, PVTACmix, ResNetACmix, SwinACmix
 from acmix_mm.checkpoint import CheckpointError, load_checkpoint_file
+from acmix_mm.references.attnet import ReferenceAttNet
+from acmix_mm.references.pvt import ReferencePVT
+from acmix_mm.references.resnet_acmix import ReferenceResNetACmix
+from acmix_mm.references.san import ReferenceSAN
+from acmix_mm.references.swin import ReferenceSwinACmix
 
 from conftest import load_script
-from test_attnet import ReferenceAttNet
 from test_checkpoint_safety import Payload
-from test_pvt_acmix import ReferencePVT
-from test_resnet_acmix import ReferenceResNetACmix
-from test_san_acmix import ReferenceSAN
-from test_swin_acmix import SMALL_ARCH, ReferenceSwinACmix
+from test_swin_acmix import SMALL_ARCH
 
 
 class YacsCfgNode(dict):

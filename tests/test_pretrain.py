@@ -89,6 +89,9 @@ def test_swin_baseline_is_mmpretrains_own_config():
     from mmengine.hub import get_config
     ours = pretrain_config('swin_t').to_dict()
     theirs = get_config('mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py').to_dict()
+    # what configs/_base_/acmix_runtime.py adds: our backbones and the atomic runner
+    assert ours.pop('custom_imports')['imports'] == ['acmix_mm']
+    assert ours.pop('runner_type') == 'AtomicCheckpointRunner'
     assert without_scope(ours) == without_scope(theirs)
 
 

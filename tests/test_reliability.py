@@ -10,13 +10,13 @@ import time
 
 import pytest
 import torch
-from test_tools import DEMO, demo_data_options
 
 import acmix_mm  # noqa: F401
 from acmix_mm.backbones import AttNet, PVTACmix, ResNetACmix, SANACmix, SwinACmix
 from acmix_mm.checkpoint import load_checkpoint_file
 
 from conftest import ROOT, free_port, load_script, run_tool
+from test_tools import DEMO, demo_data_options
 
 
 def train_args(data_root, work_dir, *extra):

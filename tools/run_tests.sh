@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(bash tools/setup_env.sh)
 "$PY" -m ruff check .
-exec "$PY" -m pytest tests "$@"
+exec "$PY" -m pytest tests --durations=25 "$@"

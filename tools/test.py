@@ -11,15 +11,13 @@ import argparse
 import os.path as osp
 import sys
 
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
 from acmix_mm.checkpoint import check_model_checkpoint, load_checkpoint_file
 from acmix_mm.deploy import OnnxRuntimeModel, open_session
 from acmix_mm.runner_utils import (
     SCOPES,
     UserError,
     add_common_args,
+    build_runner,
     check_data,
     config_from_args,
     finish_distributed,
@@ -131,13 +129,12 @@ def main(argv=None):
         if is_onnx(args.checkpoint):
             if not osp.isfile(args.checkpoint):
                 raise UserError(f'ONNX file not found: {args.checkpoint}')
-            runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+            runner = build_runner(cfg)
             session = open_session(args.checkpoint, runner.model, args.config)
             runner.model = OnnxRuntimeModel(runner.model, session, args.checkpoint)
         else:
             checkpoint = load_checkpoint_file(args.checkpoint)  # fail early on a bad file
-            runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
-                      RUNNERS.build(cfg))
+            runner = build_runner(cfg)
             # The model inside a distributed wrapper or a test-time-augmentation model.
             check_model_checkpoint(getattr(runner.model, 'module', runner.model),
                                    checkpoint, args.checkpoint)

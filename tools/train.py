@@ -10,12 +10,10 @@ the config reaches acmix_mm through its ``custom_imports``.
 import argparse
 import sys
 
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
-
 from acmix_mm.runner_utils import (
     UserError,
     add_common_args,
+    build_runner,
     check_data,
     config_from_args,
     finish_distributed,
@@ -82,8 +80,7 @@ def main(argv=None):
         cfg = build_cfg(args)
         init_scope(cfg)
         check_data(cfg, ['train_dataloader', 'val_dataloader'])
-        runner = (Runner.from_cfg(cfg) if 'runner_type' not in cfg else
-                  RUNNERS.build(cfg))
+        runner = build_runner(cfg)
         runner.train()
         finish_distributed()
 

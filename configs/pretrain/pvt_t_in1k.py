@@ -10,7 +10,6 @@
 # reads a class token after a final norm; mmdet's PVT has neither, so the head pools the
 # last stage after that norm (NormGlobalAveragePooling).
 _base_ = './swin_t_in1k.py'
-custom_imports = dict(imports=['acmix_mm'], allow_failed_imports=False)
 model = dict(
     backbone=dict(
         _delete_=True,

@@ -4,6 +4,5 @@
 # writes feeds the ResNet-ACmix detection configs:
 #   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/resnet50_acmix_in1k/epoch_100.pth
 _base_ = './resnet50_in1k.py'
-custom_imports = dict(imports=['acmix_mm'], allow_failed_imports=False)
 model = dict(
     backbone=dict(_delete_=True, type='ResNetACmix', depth=50, out_indices=(3, )))

@@ -9,4 +9,5 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs32.py',
     'mmpretrain::_base_/schedules/imagenet_bs256_coslr.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/acmix_runtime.py',
 ]

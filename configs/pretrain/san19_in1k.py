@@ -3,5 +3,4 @@
 # resnet50_in1k.py (SGD, batch 256, lr 0.1 cosine over 100 epochs, weight decay 1e-4,
 # label smoothing 0.1, random resized crop and flip); only the backbone differs.
 _base_ = './resnet50_in1k.py'
-custom_imports = dict(imports=['acmix_mm'], allow_failed_imports=False)
 model = dict(backbone=dict(_delete_=True, type='SAN', depth=19, out_indices=(3, )))

@@ -4,7 +4,6 @@
 # checkpoint feeds the Swin-ACmix-T detection and segmentation configs:
 #   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/swin_acmix_t_in1k/epoch_300.pth
 _base_ = './swin_t_in1k.py'
-custom_imports = dict(imports=['acmix_mm'], allow_failed_imports=False)
 model = dict(
     backbone=dict(
         _delete_=True,
