@@ -297,6 +297,9 @@ class OnnxRuntimeModel(BaseModel):
         kinds = ('feat', 'rpn_cls', 'rpn_reg')
         image_part = OnnxPart(graph, ['input'], [n for n in names if n.startswith(kinds)])
         levels = sum(n.startswith('feat') for n in names)
+        # The image part yields the neck's features and the RPN's outputs in one run;
+        # mmdet asks for them in two calls (extract_feat, then rpn_head), so the second
+        # hands back what the first kept.
         model, rpn_outputs = self.model, []
 
         def extract_feat(inputs):
