@@ -126,6 +126,30 @@ def saved_bytes(fn):
     return sum(storages.values()), out
 
 
+def peak_allocated_bytes(fn):
+    """Peak of the bytes held through PyTorch's CPU allocator while ``fn()`` runs, above
+    what was held before: every allocation and free (kernels' scratch buffers too),
+    as the profiler records them. Independent of the C library's allocator, whose
+    fragmentation makes the resident set of one step vary from run to run.
+
+    Returns:
+        int: The peak in bytes.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import profile
+    with profile(profile_memory=True) as prof:
+        fn()
+    events = sorted((event.start_ns(), event.nbytes())
+                    for event in prof.profiler.kineto_results.events()
+                    if event.name() == '[memory]' and
+                    event.device_type() == DeviceType.CPU)
+    held = peak = 0
+    for _, nbytes in events:
+        held += nbytes
+        peak = max(peak, held)
+    return peak
+
+
 def device_name(device):
     """The GPU's or the CPU's model name, to print beside every timing (ratios move
     with the machine)."""

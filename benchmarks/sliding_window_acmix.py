@@ -4,22 +4,27 @@
         [--channels 64] [--size 200 336] [--stride 1] [--repeat 3]
 
 One forward + backward of one operator on a (1, C, H, W) map; the default is a
-1333x800 image at stride 4. Each formulation runs in its own process so that its peak
-memory (growth of the resident set during the step) is its own; time is the best of
-``--repeat`` steps after the measured one. The unfold formulations are the
-straightforward references kept in the tests, loaded with the same weights as ours:
-sliding windows (ResNet-ACmix) as the official code computes them, keys and values
-unfolded k*k-fold (acmix_mm/references/resnet_acmix.py); patchwise attention (SAN-ACmix, the
-block of its first 7x7 stage: 4C input channels, C output, q and k C/4) as SAN's module
-with its CuPy aggregation written with unfold (acmix_mm/references/san.py).
+1333x800 image at stride 4. Each formulation runs in its own process. Memory is
+measured twice: the peak that PyTorch's allocator holds during the step (every
+allocation and free as the profiler records them; the same from run to run and from
+machine to machine) and the growth of the process's resident set (which adds the C
+library's allocator: its fragmentation moves this figure by up to a third between runs
+of the same step). Time is the best of ``--repeat`` steps after the measured ones.
+The unfold formulations are the straightforward references kept in the tests,
+loaded with the same weights as ours: sliding windows (ResNet-ACmix) as the official
+code computes them, keys and values unfolded k*k-fold
+(acmix_mm/references/resnet_acmix.py); patchwise attention (SAN-ACmix, the block of its
+first 7x7 stage: 4C input channels, C output, q and k C/4) as SAN's module with its
+CuPy aggregation written with unfold (acmix_mm/references/san.py).
 """
 import argparse
 import multiprocessing as mp
-import platform
 import resource
 import time
 
 import torch
+
+from acmix_mm.analysis import device_name, peak_allocated_bytes
 
 
 def build(kind, attention, channels, stride):
@@ -49,14 +54,16 @@ def measure(kind, attention, channels, size, stride, repeat, queue):
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = layer(x)
     out.sum().backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+    resident = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
     del out
+    allocated = peak_allocated_bytes(lambda: layer(x).sum().backward())
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         layer(x).sum().backward()
         times.append(time.perf_counter() - start)
-    queue.put((min(times), peak / 1024))  # ru_maxrss is in KiB on Linux
+    # ru_maxrss is in KiB on Linux
+    queue.put((min(times), allocated / 2**20, resident / 1024))
 
 
 def run(kind, args):
@@ -84,14 +91,16 @@ def main():
     print(f'ACmix ({args.attention} attention) k_att 7, k_conv 3, {args.channels} '
           f'channels, {args.size[0]}x{args.size[1]}, stride {args.stride}; '
           f'forward+backward; torch {torch.__version__}, {torch.get_num_threads()} '
-          f'threads, {platform.processor() or platform.machine()}')
+          f'threads, {device_name(torch.device("cpu"))}')
     results = {}
     for kind in ('unfold', 'ours'):
-        seconds, mib = run(kind, args)
-        results[kind] = (seconds, mib)
-        print(f'  {kind:>6}: {seconds:7.3f} s   peak extra memory {mib:8.0f} MiB')
-    (t_ref, m_ref), (t_ours, m_ours) = results['unfold'], results['ours']
-    print(f'speed-up {t_ref / t_ours:.1f}x, memory {m_ref / max(m_ours, 1):.1f}x less')
+        results[kind] = run(kind, args)
+        seconds, allocated, resident = results[kind]
+        print(f'  {kind:>6}: {seconds:7.3f} s   peak allocated {allocated:8.0f} MiB   '
+              f'resident set growth {resident:8.0f} MiB')
+    (t_ref, a_ref, r_ref), (t_ours, a_ours, r_ours) = results['unfold'], results['ours']
+    print(f'speed-up {t_ref / t_ours:.1f}x, memory {a_ref / max(a_ours, 1):.1f}x less '
+          f'allocated ({r_ref / max(r_ours, 1):.1f}x less resident set growth)')
 
 
 if __name__ == '__main__':

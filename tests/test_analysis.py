@@ -3,7 +3,7 @@ import re
 
 import torch
 
-from acmix_mm.analysis import complexity
+from acmix_mm.analysis import complexity, peak_allocated_bytes
 from acmix_mm.layers import ACmix, TokenACmix
 
 from conftest import run_tool
@@ -63,3 +63,17 @@ def test_get_flops_tool_prints_flops_and_params():
     assert re.search(r'^Params: 23\.13M$', proc.stdout, re.M)
     proc = run_tool('tools/get_flops.py', 'configs/no_such.py')
     assert proc.returncode == 1 and 'Config file not found' in proc.stderr
+
+
+def test_peak_allocated_bytes_counts_what_a_step_holds_at_once():
+    """Two 4 MiB tensors held together, a third after one is freed: the peak is 8 MiB
+    (the benchmarks' allocator-independent memory figure)."""
+    def step():
+        a = torch.empty(1 << 20)
+        b = torch.empty(1 << 20)
+        del a
+        c = torch.empty(1 << 20)
+        return b, c
+
+    peak = peak_allocated_bytes(step)
+    assert 8 << 20 <= peak < (8 << 20) + (1 << 16)

@@ -7,6 +7,7 @@ layout, whose state dicts therefore are official-layout checkpoints.
 """
 import pytest
 import torch
+import torch.nn.functional as F
 from mmdet.registry import MODELS as DET_MODELS
 from mmseg.registry import MODELS as SEG_MODELS
 
@@ -39,27 +40,48 @@ def test_acmix_layer_equals_the_unfold_formulation(in_channels, out_channels, st
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize('block,chunk_blocks,fused_path', [(1, 7, True), (3, 1, True),
-                                                            (8, 2, True), (16, 128, True),
-                                                            (4, 128, False)])
+@pytest.mark.parametrize('block,chunk_blocks,chunked_path,channel_major',
+                         [(1, 7, True, False), (3, 1, True, True), (8, 2, True, False),
+                          (16, 128, True, True), (4, 128, False, True)])
 def test_local_attention_blocks_chunks_and_paths_change_nothing(block, chunk_blocks,
-                                                                fused_path, monkeypatch):
-    """Block size and chunking are for speed and memory only; the plain autograd path
-    (used off CPU) gives the same values and gradients as the chunked CPU one."""
-    if not fused_path:
+                                                                chunked_path,
+                                                                channel_major,
+                                                                monkeypatch):
+    if not chunked_path:
         monkeypatch.setattr(sliding_window, '_FLASH_CPU', None)
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 11 * 19, 2, 4, dtype=torch.float64, requires_grad=True)
                for _ in range(3))
+    offset = torch.randn(11 * 19, 4, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    inputs = (q, k, v, offset, scale)
     grad = torch.randn(2, 6 * 10, 2, 4, dtype=torch.float64)
-    base, shape = local_attention(q, k, v, (11, 19), 5, 2, block=4, chunk_blocks=1000)
-    base_grads = torch.autograd.grad(base, (q, k, v), grad)
-    out, out_shape = local_attention(q, k, v, (11, 19), 5, 2, block=block,
-                                     chunk_blocks=chunk_blocks)
-    assert shape == out_shape == (6, 10)
-    torch.testing.assert_close(out, base)
-    for got, expected in zip(torch.autograd.grad(out, (q, k, v), grad), base_grads):
-        torch.testing.assert_close(got, expected)
+
+    def attention(block, chunk_blocks, channel_major=False):
+        qkv = torch.stack([q, k, v], 2)  # (B, N, 3, heads, d)
+        if channel_major:
+            qkv = qkv.permute(0, 1, 4, 2, 3)
+        return local_attention(qkv.flatten(2), (11, 19), 2, 5, 2, block=block,
+                               key_offset=offset, out_scale=scale,
+                               channel_major=channel_major, chunk_blocks=chunk_blocks)
+
+    # The plain definition: each query over its reflection-padded 5x5 window, stride 2.
+    pad = torch.nn.ReflectionPad2d(2)
+
+    def windows(x):  # (B, N, heads, d) -> (B, heads, d, 25, 6 * 10)
+        maps = x.permute(0, 2, 3, 1).reshape(4, 4, 11, 19)
+        return F.unfold(pad(maps), 5, stride=2).view(2, 2, 4, 25, 60)
+
+    logits = (q.view(2, 11, 19, 2, 4)[:, ::2, ::2].reshape(2, 60, 2, 4).permute(
+        0, 2, 3, 1).unsqueeze(3) * windows(k - offset[:, None])).sum(2) * 4**-0.5
+    expected = (logits.softmax(2).unsqueeze(2) * windows(v)).sum(3) * scale
+    expected = expected.permute(0, 3, 1, 2)
+    expected_grads = torch.autograd.grad(expected, inputs, grad)
+    out, out_shape = attention(block, chunk_blocks, channel_major)
+    assert out_shape == (6, 10)
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(torch.autograd.grad(out, inputs, grad), expected_grads):
+        torch.testing.assert_close(got, want)
 
 
 def test_acmix_layer_from_the_registries_replaces_a_conv():

@@ -374,11 +374,13 @@ class TokenACmix(BaseModule):
                                 self.conv_path.num_pieces).transpose(2, 3).reshape(
                                     qkv.shape)
         # alpha and beta are folded into each path's last weights (Eq. 13 without two
-        # products of the whole map, which the backward pass would keep).
-        f_att = self.attn_path(x, path_qkv, hw_shape, self.qkv, out_scale=self.alpha,
-                               **path_kwargs)
+        # products of the whole map, which the backward pass would keep). The attention
+        # path runs last, so its backward runs first: its larger working set is freed
+        # before the convolution path's gradient of the projection exists.
         f_conv = self.conv_path(qkv, hw_shape, path_channel_major or conv_channel_major,
                                 scale=self.beta)
+        f_att = self.attn_path(x, path_qkv, hw_shape, self.qkv, out_scale=self.alpha,
+                               **path_kwargs)
         return f_att + f_conv
 
     def project(self, x, channel_major=False):

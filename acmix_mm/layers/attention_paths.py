@@ -173,14 +173,19 @@ class SlidingWindowAttentionPath(BaseModule):
         return 2 * batch * out_pixels * self.kernel_size**2 * self.embed_dims
 
     def forward(self, x, qkv, hw_shape, projection, out_scale=None):
-        batch, num_tokens, _ = qkv.shape
-        # Channel-major (B, N, d, 3, heads) -> three (B, N, heads, d) views.
-        query, key, value = qkv.view(batch, num_tokens, self.head_dims, 3,
-                                     self.num_heads).permute(0, 1, 3, 4, 2).unbind(2)
-        key = key - self.position_encoding(hw_shape, key)[:, None, :]
-        out, _ = local_attention(query, key, value, hw_shape, self.kernel_size,
-                                 self.stride, self.block_size)
-        return scale_output(out.flatten(2), out_scale)
+        # The encodings are subtracted from the keys and alpha applied to the values
+        # block by block: no key map or scaled output map is made or kept.
+        out, _ = local_attention(
+            qkv,
+            hw_shape,
+            self.num_heads,
+            self.kernel_size,
+            self.stride,
+            self.block_size,
+            key_offset=self.position_encoding(hw_shape, qkv),
+            out_scale=out_scale,
+            channel_major=True)
+        return out.flatten(2)
 
 
 @ATTENTION_PATHS.register_module()

@@ -30,6 +30,8 @@ def block_layout(height, width, kernel_size, stride, block, device):
     and a cache would hand them to later eager calls."""
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return _block_layout.__wrapped__(height, width, kernel_size, stride, block, device)
+    if torch.jit.is_tracing():  # sizes are tensors then; the layout is fixed per size
+        height, width = int(height), int(width)
     return _block_layout(height, width, kernel_size, stride, block, device)
 
 
@@ -50,7 +52,6 @@ def _block_layout(height, width, kernel_size, stride, block, device):
         blocks_h, 1, block, 1)
     slot_x = (torch.arange(blocks_w)[:, None] * block + torch.arange(block)).view(
         1, blocks_w, 1, block)
-    valid = (slot_y < out_h) & (slot_x < out_w)
     query_index = (slot_y.clamp(max=out_h - 1) * stride * width +
                    slot_x.clamp(max=out_w - 1) * stride)
     # Key halo of all blocks: (blocks_h, blocks_w, span, span) -> key pixel, with the
@@ -72,11 +73,16 @@ def _block_layout(height, width, kernel_size, stride, block, device):
     inside_y = (offset_y >= 0) & (offset_y < kernel_size)
     mask = (inside_y[:, None, :, None] & inside_y[None, :, None, :]).reshape(
         block * block, span * span)
-    del valid  # padding slots are dropped through output_index
+    # And the other way round: the output pixel of each slot, a spare row past the
+    # output for the padding slots of the edge blocks.
+    slot_pixel = torch.full((slot_index.numel(), ), out_h * out_w)
+    slot_pixel[output_index.flatten()] = torch.arange(out_h * out_w)
     return dict(
         query_index=query_index.flatten().to(device),
         key_index=key_index.flatten().to(device),
         output_index=output_index.flatten().to(device),
+        slot_pixel=slot_pixel.to(device),
+        num_out=out_h * out_w,
         mask=torch.zeros(mask.shape, device=device).masked_fill(~mask.to(device),
                                                                  float('-inf')),
         out_shape=(out_h, out_w),
@@ -94,88 +100,148 @@ def _chunks(num_blocks, chunk_blocks):
             for i in range(0, num_blocks, chunk_blocks)]
 
 
+def split_qkv(qkv, num_heads, channel_major):
+    """Views q, k, v of shape (B, N, heads, d) of a packed projection (B, N, 3*C):
+    piece-major (q heads, k heads, v heads) or channel-major (see
+    ``acmix.to_channel_major``)."""
+    batch, num_tokens, channels = qkv.shape
+    head_dims = channels // (3 * num_heads)
+    if channel_major:
+        return qkv.view(batch, num_tokens, head_dims, 3, num_heads).permute(
+            0, 1, 3, 4, 2).unbind(2)
+    return qkv.view(batch, num_tokens, 3, num_heads, head_dims).unbind(2)
+
+
 class _ChunkedBlockAttention(torch.autograd.Function):
     """Block attention over chunks of blocks, gathering each chunk on the fly.
 
-    Only the ungathered q, k, v, the output and the log-sum-exp are kept for backward;
-    the 3x gathered keys and values exist one chunk at a time, in forward and again in
-    backward, so memory stays near the size of the inputs.
+    Takes the packed projection and returns its gradient as one tensor of its layout,
+    which autograd then adds in place to the convolution path's. Only the projection,
+    the output and the log-sum-exp are kept for backward; the 3x gathered keys and
+    values (the key offset and the output scale applied to them) exist one chunk at a
+    time, in forward and again in backward, so memory stays near the size of the
+    inputs. Output rows are written in place, so no reordering copy is made.
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, query_index, key_index, mask, chunk_blocks):
+    def forward(ctx, qkv, key_offset, out_scale, query_index, key_index, slot_pixel,
+                mask, num_out, num_heads, channel_major, chunk_blocks):
         # Only tensors and numbers as arguments, so that the function can be traced.
+        query, key, value = split_qkv(qkv, num_heads, channel_major)
         batch, _, heads, dims = query.shape
         queries = mask.shape[0]
         num_blocks = query_index.numel() // queries
-        indices = (query_index, key_index)
-        out = query.new_empty(batch, num_blocks * queries, heads, dims)
+        # One spare row takes the padding slots of the edge blocks.
+        out = qkv.new_empty(batch, num_out + 1, heads, dims)
         logsumexps = []
         for first, last in _chunks(num_blocks, chunk_blocks):
-            q, k, v = _gather_chunk(query, key, value, indices, mask.shape, first, last)
+            q, k, v = _gather_chunk(query, key, value, key_offset,
+                                    (query_index, key_index), mask.shape, first, last)
+            if out_scale is not None:  # alpha * attention(q, k, v) = attention(q, k, alpha v)
+                v.mul_(out_scale)
             chunk_out, logsumexp = _FLASH_CPU(q, k, v, 0.0, False, attn_mask=mask)
-            out[:, first * queries:last * queries] = chunk_out.transpose(1, 2).reshape(
-                batch, -1, heads, dims)
+            out.index_copy_(1, slot_pixel[first * queries:last * queries],
+                            chunk_out.transpose(1, 2).reshape(batch, -1, heads, dims))
             logsumexps.append(logsumexp)
-        ctx.chunk_blocks = chunk_blocks
-        ctx.save_for_backward(query, key, value, query_index, key_index, mask, out,
-                              *logsumexps)
+        out = out[:, :num_out]
+        ctx.options = (num_heads, channel_major, chunk_blocks)
+        ctx.save_for_backward(qkv, key_offset, out_scale, query_index, key_index,
+                              slot_pixel, mask, out, *logsumexps)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        query, key, value, query_index, key_index, mask, out, *logsumexps = \
-            ctx.saved_tensors
-        batch, _, heads, dims = query.shape
+        (qkv, key_offset, out_scale, query_index, key_index, slot_pixel, mask, out,
+         *logsumexps) = ctx.saved_tensors
+        num_heads, channel_major, chunk_blocks = ctx.options
+        query, key, value = split_qkv(qkv, num_heads, channel_major)
+        batch, num_out, heads, dims = out.shape
         queries, keys = mask.shape
         num_blocks = query_index.numel() // queries
-        grad_out = grad_out.contiguous()
-        grads = [torch.zeros_like(t) for t in (query, key, value)]
-        for (first, last), logsumexp in zip(_chunks(num_blocks, ctx.chunk_blocks),
+        # Padded with a zero row, which the padding slots read: they pass nothing on.
+        padded_grad = grad_out.new_empty(batch, num_out + 1, heads, dims)
+        padded_grad[:, :num_out] = grad_out
+        padded_grad[:, num_out] = 0
+        # Gradients of q, k and alpha * v, summed over the blocks that read each pixel.
+        grads = [torch.zeros_like(query, memory_format=torch.contiguous_format)
+                 for _ in range(3)]
+        for (first, last), logsumexp in zip(_chunks(num_blocks, chunk_blocks),
                                             logsumexps):
-            q, k, v = _gather_chunk(query, key, value, (query_index, key_index),
-                                    mask.shape, first, last)
-            rows = slice(first * queries, last * queries)
+            q, k, v = _gather_chunk(query, key, value, key_offset,
+                                    (query_index, key_index), mask.shape, first, last)
+            if out_scale is not None:
+                v.mul_(out_scale)
+            slots = slot_pixel[first * queries:last * queries]
 
-            def blocks(x):
-                return x[:, rows].reshape(-1, queries, heads, dims).transpose(1, 2)
+            def blocks(x, index):
+                x = x.index_select(1, index)
+                return x.view(-1, queries, heads, dims).transpose(1, 2)
 
-            grad_q, grad_k, grad_v = _FLASH_CPU_BACKWARD(
-                blocks(grad_out), q, k, v, blocks(out), logsumexp, 0.0, False,
+            # Only the spare row holds the padding slots' outputs, and it is not kept:
+            # they read a real row instead, which their zero gradient makes harmless.
+            chunk_grads = _FLASH_CPU_BACKWARD(
+                blocks(padded_grad, slots), q, k, v,
+                blocks(out, slots.clamp(max=num_out - 1)), logsumexp, 0.0, False,
                 attn_mask=mask)
-            for grad, chunk_grad, index, length in (
-                    (grads[0], grad_q, query_index, queries),
-                    (grads[1], grad_k, key_index, keys),
-                    (grads[2], grad_v, key_index, keys)):
+            for grad, chunk_grad, index, length in zip(
+                    grads, chunk_grads, (query_index, key_index, key_index),
+                    (queries, keys, keys)):
                 grad.index_add_(1, index[first * length:last * length],
                                 chunk_grad.transpose(1, 2).reshape(batch, -1, heads, dims))
-        return grads[0], grads[1], grads[2], None, None, None, None
+        del padded_grad
+        grad_offset = grad_scale = None
+        if ctx.needs_input_grad[1]:
+            grad_offset = -grads[1].sum((0, 2))
+        if out_scale is not None:
+            # d/d alpha of attention(q, k, alpha v) = sum of v . dL/d(alpha v)
+            if ctx.needs_input_grad[2]:
+                grad_scale = torch.einsum('bnhd,bnhd->', grads[2],
+                                          value).view_as(out_scale)
+            grads[2].mul_(out_scale)
+        # The gradient in the projection's own layout, filled view by view.
+        grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+        for view, grad in zip(split_qkv(grad_qkv, num_heads, channel_major), grads):
+            view.copy_(grad)
+        return (grad_qkv, grad_offset, grad_scale) + (None, ) * 8
 
 
-def _gather_chunk(query, key, value, indices, slots, first, last):
-    """q, k, v of blocks [first, last) as (B * blocks, heads, length, d)."""
+def _gather_chunk(query, key, value, key_offset, indices, slots, first, last):
+    """q, k, v of blocks [first, last) as (B * blocks, heads, length, d), the key
+    offset (one per key pixel, shared by the heads) subtracted from k."""
     heads, dims = query.shape[2:]
-    gathered = []
-    for x, index, length in ((query, indices[0], slots[0]), (key, indices[1], slots[1]),
-                             (value, indices[1], slots[1])):
-        x = x.index_select(1, index[first * length:last * length])
-        gathered.append(x.view(-1, length, heads, dims).transpose(1, 2))
-    return gathered
+    query_index = indices[0][first * slots[0]:last * slots[0]]
+    key_index = indices[1][first * slots[1]:last * slots[1]]
+    q = query.index_select(1, query_index)
+    k = key.index_select(1, key_index)
+    if key_offset is not None:
+        k.sub_(key_offset.index_select(0, key_index)[:, None])
+    v = value.index_select(1, key_index)
+    return [x.view(-1, length, heads, dims).transpose(1, 2)
+            for x, length in ((q, slots[0]), (k, slots[1]), (v, slots[1]))]
 
 
-def local_attention(query, key, value, hw_shape, kernel_size=7, stride=1, block=8,
-                    dropout_p=0., chunk_blocks=128):
+def local_attention(qkv, hw_shape, num_heads, kernel_size=7, stride=1, block=8,
+                    key_offset=None, out_scale=None, channel_major=False, dropout_p=0.,
+                    chunk_blocks=128):
     """Multi-head attention of each query over its ``k x k`` reflection-padded window.
 
     Args:
-        query, key, value (Tensor): Shape (B, H*W, heads, head_dims), in the token
-            layout of the map ``hw_shape``. Queries are scaled by ``head_dims**-0.5``
-            inside.
+        qkv (Tensor): The packed projection, shape (B, H*W, 3*C), in the token layout
+            of the map ``hw_shape``: q, k, v heads (or channel-major, see
+            ``channel_major``). Queries are scaled by ``head_dims**-0.5`` inside.
         hw_shape (tuple[int]): (H, W).
+        num_heads (int): Number of heads.
         kernel_size (int): Window side k. Default: 7.
         stride (int): Queries are taken every ``stride`` pixels (windows centred on
             them), giving a ceil(H/stride) x ceil(W/stride) output. Default: 1.
         block (int): Side of the query blocks (speed only). Default: 8.
+        key_offset (Tensor, optional): Shape (H*W, head_dims), subtracted from the
+            keys of every head (position encodings). Default: None.
+        out_scale (Tensor, optional): A one-element factor of the output, applied
+            to the values of each chunk (no product of the whole output is made or
+            kept). Default: None.
+        channel_major (bool): Whether ``qkv`` is laid out channel-major
+            (``acmix.to_channel_major``). Default: False.
         dropout_p (float): Dropout on the attention weights. Default: 0.
         chunk_blocks (int): Blocks gathered at a time on CPU (memory only).
             Default: 128.
@@ -183,28 +249,33 @@ def local_attention(query, key, value, hw_shape, kernel_size=7, stride=1, block=
     Returns:
         tuple: output of shape (B, H'*W', heads, head_dims) and (H', W').
     """
+    layout = block_layout(*hw_shape, kernel_size, stride, block, qkv.device)
+    mask = layout['mask'].to(qkv.dtype)
+    if qkv.device.type == 'cpu' and _FLASH_CPU is not None and dropout_p == 0.:
+        out = _ChunkedBlockAttention.apply(qkv, key_offset, out_scale,
+                                           layout['query_index'], layout['key_index'],
+                                           layout['slot_pixel'], mask, layout['num_out'],
+                                           num_heads, int(channel_major), chunk_blocks)
+        return out, layout['out_shape']
+    # Other devices: one fused attention call over all blocks, autograd throughout.
+    query, key, value = split_qkv(qkv, num_heads, channel_major)
     batch, _, heads, dims = query.shape
-    layout = block_layout(*hw_shape, kernel_size, stride, block, query.device)
-    if query.device.type == 'cpu' and _FLASH_CPU is not None and dropout_p == 0.:
-        # Strided views are gathered as they are: no copies of the inputs are kept.
-        out = _ChunkedBlockAttention.apply(query, key, value, layout['query_index'],
-                                           layout['key_index'],
-                                           layout['mask'].to(query.dtype), chunk_blocks)
-    else:
-        # Other devices: one fused attention call over all blocks, autograd throughout.
-        num_blocks = layout['num_blocks']
-        queries, keys = layout['slots']
+    num_blocks = layout['num_blocks']
+    queries, keys = layout['slots']
 
-        def gather(x, index, length):
-            # (B, N, heads, d) -> (B * blocks, heads, length, d)
-            x = x.index_select(1, index).view(batch * num_blocks, length, heads, dims)
-            return x.transpose(1, 2)
+    def gather(x, index, length, offset=None):
+        # (B, N, heads, d) -> (B * blocks, heads, length, d)
+        x = x.index_select(1, index)
+        if offset is not None:
+            x = x - offset.index_select(0, index)[:, None]
+        return x.view(batch * num_blocks, length, heads, dims).transpose(1, 2)
 
-        out = F.scaled_dot_product_attention(
-            gather(query, layout['query_index'], queries),
-            gather(key, layout['key_index'], keys),
-            gather(value, layout['key_index'], keys),
-            attn_mask=layout['mask'].to(query.dtype),
-            dropout_p=dropout_p)
-        out = out.transpose(1, 2).reshape(batch, num_blocks * queries, heads, dims)
+    value = gather(value, layout['key_index'], keys)
+    out = F.scaled_dot_product_attention(
+        gather(query, layout['query_index'], queries),
+        gather(key, layout['key_index'], keys, key_offset),
+        value if out_scale is None else value * out_scale,
+        attn_mask=mask,
+        dropout_p=dropout_p)
+    out = out.transpose(1, 2).reshape(batch, num_blocks * queries, heads, dims)
     return out.index_select(1, layout['output_index']), layout['out_shape']
