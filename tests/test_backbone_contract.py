@@ -1,11 +1,20 @@
 """What every backbone promises as a PyTorch module and an mmdet backbone: train() and
 eval() return the module, and ``frozen_stages`` has one meaning everywhere (-1
 nothing, 0 the stem, i the stem and the first i stages), with frozen parts kept in eval
-mode through train()."""
+mode through train(), and each converts its family's official checkpoints through the
+layout registered for it (the one ``tools/convert_ckpt.py`` reads)."""
 import pytest
 import torch
 
-from acmix_mm.backbones import AttNet, PVTACmix, ResNetACmix, SANACmix, SwinACmix
+from acmix_mm.backbones import (
+    OFFICIAL_LAYOUTS,
+    SAN,
+    AttNet,
+    PVTACmix,
+    ResNetACmix,
+    SANACmix,
+    SwinACmix,
+)
 
 SMALL_SWIN = dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[2, 4, 4, 8])
 
@@ -52,3 +61,13 @@ def test_frozen_stages_mean_the_same_everywhere(name, frozen_stages):
         x = torch.randn(2, 3, side, side)
         with torch.no_grad():
             torch.testing.assert_close(model(x)[0], model(x)[0])
+
+
+def test_every_backbone_names_a_registered_official_layout():
+    backbones = [SAN(10)] + [builder() for builder, *_ in BACKBONES.values()]
+    for backbone in backbones:
+        layout = OFFICIAL_LAYOUTS[backbone.official_layout]
+        assert type(backbone).__name__ in layout.backbone
+        # Our own layout is never taken for the official one.
+        assert not layout.detect(backbone.state_dict())
+    assert len({layout.convert for layout in OFFICIAL_LAYOUTS.values()}) == 5

@@ -188,3 +188,15 @@ def test_backbone_conventions():
     assert [o.shape[1:] for o in outs] == [(512, 13, 17), (2048, 4, 5)]
     sum(o.sum() for o in outs).backward()
     assert model.layer4[0].conv2.qkv.weight.grad is not None
+
+
+def test_own_checkpoint_is_not_taken_for_the_official_layout(tmp_path):
+    """Our keys ``conv2.conv_path.*`` once matched the official ``conv2.conv_p``: with
+    ``convert_weights=False`` our own checkpoint was refused as an official one."""
+    source = ResNetACmix(26)
+    torch.save(dict(state_dict=source.state_dict()), tmp_path / 'ours.pth')
+    model = ResNetACmix(26, convert_weights=False,
+                        init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'ours.pth')))
+    model.init_weights()
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)

@@ -17,11 +17,7 @@ import argparse
 import os.path as osp
 import sys
 
-from acmix_mm.backbones.attnet import attnet_official_to_ours, is_official_attnet
-from acmix_mm.backbones.pvt_acmix import is_official_pvt, pvt_official_to_acmix
-from acmix_mm.backbones.resnet_acmix import is_official_resnet_acmix, resnet_official_to_acmix
-from acmix_mm.backbones.san_acmix import is_official_san, san_official_to_acmix
-from acmix_mm.backbones.swin_acmix import is_official_swin, swin_official_to_acmix
+from acmix_mm.backbones import OFFICIAL_LAYOUTS  # each registered beside its backbone
 from acmix_mm.checkpoint import (
     CheckpointError,
     extract_state_dict,
@@ -30,28 +26,18 @@ from acmix_mm.checkpoint import (
 )
 from acmix_mm.runner_utils import run_with_clear_errors
 
-# (name, our backbone, detector, converter)
-LAYOUTS = (
-    ('official Swin / Swin-ACmix', 'SwinACmix', is_official_swin, swin_official_to_acmix),
-    ('official ResNet-ACmix', 'ResNetACmix', is_official_resnet_acmix,
-     resnet_official_to_acmix),
-    ('official PVT v1', 'PVTACmix', is_official_pvt, pvt_official_to_acmix),
-    ('official SAN (patchwise)', 'SAN / SANACmix', is_official_san, san_official_to_acmix),
-    ('official AttNet', 'AttNet', is_official_attnet, attnet_official_to_ours),
-)
-
 
 def convert(state_dict):
     """Returns (layout name, backbone type, converted state dict, discarded list)."""
-    for name, backbone, detect, converter in LAYOUTS:
-        if detect(state_dict):
-            converted, discarded = converter(state_dict)
-            return name, backbone, converted, discarded
+    for layout in OFFICIAL_LAYOUTS.values():
+        if layout.detect(state_dict):
+            converted, discarded = layout.convert(state_dict)
+            return layout.name, layout.backbone, converted, discarded
     sample = ', '.join(list(state_dict)[:5])
     raise CheckpointError(
         f'Unrecognised checkpoint layout (first keys: {sample}). Supported: ' +
-        '; '.join(name for name, *_ in LAYOUTS) + '. A checkpoint written by '
-        'acmix_mm needs no conversion.')
+        '; '.join(OFFICIAL_LAYOUTS) + '. A checkpoint written by acmix_mm needs no '
+        'conversion.')
 
 
 def main(argv=None):

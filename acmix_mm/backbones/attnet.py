@@ -27,7 +27,7 @@ from ..checkpoint import rename_key
 from ..errors import ConfigError
 from ..layers.atconv import ATConv, GatedConvFFN, LayerNorm2d, LayerScale2d
 from ..registry import register_model
-from .base import ArchMixin, FrozenStagesMixin, OfficialCheckpointMixin
+from .base import ArchMixin, FrozenStagesMixin, OfficialCheckpointMixin, register_official_layout
 
 
 class AttNetBlock(BaseModule):
@@ -256,12 +256,6 @@ class AttNet(ArchMixin, OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
             elif isinstance(m, (_BatchNorm, nn.LayerNorm)):
                 constant_init(m, 1.0, bias=0.)
 
-    def is_official(self, state_dict):
-        return is_official_attnet(state_dict)
-
-    def convert_official(self, state_dict):
-        return attnet_official_to_ours(state_dict)
-
     def forward(self, x):
         outs = []
         for i in range(max(self.out_indices) + 1):  # no stage past the last output
@@ -313,3 +307,6 @@ def attnet_official_to_ours(state_dict):
         new_key = rename_key(key, renames)
         converted[new_key] = value
     return converted, discarded
+
+
+register_official_layout('official AttNet', 'AttNet', is_official_attnet, attnet_official_to_ours)

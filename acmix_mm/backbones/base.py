@@ -9,6 +9,7 @@ ACmix's own initialisation.
 """
 import re
 from collections import OrderedDict
+from typing import Callable, NamedTuple
 
 import torch.nn as nn
 import torch.utils.checkpoint as cp
@@ -25,12 +26,40 @@ from ..errors import ConfigError
 from ..layers import TokenACmix
 
 
+class OfficialLayout(NamedTuple):
+    """The checkpoint layout of an official code base, which a backbone converts on
+    load and ``tools/convert_ckpt.py`` converts into a file.
+
+    Attributes:
+        name (str): Its name in messages, e.g. ``'official PVT v1'``.
+        backbone (str): Our backbone type(s) its weights are for.
+        detect (Callable): ``detect(state_dict)``: whether a state dict is in it.
+        convert (Callable): ``convert(state_dict, **options)``: ``(state_dict,
+            discarded)`` in our layout, every official tensor converted or listed
+            with the reason it is left out.
+    """
+    name: str
+    backbone: str
+    detect: Callable
+    convert: Callable
+
+
+# Every official layout, by name, registered beside its backbone's converter.
+OFFICIAL_LAYOUTS = {}
+
+
+def register_official_layout(name, backbone, detect, convert):
+    """Add an :class:`OfficialLayout` to ``OFFICIAL_LAYOUTS`` and return it."""
+    OFFICIAL_LAYOUTS[name] = OfficialLayout(name, backbone, detect, convert)
+    return OFFICIAL_LAYOUTS[name]
+
+
 class OfficialCheckpointMixin:
     """``init_cfg=dict(type='Pretrained', checkpoint=...)`` in our or the official layout.
 
-    Backbones set ``official_layout`` (its name in messages) and ``convert_weights``,
-    and implement ``is_official(state_dict)`` and ``convert_official(state_dict)``,
-    which returns ``(state_dict, discarded)``.
+    Backbones set ``official_layout`` (the name of their :class:`OfficialLayout`) and
+    ``convert_weights``; :meth:`official_convert_options` passes options of the
+    backbone's own build to the converter.
     """
     official_layout = ''
     # Weights a checkpoint of the plain (non-ACmix) family cannot hold: they keep their
@@ -60,7 +89,8 @@ class OfficialCheckpointMixin:
     def convert_pretrained(self, state_dict):
         """Convert an official-layout state dict on load; ours passes, less the parts
         only our classification form has (when this backbone lacks them)."""
-        if not self.is_official(state_dict):
+        layout = OFFICIAL_LAYOUTS[self.official_layout]
+        if not layout.detect(state_dict):
             own, kept, discarded = self.state_dict(), OrderedDict(), []
             for key, value in state_dict.items():
                 if key not in own and any(
@@ -73,7 +103,11 @@ class OfficialCheckpointMixin:
         if not self.convert_weights:
             raise ConfigError(f'The checkpoint is in the {self.official_layout} layout; set '
                              'convert_weights=True to convert it on load.')
-        return self.convert_official(state_dict)
+        return layout.convert(state_dict, **self.official_convert_options())
+
+    def official_convert_options(self):
+        """Keyword arguments of the official layout's converter for this backbone."""
+        return {}
 
 
 class FrozenStagesMixin:

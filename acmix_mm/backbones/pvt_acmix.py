@@ -19,7 +19,7 @@ from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import normal_init, trunc_normal_init
 
 from ..registry import register_model
-from .base import ACmixTransformerBackbone, ACmixTransformerBlock
+from .base import ACmixTransformerBackbone, ACmixTransformerBlock, register_official_layout
 
 
 class PVTACmixBlock(ACmixTransformerBlock):
@@ -271,12 +271,6 @@ class PVTACmix(ACmixTransformerBackbone):
         for stage in self.stages:
             trunc_normal_init(stage.pos_embed, std=.02)
 
-    def is_official(self, state_dict):
-        return is_official_pvt(state_dict)
-
-    def convert_official(self, state_dict):
-        return pvt_official_to_acmix(state_dict)
-
     def convert_pretrained(self, state_dict):
         state_dict, discarded = super().convert_pretrained(state_dict)
         # Position embeddings of another pretraining size are resized to ours.
@@ -350,3 +344,6 @@ def pvt_official_to_acmix(state_dict):
             new_key = prefix + rest
         converted[new_key] = new_value
     return converted, discarded
+
+
+register_official_layout('official PVT v1', 'PVTACmix', is_official_pvt, pvt_official_to_acmix)

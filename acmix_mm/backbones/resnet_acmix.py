@@ -16,7 +16,7 @@ from mmdet.models.layers import ResLayer
 from ..errors import ConfigError
 from ..layers import ACmix
 from ..registry import register_model
-from .base import OfficialCheckpointMixin
+from .base import OfficialCheckpointMixin, register_official_layout
 
 
 class BottleneckACmix(Bottleneck):
@@ -133,16 +133,12 @@ class ResNetACmix(OfficialCheckpointMixin, ResNet):
         if not self.load_pretrained_init_cfg():
             super().init_weights()
 
-    def is_official(self, state_dict):
-        return is_official_resnet_acmix(state_dict)
-
-    def convert_official(self, state_dict):
-        return resnet_official_to_acmix(state_dict)
-
 
 def is_official_resnet_acmix(state_dict):
     """Whether a state dict is in the layout of the official ResNet-ACmix code."""
-    return any(re.search(r'conv2\.(conv_p|rate1)', k) for k in state_dict)
+    # conv_p (its position encoding) and rate1; ours has conv_path, which the pattern
+    # must not take for conv_p.
+    return any(re.search(r'conv2\.(conv_p\.|rate1$)', k) for k in state_dict)
 
 
 def resnet_official_to_acmix(state_dict):
@@ -187,3 +183,7 @@ def resnet_official_to_acmix(state_dict):
         else:
             converted[key] = value
     return converted, discarded
+
+
+register_official_layout('official ResNet-ACmix', 'ResNetACmix', is_official_resnet_acmix,
+                         resnet_official_to_acmix)

@@ -23,7 +23,7 @@ from ..checkpoint import rename_key
 from ..errors import ConfigError
 from ..layers import TokenACmix
 from ..registry import register_model
-from .base import FrozenStagesMixin, OfficialCheckpointMixin
+from .base import FrozenStagesMixin, OfficialCheckpointMixin, register_official_layout
 
 
 class SANBlock(BaseModule):
@@ -163,7 +163,7 @@ class SANACmix(OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
     }
     stage_channels = (64, 256, 512, 1024, 2048)
     with_conv_path = True
-    official_layout = 'official SAN'
+    official_layout = 'official SAN (patchwise)'
     # The patchwise attention runs in bands of rows counted from the map's size: an
     # exported graph holds for the size it was exported at only (acmix_mm.deploy).
     min_free_side = None
@@ -226,12 +226,6 @@ class SANACmix(OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
     def init_weights(self):
         if not self.load_pretrained_init_cfg():
             super().init_weights()
-
-    def is_official(self, state_dict):
-        return is_official_san(state_dict)
-
-    def convert_official(self, state_dict):
-        return san_official_to_acmix(state_dict)
 
     def stem_parts(self):
         return [self.conv_in, self.norm_in, self.stage0]
@@ -322,3 +316,7 @@ def san_official_to_acmix(state_dict):
             value = value.flatten(1)  # 1x1 convolutions -> linear layers
         converted[new_key] = value
     return converted, discarded
+
+
+register_official_layout('official SAN (patchwise)', 'SAN / SANACmix', is_official_san,
+                         san_official_to_acmix)

@@ -19,7 +19,7 @@ from mmengine.model import BaseModule, ModuleList
 
 from ..layers import ShiftedWindowAttentionPath
 from ..registry import register_model
-from .base import ACmixTransformerBackbone, ACmixTransformerBlock
+from .base import ACmixTransformerBackbone, ACmixTransformerBlock, register_official_layout
 
 
 class SwinACmixBlock(ACmixTransformerBlock):
@@ -291,13 +291,9 @@ class SwinACmix(ACmixTransformerBackbone):
         # The output norms of stages 0-2 are mmdet's addition to the classifier.
         return self.acmix_only_keys + (r'^norm\d\.', )
 
-    def is_official(self, state_dict):
-        return is_official_swin(state_dict)
-
-    def convert_official(self, state_dict):
+    def official_convert_options(self):
         last = len(self.stages) - 1
-        return swin_official_to_acmix(
-            state_dict, final_norm=f'norm{last}' if last in self.out_indices else None)
+        return dict(final_norm=f'norm{last}' if last in self.out_indices else None)
 
     def stem_parts(self):
         return [self.patch_embed, self.drop_after_pos]
@@ -383,3 +379,7 @@ def swin_official_to_acmix(state_dict, final_norm='norm3'):
             new_key = f'stages.{stage}.{rest}'
         converted[new_key] = value
     return converted, discarded
+
+
+register_official_layout('official Swin / Swin-ACmix', 'SwinACmix', is_official_swin,
+                         swin_official_to_acmix)
