@@ -169,6 +169,14 @@ def rename_key(key, renames):
     return key
 
 
+def join_projections(state_dict, keys):
+    """Several projections (linear layers or 1x1 convolutions) joined into one: their
+    weights (kernels flattened) or biases, stacked in the order of ``keys``. The
+    official codes keep q, k and v (or q and kv) apart; our shared projection is one."""
+    return torch.cat([state_dict[key].flatten(1) if state_dict[key].dim() > 1 else
+                      state_dict[key] for key in keys])
+
+
 def _missing_keys(own, state_dict, new_keys=()):
     """Model keys absent from ``state_dict``, split into missing ones and those that
     match a ``new_keys`` pattern (expected to be absent)."""

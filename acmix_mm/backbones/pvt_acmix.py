@@ -18,6 +18,7 @@ from mmdet.models.layers import nchw_to_nlc, nlc_to_nchw
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import normal_init, trunc_normal_init
 
+from ..checkpoint import join_projections
 from ..registry import register_model
 from .base import ACmixTransformerBackbone, ACmixTransformerBlock, register_official_layout
 
@@ -336,7 +337,7 @@ def pvt_official_to_acmix(state_dict):
             if rest.startswith('attn.q.'):
                 kv_key = key.replace('attn.q.', 'attn.kv.')
                 rest = rest.replace('attn.q.', 'attn.qkv.')
-                new_value = torch.cat([value, state_dict[kv_key]], dim=0)
+                new_value = join_projections(state_dict, (key, kv_key))
             else:
                 rest = re.sub(r'^attn\.(proj|sr|norm)\.', r'attn.attn_path.\1.', rest)
                 rest = rest.replace('mlp.fc1.', 'ffn.layers.0.0.')

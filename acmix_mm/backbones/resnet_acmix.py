@@ -9,10 +9,10 @@ works. :func:`resnet_official_to_acmix` converts the official ResNet-ACmix state
 import re
 from collections import OrderedDict
 
-import torch
 from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 
+from ..checkpoint import join_projections
 from ..errors import ConfigError
 from ..layers import ACmix
 from ..registry import register_model
@@ -168,10 +168,8 @@ def resnet_official_to_acmix(state_dict):
             continue  # joined with conv1 below
         if rest in ('conv1.weight', 'conv1.bias'):
             kind = rest.split('.')[1]
-            parts = [state_dict[f'{prefix}conv{i}.{kind}'] for i in (1, 2, 3)]
-            if kind == 'weight':
-                parts = [p.flatten(1) for p in parts]
-            converted[f'{prefix}qkv.{kind}'] = torch.cat(parts, dim=0)
+            converted[f'{prefix}qkv.{kind}'] = join_projections(
+                state_dict, [f'{prefix}conv{i}.{kind}' for i in (1, 2, 3)])
         elif rest == 'conv_p.weight':
             converted[f'{prefix}attn_path.position_proj.weight'] = value.flatten(1)
         elif rest == 'conv_p.bias':

@@ -13,13 +13,12 @@ patchwise), so SAN-ACmix can start from SAN's ImageNet weights.
 import re
 from collections import OrderedDict
 
-import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, Sequential
 
-from ..checkpoint import rename_key
+from ..checkpoint import join_projections, rename_key
 from ..errors import ConfigError
 from ..layers import TokenACmix
 from ..registry import register_model
@@ -305,11 +304,8 @@ def san_official_to_acmix(state_dict):
             stage, block, index, kind = projection.groups()
             if index != '1':
                 continue  # joined with conv1 below
-            parts = [
-                state_dict[f'layer{stage}.{block}.sam.conv{i}.{kind}'] for i in '123'
-            ]
-            converted[f'stage{stage}.blocks.{block}.attn.qkv.{kind}'] = torch.cat(
-                [p.flatten(1) if kind == 'weight' else p for p in parts])
+            converted[f'stage{stage}.blocks.{block}.attn.qkv.{kind}'] = join_projections(
+                state_dict, [f'layer{stage}.{block}.sam.conv{i}.{kind}' for i in '123'])
             continue
         new_key = rename_key(key, renames)
         if re.search(r'attn_path\.fc[12]\.weight$', new_key):

@@ -17,6 +17,7 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import PatchEmbed
 from mmengine.model import BaseModule, ModuleList
 
+from ..checkpoint import rename_key
 from ..layers import ShiftedWindowAttentionPath
 from ..registry import register_model
 from .base import ACmixTransformerBackbone, ACmixTransformerBlock, register_official_layout
@@ -321,17 +322,16 @@ def is_official_swin(state_dict):
         'patch_embed.proj.weight' in state_dict
 
 
+# Within a block (rename_key: the first rule that matches).
 _SWIN_BLOCK_RULES = (
-    (r'attn\.qkv\.', 'attn.qkv.'),
-    (r'attn\.proj\.', 'attn.attn_path.proj.'),
-    (r'attn\.relative_position_bias_table$', 'attn.attn_path.relative_position_bias_table'),
-    (r'attn\.fc\.', 'attn.conv_path.fc.'),
-    (r'attn\.dep_conv\.', 'attn.conv_path.dep_conv.'),
-    (r'attn\.rate1$', 'attn.alpha'),
-    (r'attn\.rate2$', 'attn.beta'),
-    (r'mlp\.fc1\.', 'ffn.layers.0.0.'),
-    (r'mlp\.fc2\.', 'ffn.layers.1.'),
-    (r'(norm[12]\.)', r'\1'),
+    (r'^attn\.proj\.', 'attn.attn_path.proj.'),
+    (r'^attn\.relative_position_bias_table$', 'attn.attn_path.relative_position_bias_table'),
+    (r'^attn\.fc\.', 'attn.conv_path.fc.'),
+    (r'^attn\.dep_conv\.', 'attn.conv_path.dep_conv.'),
+    (r'^attn\.rate1$', 'attn.alpha'),
+    (r'^attn\.rate2$', 'attn.beta'),
+    (r'^mlp\.fc1\.', 'ffn.layers.0.0.'),
+    (r'^mlp\.fc2\.', 'ffn.layers.1.'),
 )
 
 
@@ -370,11 +370,7 @@ def swin_official_to_acmix(state_dict, final_norm='norm3'):
             stage, rest = match.groups()
             block = re.match(r'blocks\.(\d+)\.(.*)', rest)
             if block:
-                tail = block.group(2)
-                for pattern, replacement in _SWIN_BLOCK_RULES:
-                    if re.match(pattern, tail):
-                        tail = re.sub('^' + pattern, replacement, tail)
-                        break
+                tail = rename_key(block.group(2), _SWIN_BLOCK_RULES)
                 rest = f'blocks.{block.group(1)}.{tail}'
             new_key = f'stages.{stage}.{rest}'
         converted[new_key] = value
