@@ -40,14 +40,18 @@ def test_acmix_layer_equals_the_unfold_formulation(in_channels, out_channels, st
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize('block,chunk_blocks,chunked_path,channel_major',
-                         [(1, 7, True, False), (3, 1, True, True), (8, 2, True, False),
-                          (16, 128, True, True), (4, 128, False, True)])
-def test_local_attention_blocks_chunks_and_paths_change_nothing(block, chunk_blocks,
-                                                                chunked_path,
+@pytest.mark.parametrize('block,chunk_blocks,path,channel_major',
+                         [(1, 7, 'chunked', False), (3, 1, 'chunked', True),
+                          (8, 2, 'chunked', False), (16, 128, 'chunked', True),
+                          (4, 128, 'autograd', True)])
+def test_local_attention_blocks_chunks_and_paths_change_nothing(block, chunk_blocks, path,
                                                                 channel_major,
                                                                 monkeypatch):
-    if not chunked_path:
+    """Block size, chunking and the projection's layout are for speed and memory only:
+    the values and gradients (of q, k, v, the key offset and the output scale) equal
+    the plain unfold definition written out here, on the chunked CPU path as on the
+    autograd one (used off CPU)."""
+    if path == 'autograd':
         monkeypatch.setattr(sliding_window, '_FLASH_CPU', None)
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 11 * 19, 2, 4, dtype=torch.float64, requires_grad=True)

@@ -216,8 +216,7 @@ class ACmixTransformerBackbone(ArchMixin, OfficialCheckpointMixin, FrozenStagesM
         # The generic init above must not overwrite ACmix's own initialisation.
         for m in self.modules():
             if isinstance(m, TokenACmix):
-                m.conv_path.reset_parameters()
-                m.reset_rates()
+                m.reset_acmix_parameters()
 
     def init_other_module(self, module):
         """Initialise from scratch a module that is neither linear nor a LayerNorm

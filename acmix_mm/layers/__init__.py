@@ -1,4 +1,4 @@
-from .acmix import ACmix, ShiftConvPath, TokenACmix, fuse_acmix, shift_kernels
+from .acmix import ACmix, FusedConvPath, ShiftConvPath, TokenACmix, fuse_acmix, shift_kernels
 from .atconv import ATConv, GatedConvFFN, LayerNorm2d, LayerScale2d, RMSNorm2d
 from .attention_paths import (
                               PatchwiseAttentionPath,
@@ -11,7 +11,7 @@ from .sync_batchnorm import CPUSyncBatchNorm, convert_to_cpu_sync_batchnorm
 
 __all__ = [
     'ATConv', 'GatedConvFFN', 'LayerNorm2d', 'LayerScale2d', 'RMSNorm2d', 'ACmix',
-    'ShiftConvPath', 'TokenACmix', 'fuse_acmix', 'shift_kernels',
+    'FusedConvPath', 'ShiftConvPath', 'TokenACmix', 'fuse_acmix', 'shift_kernels',
     'PatchwiseAttentionPath', 'ShiftedWindowAttentionPath',
     'SlidingWindowAttentionPath', 'SpatialReductionAttentionPath', 'local_attention',
     'CPUSyncBatchNorm', 'convert_to_cpu_sync_batchnorm'

@@ -111,7 +111,6 @@ class ShiftConvPath(nn.Module):
             padding=kernel_size // 2,
             groups=self.head_dims,
             bias=False)
-        self.fused = None  # set by fuse(): one grouped conv for inference
         # Computed as one grouped conv (fc and dep_conv's product) on every call.
         self.runs_fused = self.fused_is_cheaper()
         self.reset_parameters()
@@ -153,31 +152,6 @@ class ShiftConvPath(nn.Module):
                                            self.fc.bias.to(dtype)).unsqueeze(1)
         return weight, bias_kernel
 
-    @torch.no_grad()
-    def fuse(self, scale):
-        """Inference: keep :meth:`fused_weights` times ``scale`` (beta) as a fixed conv.
-
-        The parameters stay; the fused conv is a copy, so training them afterwards
-        does not change it.
-
-        Args:
-            scale (Tensor): beta, folded into the fused weights.
-        """
-        weight, bias = self.fused_weights()
-        dep = self.dep_conv.weight
-        conv = nn.Conv2d(
-            self.num_pieces * self.head_dims,
-            self.embed_dims,
-            self.kernel_size,
-            stride=self.dep_conv.stride,
-            padding=self.dep_conv.padding,
-            groups=self.head_dims,
-            bias=False).to(dep)
-        conv.weight.copy_(scale * weight)
-        self.fused = nn.ModuleDict(dict(conv=conv))
-        self.fused.register_buffer('bias_kernel',
-                                   None if bias is None else (scale * bias).to(dep))
-
     def fused_is_cheaper(self):
         """Whether the fused conv needs at most the multiply-adds per pixel of the two
         steps (at k=3, with P pieces of d channels: 9*P*C against 9*P*d for fc plus
@@ -194,7 +168,7 @@ class ShiftConvPath(nn.Module):
     @property
     def reads_channel_major(self):
         """Whether :meth:`forward` needs the channel-major layout (the fused form)."""
-        return self.runs_fused or self.fused is not None
+        return self.runs_fused
 
     def forward(self, qkv, hw_shape, channel_major=False, scale=None):
         """Apply the path to token-layout projections.
@@ -207,8 +181,7 @@ class ShiftConvPath(nn.Module):
             hw_shape (tuple[int]): (H, W).
             channel_major (bool): Layout of ``qkv``. Default: False.
             scale (Tensor, optional): beta, folded into the last convolution's
-                weights (an inference-fused path already holds it: not applied
-                again). Default: None.
+                weights. Default: None.
 
         Returns:
             Tensor: ``beta * F_conv``, shape (B, H'*W', embed_dims),
@@ -217,28 +190,13 @@ class ShiftConvPath(nn.Module):
         batch, num_tokens, _ = qkv.shape
         height, width = hw_shape
         num_shifts = self.kernel_size**2
-        if self.reads_channel_major:
-            if not channel_major:  # TokenACmix gives this layout without the copy
-                qkv = qkv.view(batch, num_tokens, self.num_pieces, self.head_dims).transpose(
-                    2, 3).reshape(qkv.shape)
-            if self.fused is not None:
-                weight, bias_kernel = self.fused.conv.weight, self.fused.bias_kernel
-            else:
-                weight, bias_kernel = self.fused_weights()
-                if scale is not None:
-                    weight = weight * scale
-                    bias_kernel = None if bias_kernel is None else bias_kernel * scale
-            # Channels-last maps: each group's pieces are adjacent, no copy.
-            maps = qkv.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
-            dtype = torch.get_autocast_dtype(maps.device.type) if \
-                torch.is_autocast_enabled(maps.device.type) else maps.dtype
-            out = F.conv2d(maps, weight.to(dtype), None, self.dep_conv.stride,
-                           self.dep_conv.padding, groups=self.head_dims)
-            if bias_kernel is not None:
-                ones = maps.new_ones(1, 1, height, width, dtype=dtype)
-                out = out + F.conv2d(ones, bias_kernel.to(dtype), None,
-                                     self.dep_conv.stride, self.dep_conv.padding)
-            return out.flatten(2).transpose(1, 2)
+        if self.runs_fused:
+            weight, bias_kernel = self.fused_weights()
+            if scale is not None:
+                weight = weight * scale
+                bias_kernel = None if bias_kernel is None else bias_kernel * scale
+            return conv_of_pieces(qkv, hw_shape, self.num_pieces, weight, bias_kernel,
+                                  self.dep_conv.stride, channel_major)
         # (B, N, d, pieces): fc mixes the pieces of each channel d.
         if channel_major:
             pieces = qkv.view(batch, num_tokens, self.head_dims, self.num_pieces)
@@ -253,6 +211,82 @@ class ShiftConvPath(nn.Module):
         out = F.conv2d(maps, weight, None, self.dep_conv.stride, self.dep_conv.padding,
                        groups=self.head_dims)
         return out.flatten(2).transpose(1, 2)
+
+
+def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
+                   channel_major=False):
+    """The convolution path as one grouped conv from the projection's pieces.
+
+    Args:
+        qkv (Tensor): The projection, (B, H*W, num_pieces * d), piece-major or (with
+            ``channel_major``) channel-major; given the former, it is laid out here
+            (a copy).
+        hw_shape (tuple[int]): (H, W).
+        num_pieces (int): Pieces in the projection.
+        weight (Tensor): (C, num_pieces, k, k), one group per channel d.
+        bias_kernel (Tensor, optional): (C, 1, k, k): fc's bias, zero-padded at the
+            border with the maps, as the same conv applied to a map of ones.
+        stride (int | tuple[int]): Stride of the conv.
+        channel_major (bool): Layout of ``qkv``. Default: False.
+
+    Returns:
+        Tensor: (B, H'*W', C).
+    """
+    batch, num_tokens, channels = qkv.shape
+    head_dims = channels // num_pieces
+    height, width = hw_shape
+    if not channel_major:
+        qkv = qkv.view(batch, num_tokens, num_pieces, head_dims).transpose(2, 3).reshape(
+            qkv.shape)
+    # Channels-last maps: each group's pieces are adjacent, no copy.
+    maps = qkv.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+    dtype = torch.get_autocast_dtype(maps.device.type) if \
+        torch.is_autocast_enabled(maps.device.type) else maps.dtype
+    padding = weight.shape[-1] // 2
+    out = F.conv2d(maps, weight.to(dtype), None, stride, padding, groups=head_dims)
+    if bias_kernel is not None:
+        ones = maps.new_ones(1, 1, height, width, dtype=dtype)
+        out = out + F.conv2d(ones, bias_kernel.to(dtype), None, stride, padding)
+    return out.flatten(2).transpose(1, 2)
+
+
+class FusedConvPath(nn.Module):
+    """The inference form of a :class:`ShiftConvPath`, swapped in for it (as RepVGG's
+    ``switch_to_deploy``): fc, the shift group conv and beta folded into one fixed
+    grouped conv (:meth:`ShiftConvPath.fused_weights`), a copy, so training the
+    original afterwards would not change it.
+
+    Args:
+        conv_path (ShiftConvPath): The path to fold.
+        scale (Tensor): beta, folded into the weights.
+    """
+    # Reads the projection channel-major, as ShiftConvPath's fused training form.
+    reads_channel_major = True
+
+    def __init__(self, conv_path, scale):
+        super().__init__()
+        with torch.no_grad():
+            weight, bias_kernel = conv_path.fused_weights()
+            dep = conv_path.dep_conv
+            self.num_pieces = conv_path.num_pieces
+            self.conv = nn.Conv2d(
+                self.num_pieces * conv_path.head_dims,
+                conv_path.embed_dims,
+                conv_path.kernel_size,
+                stride=dep.stride,
+                padding=dep.padding,
+                groups=conv_path.head_dims,
+                bias=False).to(dep.weight)
+            self.conv.weight.copy_(scale * weight)
+            self.register_buffer(
+                'bias_kernel',
+                None if bias_kernel is None else (scale * bias_kernel).to(dep.weight))
+
+    def forward(self, qkv, hw_shape, channel_major=False, scale=None):
+        """As :meth:`ShiftConvPath.forward`; ``scale`` (beta) is already folded in and
+        not applied again."""
+        return conv_of_pieces(qkv, hw_shape, self.num_pieces, self.conv.weight,
+                              self.bias_kernel, self.conv.stride, channel_major)
 
 
 class TokenACmix(BaseModule):
@@ -340,7 +374,7 @@ class TokenACmix(BaseModule):
     def reset_acmix_parameters(self):
         """Shift kernels and rates back to their initial values (a backbone's generic
         init, e.g. Kaiming on every Conv2d, must not leave them overwritten)."""
-        if self.conv_path is not None:
+        if isinstance(self.conv_path, ShiftConvPath):
             self.conv_path.reset_parameters()
             self.reset_rates()
 
@@ -394,8 +428,9 @@ class TokenACmix(BaseModule):
         return F.linear(x, to_channel_major(self.qkv.weight, self.num_pieces), bias)
 
     def fuse_conv_path(self):
-        """Inference: fold the convolution path and beta into one grouped conv."""
-        self.conv_path.fuse(self.beta)
+        """Inference: swap in the convolution path and beta folded into one grouped
+        conv (:class:`FusedConvPath`)."""
+        self.conv_path = FusedConvPath(self.conv_path, self.beta)
 
 
 @register_model
@@ -471,9 +506,8 @@ def fuse_acmix(model, only_cheaper=True):
     fused = 0
     for module in model.modules():
         conv_path = getattr(module, 'conv_path', None)
-        if isinstance(module, TokenACmix) and conv_path is not None and (
-                conv_path.fused is None) and (not only_cheaper or
-                                              conv_path.fused_is_cheaper()):
+        if isinstance(module, TokenACmix) and isinstance(conv_path, ShiftConvPath) and (
+                not only_cheaper or conv_path.fused_is_cheaper()):
             module.fuse_conv_path()
             fused += 1
     return fused
