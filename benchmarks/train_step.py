@@ -1,7 +1,7 @@
 """Training cost of each ACmix backbone beside its baseline: step time and memory.
 
     python benchmarks/train_step.py [--size 512 640] [--repeat 3] [--device cpu]
-                                    [--pairs resnet swin pvt san san-vs-resnet]
+                                    [--pairs resnet swin pvt san san-vs-resnet] [--amp]
 
 One training step of the backbone alone (forward, a sum of its outputs as the loss,
 backward) on one 1x3xHxW image, in train mode. The two models of a pair run alternately
@@ -9,7 +9,8 @@ after a warm-up each and the best time of each is kept, so both see the same mac
 state. Memory is what the step keeps for the backward pass: the bytes of the distinct
 tensors autograd saves (the same on every machine; on CUDA the peak allocation is
 printed too). Also the forward-only (eval, no gradients) time ratio. Issue target: every
-ratio at most 1.10; SAN-19 within 2x of ResNet-50's step.
+ratio at most 1.10; SAN-19 within 2x of ResNet-50's step. ``--amp`` runs both models
+under autocast (float16 on CUDA, as ``tools/train.py --amp``; bfloat16 on the CPU).
 """
 import argparse
 
@@ -52,43 +53,53 @@ def main():
     parser.add_argument('--size', type=int, nargs=2, default=[512, 640])
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--pairs', nargs='+', default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument('--amp', action='store_true',
+                        help='autocast: float16 on CUDA, bfloat16 on the CPU')
     parser.add_argument('--device',
                         default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
     device = torch.device(args.device)
+    dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
     print(f'1x3x{args.size[0]}x{args.size[1]}, backbone training step (forward + '
           f'backward), best of {args.repeat}; torch {torch.__version__}, '
-          f'{torch.get_num_threads()} threads, {device.type}: {device_name(device)}')
+          f'{torch.get_num_threads()} threads, {device.type}: {device_name(device)}'
+          f'{", autocast " + str(dtype).split(".")[1] if args.amp else ""}')
     x = torch.randn(1, 3, *args.size, device=device)
-    for pair in args.pairs:
-        names = PAIRS[pair][0::2]
-        torch.manual_seed(0)
-        models = [build().to(device) for build in PAIRS[pair][1::2]]
-        for model in models:  # mmdet's train() returns None: not chained
-            model.train()
+    # Both models of every pair under the same autocast, if any.
+    with torch.autocast(device.type, dtype=dtype, enabled=args.amp):
+        for pair in args.pairs:
+            measure_pair(pair, x, device, args.repeat)
 
-        def reset():
-            for model in models:
-                model.zero_grad(set_to_none=True)
 
-        step = best_times([lambda m=m: train_step(m, x) for m in models], args.repeat,
-                          device, reset=reset, warmup=1)
-        memory = [saved_bytes(lambda m=m: m(x))[0] for m in models]
+def measure_pair(pair, x, device, repeat):
+    names = PAIRS[pair][0::2]
+    torch.manual_seed(0)
+    models = [build().to(device) for build in PAIRS[pair][1::2]]
+    for model in models:  # mmdet's train() returns None: not chained
+        model.train()
+
+    def reset():
         for model in models:
-            model.eval()
-        with torch.no_grad():
-            forward = best_times([lambda m=m: m(x) for m in models], args.repeat, device,
-                                 warmup=1)
-        line = (f'  {names[0]} / {names[1]}: step {step[0]:.3f} s / {step[1]:.3f} s = '
-                f'{step[0] / step[1]:.2f}; saved for backward {memory[0] / 2**20:.0f} / '
-                f'{memory[1] / 2**20:.0f} MiB = {memory[0] / memory[1]:.2f}; forward '
-                f'{forward[0] / forward[1]:.2f}')
-        if device.type == 'cuda':
-            for model in models:
-                model.train()
-            peak = [cuda_peak(m, x, device) for m in models]
-            line += f'; CUDA peak {peak[0] / peak[1]:.2f}'
-        print(line, flush=True)
+            model.zero_grad(set_to_none=True)
+
+    step = best_times([lambda m=m: train_step(m, x) for m in models], repeat,
+                      device, reset=reset, warmup=1)
+    memory = [saved_bytes(lambda m=m: m(x))[0] for m in models]
+    for model in models:
+        model.eval()
+    with torch.no_grad():
+        forward = best_times([lambda m=m: m(x) for m in models], repeat, device,
+                             warmup=1)
+    line = (f'  {names[0]} / {names[1]}: step {step[0]:.3f} s / {step[1]:.3f} s = '
+            f'{step[0] / step[1]:.2f}; saved for backward {memory[0] / 2**20:.0f} / '
+            f'{memory[1] / 2**20:.0f} MiB = {memory[0] / memory[1]:.2f}; forward '
+            f'{forward[0] / forward[1]:.2f}')
+    if device.type == 'cuda':
+        for model in models:
+            model.train()
+        peak = [cuda_peak(m, x, device) for m in models]
+        line += f'; CUDA peak {peak[0] / peak[1]:.2f}'
+    print(line, flush=True)
 
 
 if __name__ == '__main__':
