@@ -115,12 +115,12 @@ def split_qkv(qkv, num_heads, channel_major):
 class _ChunkedBlockAttention(torch.autograd.Function):
     """Block attention over chunks of blocks, gathering each chunk on the fly.
 
-    Takes the packed projection and returns its gradient as one tensor of its layout,
-    which autograd then adds in place to the convolution path's. Only the projection,
-    the output and the log-sum-exp are kept for backward; the 3x gathered keys and
-    values (the key offset and the output scale applied to them) exist one chunk at a
-    time, in forward and again in backward, so memory stays near the size of the
-    inputs. Output rows are written in place, so no reordering copy is made.
+    Takes the packed projection and returns its gradient as one tensor of its layout
+    (not three gradients of q, k and v that autograd would stack and copy). Only the
+    projection, the output and the log-sum-exp are kept for backward; the 3x gathered
+    keys and values (the key offset and the output scale applied to them) exist one
+    chunk at a time, in forward and again in backward, so memory stays near the size of
+    the inputs. Output rows are written in place, so no reordering copy is made.
     """
 
     @staticmethod
