@@ -18,7 +18,6 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks.drop import build_dropout
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModule, ModuleList, Sequential
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -27,7 +26,7 @@ from ..checkpoint import rename_key
 from ..errors import ConfigError
 from ..layers.atconv import ATConv, GatedConvFFN, LayerNorm2d, LayerScale2d
 from ..registry import register_model
-from .base import ArchMixin, FrozenStagesMixin, OfficialCheckpointMixin, register_official_layout
+from .base import ACmixBackbone, register_official_layout
 
 
 class AttNetBlock(BaseModule):
@@ -134,7 +133,7 @@ class AttNetStage(BaseModule):
 
 
 @register_model
-class AttNet(ArchMixin, OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
+class AttNet(ACmixBackbone):
     """AttNet backbone (Yu et al., 2025, "Attentive Convolution"), for mmdet and mmseg.
 
     The official ``AttNet`` without its classifier (final norm and head): stage i's
@@ -243,11 +242,9 @@ class AttNet(ArchMixin, OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
     def stem_parts(self):
         return [self.stages[0].downsample]
 
-    def init_weights(self):
-        if self.load_pretrained_init_cfg():
-            return
-        MMLogger.get_current_instance().warning(
-            'No pre-trained weights for AttNet, training starts from scratch.')
+    warn_from_scratch = True
+
+    def init_from_scratch(self):
         # The official initialisation; layer scales (1e-6), ATConv's inhibition (0)
         # and the RMS norms (1) keep theirs.
         for m in self.modules():

@@ -191,20 +191,47 @@ class ArchMixin:
         return out_indices
 
 
-class ACmixTransformerBackbone(ArchMixin, OfficialCheckpointMixin, FrozenStagesMixin,
-                               BaseModule):
-    """Base of :class:`PVTACmix` and :class:`SwinACmix`.
+class ACmixBackbone(ArchMixin, OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
+    """Base of the ACmix backbones built here (PVT-ACmix, Swin-ACmix, SAN(-ACmix),
+    AttNet; ResNet-ACmix is mmdet's ResNet with :class:`OfficialCheckpointMixin`).
 
-    Subclasses set ``arch_zoo``, ``arch_keys`` (:class:`ArchMixin`) and what
-    :class:`OfficialCheckpointMixin` asks for.
+    Subclasses set ``arch_zoo`` and ``arch_keys`` where they take an arch
+    (:class:`ArchMixin`), ``official_layout`` and ``convert_weights``
+    (:class:`OfficialCheckpointMixin`), and name their stem and stages for
+    ``frozen_stages`` (:class:`FrozenStagesMixin`). Initialisation is decided here, once:
+    the checkpoint ``init_cfg`` names, or else :meth:`init_from_scratch`, after which
+    every ACmix layer gets its own initialisation back (shift kernels, rates).
     """
+    # Said when training starts from scratch (the transformers need their ImageNet
+    # weights for the paper's results).
+    warn_from_scratch = False
 
     def init_weights(self):
         if self.load_pretrained_init_cfg():
             return
-        logger = MMLogger.get_current_instance()
-        logger.warning(f'No pre-trained weights for {type(self).__name__}, training '
-                       'starts from scratch.')
+        if self.warn_from_scratch:
+            MMLogger.get_current_instance().warning(
+                f'No pre-trained weights for {type(self).__name__}, training starts from '
+                'scratch.')
+        self.init_from_scratch()
+        # A generic init (e.g. truncated normal on every Linear) must not overwrite
+        # ACmix's own.
+        for m in self.modules():
+            if isinstance(m, TokenACmix):
+                m.reset_acmix_parameters()
+
+    def init_from_scratch(self):
+        """The initialisation without pretrained weights; by default each module's
+        ``init_cfg`` (mmengine's)."""
+        BaseModule.init_weights(self)
+
+
+class ACmixTransformerBackbone(ACmixBackbone):
+    """Base of :class:`PVTACmix` and :class:`SwinACmix`: from scratch, truncated normal
+    linear layers and unit LayerNorms, as PVT's and Swin's code."""
+    warn_from_scratch = True
+
+    def init_from_scratch(self):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_init(m, std=.02, bias=0.)
@@ -213,10 +240,6 @@ class ACmixTransformerBackbone(ArchMixin, OfficialCheckpointMixin, FrozenStagesM
             else:
                 self.init_other_module(m)
         self.init_extra_weights()
-        # The generic init above must not overwrite ACmix's own initialisation.
-        for m in self.modules():
-            if isinstance(m, TokenACmix):
-                m.reset_acmix_parameters()
 
     def init_other_module(self, module):
         """Initialise from scratch a module that is neither linear nor a LayerNorm

@@ -22,7 +22,7 @@ from ..checkpoint import join_projections, rename_key
 from ..errors import ConfigError
 from ..layers import TokenACmix
 from ..registry import register_model
-from .base import FrozenStagesMixin, OfficialCheckpointMixin, register_official_layout
+from .base import ACmixBackbone, register_official_layout
 
 
 class SANBlock(BaseModule):
@@ -118,7 +118,7 @@ class SANStage(BaseModule):
 
 
 @register_model
-class SANACmix(OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
+class SANACmix(ACmixBackbone):
     """SAN-ACmix backbone (paper Table 10), for mmdet and mmseg.
 
     A 1x1 stem convolution, then five stages, each halving the map: stage 0 (64
@@ -191,12 +191,9 @@ class SANACmix(OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
         if len(kernel_sizes) != 5:
             raise ConfigError(f'kernel_sizes needs one patch side per stage (5), got '
                              f'{tuple(kernel_sizes)}.')
-        out_indices = tuple(out_indices)
-        if not out_indices or not all(0 <= i < 4 for i in out_indices):
-            raise ConfigError(f'out_indices {out_indices} must name stages 0..3.')
         super().__init__(init_cfg=init_cfg)
         self.depth = depth
-        self.out_indices = out_indices
+        self.out_indices = self.check_out_indices(out_indices, 4)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.convert_weights = convert_weights
@@ -221,10 +218,6 @@ class SANACmix(OfficialCheckpointMixin, FrozenStagesMixin, BaseModule):
             self.add_module(f'stage{i}', stage)
             in_channels = channels
         self._freeze_stages()
-
-    def init_weights(self):
-        if not self.load_pretrained_init_cfg():
-            super().init_weights()
 
     def stem_parts(self):
         return [self.conv_in, self.norm_in, self.stage0]
