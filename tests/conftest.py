@@ -1,5 +1,7 @@
+import contextlib
 import importlib.util
 import os.path as osp
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +15,18 @@ def run_tool(*args, timeout=900):
     """Run ``python tools/<args>`` from the repository root; return the finished process."""
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def scratch_dir(tmp_path_factory, name):
+    """A directory for a module-scoped fixture, removed at its teardown (pytest removes
+    only function-scoped ``tmp_path`` directories of passed tests, and a run's
+    checkpoints would otherwise fill a CI disk)."""
+    path = tmp_path_factory.mktemp(name)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port():

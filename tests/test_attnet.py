@@ -216,10 +216,10 @@ def demo_config(name, data_root, path):
     return str(path)
 
 
-@pytest.mark.parametrize('name', [
-    'retinanet_attnet_t1_1x', 'retinanet_attnet_t1_3x', 'sem_fpn_attnet_t1_40k',
-    'mask_rcnn_attnet_t2_3x', 'upernet_attnet_t2_160k'
-])
+# One detector and one segmentor, T1 and T2: RetinaNet AttNet-T1 3x trains with its real
+# pipeline in test_paper_configs (the 1x differs only in its schedule), and UperNet's
+# path is Swin-ACmix's there.
+@pytest.mark.parametrize('name', ['sem_fpn_attnet_t1_40k', 'mask_rcnn_attnet_t2_3x'])
 def test_config_trains_one_iteration_on_the_bundled_data(name, tiny_demo_data, tmp_path):
     config = demo_config(name, tiny_demo_data, tmp_path / f'{name}_demo.py')
     proc = run_tool('tools/train.py', config, '--work-dir', str(tmp_path / 'work'),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, run_tool, scratch_dir
 
 PRETRAIN = osp.join(ROOT, 'configs', 'pretrain')
 NAMES = ('resnet26_acmix', 'resnet38_acmix', 'resnet50_acmix', 'san10_acmix', 'san15_acmix',
@@ -120,16 +120,16 @@ FAMILIES = {
 def pretrained(request, tiny_demo_data, tmp_path_factory):
     """One pretraining iteration (2 images) and the end-of-epoch evaluation."""
     name = request.param
-    work_dir = str(tmp_path_factory.mktemp(name))
     # One epoch: the transformer recipes' warm-up (epochs 0-5 or 0-20) then ends there.
     schedule = ['param_scheduler.0.end=1', 'param_scheduler.1.begin=0'] if isinstance(
         pretrain_config(name).param_scheduler, list) else []
-    proc = run_tool('tools/train.py', f'configs/pretrain/{name}_in1k.py', '--work-dir',
-                    work_dir, '--cfg-options', *data_options(tiny_demo_data),
-                    'train_cfg.max_epochs=1', *schedule)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
-    return name, osp.join(work_dir, 'epoch_1.pth'), log
+    with scratch_dir(tmp_path_factory, name) as work_dir:
+        proc = run_tool('tools/train.py', f'configs/pretrain/{name}_in1k.py', '--work-dir',
+                        str(work_dir), '--cfg-options', *data_options(tiny_demo_data),
+                        'train_cfg.max_epochs=1', *schedule)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, log[-3000:]
+        yield name, str(work_dir / 'epoch_1.pth'), log
 
 
 def test_pretraining_trains_and_reports_top1(pretrained):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, free_port, run_tool
+from conftest import ROOT, free_port, run_tool, scratch_dir
 
 DEMO = 'configs/demo/retinanet_pvt_acmix_t_demo.py'
 
@@ -30,13 +30,14 @@ def demo_data_options(data_root):
 @pytest.fixture(scope='module')
 def trained(tiny_demo_data, tmp_path_factory):
     """One training iteration (2 images, batch 2) and its end-of-epoch evaluation."""
-    work_dir = str(tmp_path_factory.mktemp('work'))
-    proc = run_tool('tools/train.py', DEMO, '--work-dir', work_dir, '--cfg-options',
-                    *demo_data_options(tiny_demo_data), 'train_dataloader.batch_size=2',
-                    'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-                    'default_hooks.checkpoint.interval=1')
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return work_dir, proc.stdout + proc.stderr
+    with scratch_dir(tmp_path_factory, 'work') as work_dir:
+        work_dir = str(work_dir)
+        proc = run_tool('tools/train.py', DEMO, '--work-dir', work_dir, '--cfg-options',
+                        *demo_data_options(tiny_demo_data), 'train_dataloader.batch_size=2',
+                        'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                        'default_hooks.checkpoint.interval=1')
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        yield work_dir, proc.stdout + proc.stderr
 
 
 def test_train_runs_one_iteration_and_evaluates(trained):
