@@ -1,21 +1,6 @@
-# RetinaNet with AttNet-T1 (ATConv; 13.3M backbone params), beside
-# retinanet_pvt_acmix_t_1x.py: the same recipe (PVT-T's 1x), only the backbone differs.
-# ATConv's authors report no detection results; nothing to compare with but our runs.
-# Weights: the official AttNet ImageNet-1K releases (price112/Attentive-Convolution
-# README, a OneDrive folder, not downloadable by URL) must be put at the path below; they
-# are converted on load (or convert them once with tools/convert_ckpt.py). Or set
-# init_cfg=None to train from scratch.
-# The BatchNorms of the stem and downsampling convolutions keep their ImageNet statistics
-# (norm_eval), as mmdet's ResNet recipes do at 2 images per GPU; the blocks use
-# LayerNorm and RMS norm. Drop path 0.1, as its ImageNet training and PVT-ACmix's
-# default. AttNet is registered for mmdet and mmseg alike.
-_base_ = './retinanet_pvt_t_1x.py'
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='AttNet',
-        arch='t1',
-        drop_path_rate=0.1,
-        norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/AttNet_T1.pth')),
-    neck=dict(in_channels=[48, 96, 224, 384]))
+# RetinaNet with AttNet-T1, beside retinanet_pvt_acmix_t_1x.py: the same recipe (PVT-T's
+# 1x), only the backbone differs (_base_/backbones/attnet_t1.py says where its weights
+# come from).
+_base_ = ['./retinanet_pvt_t_1x.py', '_base_/backbones/attnet_t1.py']
+model = dict(backbone=dict(_base_.pop('backbone'), _delete_=True),
+             neck=dict(in_channels=[48, 96, 224, 384]))

@@ -1,12 +1,4 @@
-# RetinaNet with PVT-ACmix-M, 1x schedule; the PVT-ACmix-T config with the medium
-# backbone, starting from the official PVT-M ImageNet weights.
-# From our ImageNet pretraining instead: train configs/pretrain/pvt_acmix_s_in1k.py
-# with --cfg-options model.backbone.arch=medium --work-dir work_dirs/pvt_acmix_m_in1k,
-# then --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/pvt_acmix_m_in1k/epoch_300.pth
-# ((alpha, beta) then come from that checkpoint; rate_init does not matter).
-_base_ = './retinanet_pvt_acmix_t_1x.py'
-model = dict(
-    backbone=dict(
-        arch='medium',
-        init_cfg=dict(checkpoint='https://github.com/whai362/PVT/releases/download/v2/'
-                      'pvt_medium.pth')))
+# RetinaNet with PVT-ACmix-M, 1x schedule: the PVT-M baseline's recipe, only the
+# backbone differs (_base_/backbones/pvt_acmix_m.py).
+_base_ = ['./retinanet_pvt_m_1x.py', '_base_/backbones/pvt_acmix_m.py']
+model = dict(backbone=dict(_base_.pop('backbone'), _delete_=True))

@@ -1,7 +1,4 @@
 # sem_fpn_pvt_acmix_t_40k.py trained four times as long: 160k iterations.
-# From our ImageNet pretraining (configs/pretrain/pvt_acmix_t_in1k.py) instead: --cfg-options
-#   model.backbone.init_cfg.checkpoint=work_dirs/pvt_acmix_t_in1k/epoch_300.pth
-# ((alpha, beta) then come from that checkpoint; rate_init does not matter).
 _base_ = './sem_fpn_pvt_acmix_t_40k.py'
 param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=160000, by_epoch=False)

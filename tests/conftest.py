@@ -45,6 +45,21 @@ def load_script(relative_path):
     return module
 
 
+@pytest.fixture(autouse=True)
+def no_visualizer_left_behind():
+    """Forget the visualizers a test's in-process Runner made: mmengine keeps them by
+    name across Runners, and the next Runner would write into this test's tmp_path,
+    removed when it passes (pytest.ini)."""
+    yield
+    if 'mmengine.visualization' in sys.modules:
+        from mmengine.visualization import Visualizer
+        classes = [Visualizer]
+        while classes:
+            cls = classes.pop()
+            cls._instance_dict.clear()
+            classes += cls.__subclasses__()
+
+
 @pytest.fixture(scope='session')
 def tiny_demo_data(tmp_path_factory):
     """The bundled data, made by its generator at a size for tests (2 train, 2 val)."""

@@ -27,8 +27,8 @@ BACKBONES = {
                   ['patch_embed', 'drop_after_pos'], ['stages.0', 'norm0']),
     'ResNetACmix': (lambda **kw: ResNetACmix(26, **kw), 64, ['conv1', 'bn1'],
                     ['layer1']),
-    'SANACmix': (lambda **kw: SANACmix(10, **kw), 128, ['conv_in', 'norm_in', 'stage0'],
-                 ['stage1']),
+    'SANACmix': (lambda **kw: SANACmix(10, **kw), 128, ['conv_in', 'norm_in', 'stages.0'],
+                 ['stages.1']),
     'AttNet': (lambda **kw: AttNet('xxs', drop_path_rate=0.5, **kw), 64,
                ['stages.0.downsample'], ['stages.0']),
 }

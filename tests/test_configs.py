@@ -396,8 +396,34 @@ def _is_plain(value):
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(p, ROOT))
 def test_dumped_config_has_no_stray_fragments(path):
     """No top-level backbone or other config fragment beside the runtime's keys: a
-    backbone shared between configs is written where it is used, not as a variable."""
+    backbone base (configs/_base_/backbones) is popped where it is swapped in."""
     cfg = Config.fromfile(path).to_dict()
     stray = sorted(key for key, value in cfg.items()
                    if key not in RUNTIME_KEYS | LIBRARY_PIECES and not _is_plain(value))
     assert not stray, stray
+
+
+BACKBONE_BASES = sorted(glob.glob(osp.join(ROOT, 'configs', '_base_', 'backbones', '*.py')))
+
+
+@pytest.mark.parametrize('path', BACKBONE_BASES, ids=osp.basename)
+def test_backbone_base_is_one_backbone_that_configs_swap_in(path):
+    """Each backbone base defines the backbone alone, and the configs that list it build
+    that backbone (its every setting, but for what a config overrides)."""
+    backbone = Config.fromfile(path).to_dict()
+    assert list(backbone) == ['backbone']
+    backbone = backbone['backbone']
+    name = '_base_/backbones/' + osp.basename(path)
+    users = [c for c in CONFIGS if name in open(c).read()]
+    assert users, f'no config lists {name}'
+    for user in users:
+        built = Config.fromfile(user).model.backbone.to_dict()
+        # a config may override a setting (UperNet's drop path), not the model or weights
+        assert _contains(built, {k: v for k, v in backbone.items()
+                                 if k in ('type', 'arch', 'init_cfg', 'num_layers')}), user
+
+
+def _contains(outer, inner):
+    """Every leaf of ``inner`` is in ``outer`` with the same value."""
+    return all(_contains(outer.get(k, {}), v) if isinstance(v, dict) else
+               outer.get(k) == v for k, v in inner.items())

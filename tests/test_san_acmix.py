@@ -7,6 +7,7 @@ the official key layout, whose state dicts therefore are official-layout checkpo
 """
 import os.path as osp
 import re
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -164,6 +165,27 @@ def test_convert_ckpt_tool_writes_a_loadable_checkpoint(official_san10, tmp_path
             torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 
 
+def test_checkpoints_with_numbered_stages_still_load(tmp_path):
+    """Our SAN checkpoints of before ``stages`` (``stage0`` .. ``stage4``) load as they
+    were: as a pretrained backbone, and inside a whole detector's state dict."""
+    torch.manual_seed(0)
+    model = SANACmix(10).eval()
+    old_layout = OrderedDict((re.sub(r'^stages\.(\d)\.', r'stage\1.', k), v)
+                             for k, v in model.state_dict().items())
+    assert sum(k.startswith('stage4.') for k in old_layout) > 0
+    path = str(tmp_path / 'old_san10_acmix.pth')
+    torch.save({'state_dict': old_layout}, path)
+    x = torch.randn(1, 3, 128, 128)
+    pretrained = SANACmix(10, init_cfg=dict(type='Pretrained', checkpoint=path))
+    pretrained.init_weights()
+    whole = nn.ModuleDict(dict(backbone=SANACmix(10)))
+    whole.load_state_dict({f'backbone.{k}': v for k, v in old_layout.items()}, strict=True)
+    with torch.no_grad():
+        for ours in (pretrained, whole.backbone):
+            for a, b in zip(ours.eval()(x), model(x)):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_converter_places_every_official_key(official_san10):
     reference, _ = official_san10
     converted, discarded = san_official_to_acmix(reference.state_dict())
@@ -216,12 +238,12 @@ def test_backbone_conventions():
     model.train()
     outs = model(torch.randn(1, 3, 128, 160))
     assert [tuple(o.shape) for o in outs] == [(1, 512, 16, 20), (1, 2048, 4, 5)]
-    frozen = [model.conv_in, model.norm_in, model.stage0, model.stage1]
+    frozen = [model.conv_in, model.norm_in, model.stages[0], model.stages[1]]
     assert all(not p.requires_grad for m in frozen for p in m.parameters())
-    assert all(p.requires_grad for p in model.stage2.parameters())
+    assert all(p.requires_grad for p in model.stages[2].parameters())
     assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     # The init keeps the shift kernels.
-    conv_path = model.stage2.blocks[0].attn.conv_path
+    conv_path = model.stages[2].blocks[0].attn.conv_path
     assert conv_path.dep_conv.weight.sum() == conv_path.dep_conv.weight.shape[0] * 9
 
 
@@ -247,7 +269,7 @@ def test_with_cp_gives_the_same_gradients():
     for model in (plain, checkpointed):
         model.train()
         model(x)[0].square().mean().backward()
-        grads.append(model.stage1.blocks[0].attn.qkv.weight.grad)
+        grads.append(model.stages[1].blocks[0].attn.qkv.weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
 
 

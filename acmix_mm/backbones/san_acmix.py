@@ -16,6 +16,7 @@ from collections import OrderedDict
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
+from mmdet.models.layers import nlc_to_nchw
 from mmengine.model import BaseModule, Sequential
 
 from ..checkpoint import join_projections, rename_key
@@ -77,10 +78,10 @@ class SANBlock(BaseModule):
     def forward(self, x):
 
         def _inner_forward(x):
-            batch, _, height, width = x.shape
+            hw_shape = x.shape[2:]
             out = self.relu(self.norm1(x))
-            out = self.attn(out.flatten(2).transpose(1, 2), (height, width))
-            out = out.transpose(1, 2).reshape(batch, -1, height, width)
+            # tokens as a view of the map (no copy: the projection reads it as it is)
+            out = nlc_to_nchw(self.attn(out.flatten(2).transpose(1, 2), hw_shape), hw_shape)
             out = self.conv(self.relu(self.norm2(out)))
             return out + x
 
@@ -139,7 +140,7 @@ class SANACmix(ACmixBackbone):
         out_indices (Sequence[int]): Stages (0-3: strides 4-32) to output.
             Default: (0, 1, 2, 3).
         frozen_stages (int): -1 freezes nothing, 0 the stem (``conv_in``, ``norm_in``
-            and ``stage0``), i > 0 the stem and the first i stages (mmdet's
+            and ``stages[0]``), i > 0 the stem and the first i stages (mmdet's
             ResNet convention); frozen parts stay in eval mode. Default: -1.
         norm_cfg (dict): Config of every norm. Default: dict(type='BN',
             requires_grad=True).
@@ -202,9 +203,10 @@ class SANACmix(ACmixBackbone):
         self.norm_in = build_norm_layer(norm_cfg, self.stage_channels[0])[1]
         self.relu = nn.ReLU(inplace=True)
         in_channels = self.stage_channels[0]
+        self.stages = nn.ModuleList()
         for i, (channels, num_blocks) in enumerate(
                 zip(self.stage_channels, self.arch_settings[depth])):
-            stage = SANStage(
+            self.stages.append(SANStage(
                 in_channels,
                 channels,
                 num_blocks,
@@ -214,25 +216,45 @@ class SANACmix(ACmixBackbone):
                 share_planes=share_planes,
                 with_conv_path=self.with_conv_path,
                 rate_init=rate_init,
-                with_cp=with_cp)
-            self.add_module(f'stage{i}', stage)
+                with_cp=with_cp))
             in_channels = channels
         self._freeze_stages()
 
     def stem_parts(self):
-        return [self.conv_in, self.norm_in, self.stage0]
+        return [self.conv_in, self.norm_in, self.stages[0]]
 
     def stage_parts(self, index):
-        return [getattr(self, f'stage{index + 1}')]
+        return [self.stages[index + 1]]
 
     def forward(self, x):
-        x = self.stage0(self.relu(self.norm_in(self.conv_in(x))))
+        x = self.stages[0](self.relu(self.norm_in(self.conv_in(x))))
         outs = []
         for i in range(max(self.out_indices) + 1):  # no stage past the last output
-            x = getattr(self, f'stage{i + 1}')(x)
+            x = self.stages[i + 1](x)
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
+
+    def convert_pretrained(self, state_dict):
+        return super().convert_pretrained(rename_numbered_stages(state_dict))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Whole-model checkpoints (a detector's, a resumed run's) reach the backbone here;
+        # the children read the same dict after this.
+        if any(key.startswith(prefix + 'stage0.') for key in state_dict):
+            renamed = rename_numbered_stages(state_dict, prefix)
+            state_dict.clear()
+            state_dict.update(renamed)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def rename_numbered_stages(state_dict, prefix=''):
+    """Our SAN checkpoints written before the stages became ``stages`` (a ModuleList)
+    name them ``stage0`` .. ``stage4``: the keys of today's layout (order kept)."""
+    old = re.compile(re.escape(prefix) + r'stage(\d)\.')
+    return OrderedDict((old.sub(prefix + r'stages.\1.', key, count=1)
+                        if old.match(key) else key, value)
+                       for key, value in state_dict.items())
 
 
 @register_model
@@ -269,12 +291,12 @@ def san_official_to_acmix(state_dict):
     if any('.sam.conv_p.' in k for k in state_dict):
         raise ConfigError('This is a pairwise SAN checkpoint; SAN-ACmix builds on '
                          'patchwise SAN (sa_type 1).')
-    block, ours = r'^layer(\d)\.(\d+)\.', r'stage\1.blocks.\2.'
+    block, ours = r'^layer(\d)\.(\d+)\.', r'stages.\1.blocks.\2.'
     renames = (
         (r'^conv_in\.', 'conv_in.'),
         (r'^bn_in\.', 'norm_in.'),
-        (r'^conv(\d)\.', r'stage\1.transition.'),
-        (r'^bn(\d)\.', r'stage\1.norm.'),
+        (r'^conv(\d)\.', r'stages.\1.transition.'),
+        (r'^bn(\d)\.', r'stages.\1.norm.'),
         (block + r'bn1\.', ours + 'norm1.'),
         (block + r'bn2\.', ours + 'norm2.'),
         (block + r'conv\.', ours + 'conv.'),
@@ -297,7 +319,7 @@ def san_official_to_acmix(state_dict):
             stage, block, index, kind = projection.groups()
             if index != '1':
                 continue  # joined with conv1 below
-            converted[f'stage{stage}.blocks.{block}.attn.qkv.{kind}'] = join_projections(
+            converted[f'stages.{stage}.blocks.{block}.attn.qkv.{kind}'] = join_projections(
                 state_dict, [f'layer{stage}.{block}.sam.conv{i}.{kind}' for i in '123'])
             continue
         new_key = rename_key(key, renames)

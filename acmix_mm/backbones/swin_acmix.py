@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import PatchEmbed
+from mmdet.models.layers import nlc_to_nchw
 from mmengine.model import BaseModule, ModuleList
 
 from ..checkpoint import rename_key
@@ -311,7 +312,7 @@ class SwinACmix(ACmixTransformerBackbone):
             x, next_shape, out, out_shape = stage(x, hw_shape)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
-                outs.append(out.transpose(1, 2).reshape(out.shape[0], -1, *out_shape))
+                outs.append(nlc_to_nchw(out, out_shape))
             hw_shape = next_shape
         return tuple(outs)
 

@@ -118,7 +118,7 @@ def ours_from_reference(reference, in_planes, acmix):
         qk_dims=reference.rel,
         with_conv_path=acmix,
         fc_bias=False).to(reference.conv1.weight.dtype)
-    ours_prefix = 'stage1.blocks.0.attn.'
+    ours_prefix = 'stages.1.blocks.0.attn.'
     ours.load_state_dict({k[len(ours_prefix):]: v for k, v in converted.items()})
     return ours
 
