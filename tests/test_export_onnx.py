@@ -203,7 +203,7 @@ def assert_same_instances(a, b):
 
 
 # One exported file will do (the module-scoped export is reused).
-@pytest.mark.parametrize('exported', [(DET_DEMO, ['--dynamic'], None)], indirect=True,
+@pytest.mark.parametrize('exported', [(DET_DEMO, ['--dynamic'], None, 1.0)], indirect=True,
                          ids=['retinanet'])
 def test_test_tool_refuses_foreign_onnx_files(exported, tiny_demo_data, tmp_path):
     config, _, _, _, onnx_file, _ = exported

@@ -18,7 +18,7 @@ from mmdet.models.layers import nchw_to_nlc, nlc_to_nchw
 from mmengine.model import BaseModule, ModuleList
 from mmengine.model.weight_init import normal_init, trunc_normal_init
 
-from ..checkpoint import join_projections
+from ..checkpoint import join_projections, rename_key
 from ..registry import register_model
 from .base import ACmixTransformerBackbone, ACmixTransformerBlock, register_official_layout
 
@@ -310,41 +310,40 @@ def pvt_official_to_acmix(state_dict):
         classification head, final norm and class token, which a backbone does not
         use. Keys that match no rule are kept unchanged, so that loading reports them.
     """
+    block = r'^block(\d)\.(\d+)\.'
+    renames = (
+        (r'^pos_embed(\d)$', _stage('stages.{}.pos_embed')),
+        (r'^patch_embed(\d)\.proj\.', _stage('stages.{}.patch_embed.projection.')),
+        (r'^patch_embed(\d)\.norm\.', _stage('stages.{}.patch_embed.norm.')),
+        (block + r'attn\.(proj|sr|norm)\.', _stage('stages.{}.blocks.{}.attn.attn_path.{}.')),
+        (block + r'mlp\.fc1\.', _stage('stages.{}.blocks.{}.ffn.layers.0.0.')),
+        (block + r'mlp\.fc2\.', _stage('stages.{}.blocks.{}.ffn.layers.1.')),
+        (block + r'attn\.q\.', _stage('stages.{}.blocks.{}.attn.qkv.')),
+        (block, _stage('stages.{}.blocks.{}.')),  # norm1, norm2
+    )
     converted, discarded = OrderedDict(), []
     for key, value in state_dict.items():
         if key.startswith(('head.', 'norm.')) or key == 'cls_token':
             discarded.append(f'{key}: ImageNet classification part, not used by a '
                              'backbone')
             continue
-        new_key, new_value = key, value
-        match = re.match(r'pos_embed(\d)$', key)
-        if match:
-            new_key = f'stages.{int(match.group(1)) - 1}.pos_embed'
+        if re.match(block + r'attn\.kv\.', key):
+            continue  # joined with attn.q
+        new_key = rename_key(key, renames)
+        if re.match(block + r'attn\.q\.', key):
+            value = join_projections(state_dict, (key, key.replace('.attn.q.', '.attn.kv.')))
+        elif re.match(r'pos_embed\d$', key):
             side = int(value.shape[1]**0.5)
             if side * side != value.shape[1]:  # stage 4 carries the class token first
-                new_value = value[:, 1:]
-        match = re.match(r'patch_embed(\d)\.(proj|norm)\.(.*)', key)
-        if match:
-            part = 'projection' if match.group(2) == 'proj' else 'norm'
-            new_key = f'stages.{int(match.group(1)) - 1}.patch_embed.{part}.' \
-                      f'{match.group(3)}'
-        match = re.match(r'block(\d)\.(\d+)\.(.*)', key)
-        if match:
-            prefix = f'stages.{int(match.group(1)) - 1}.blocks.{match.group(2)}.'
-            rest = match.group(3)
-            if rest.startswith('attn.kv.'):
-                continue  # joined with attn.q below
-            if rest.startswith('attn.q.'):
-                kv_key = key.replace('attn.q.', 'attn.kv.')
-                rest = rest.replace('attn.q.', 'attn.qkv.')
-                new_value = join_projections(state_dict, (key, kv_key))
-            else:
-                rest = re.sub(r'^attn\.(proj|sr|norm)\.', r'attn.attn_path.\1.', rest)
-                rest = rest.replace('mlp.fc1.', 'ffn.layers.0.0.')
-                rest = rest.replace('mlp.fc2.', 'ffn.layers.1.')
-            new_key = prefix + rest
-        converted[new_key] = new_value
+                value = value[:, 1:]
+        converted[new_key] = value
     return converted, discarded
+
+
+def _stage(template):
+    """A replacement (for :func:`rename_key`) that fills ``template`` with the match's
+    groups, the first (the official 1-based stage number) made our 0-based index."""
+    return lambda match: template.format(int(match[1]) - 1, *match.groups()[1:])
 
 
 register_official_layout('official PVT v1', 'PVTACmix', is_official_pvt, pvt_official_to_acmix)

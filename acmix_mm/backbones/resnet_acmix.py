@@ -12,7 +12,7 @@ from collections import OrderedDict
 from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
 
-from ..checkpoint import join_projections
+from ..checkpoint import join_projections, rename_key
 from ..errors import ConfigError
 from ..layers import ACmix
 from ..registry import register_model
@@ -154,32 +154,31 @@ def resnet_official_to_acmix(state_dict):
         out tensors. Keys that match no rule are kept unchanged, so that loading
         reports them.
     """
+    acmix = r'^(layer\d+\.\d+\.conv2\.)'
+    renames = (
+        (acmix + r'conv1\.', r'\1qkv.'),
+        (acmix + r'conv_p\.weight$', r'\1attn_path.position_proj.weight'),
+        (acmix + r'(fc|dep_conv)\.', r'\1conv_path.\2.'),
+        (acmix + r'rate1$', r'\1alpha'),
+        (acmix + r'rate2$', r'\1beta'),
+    )
     converted, discarded = OrderedDict(), []
     for key, value in state_dict.items():
         if key.startswith('fc.'):
             discarded.append(f'{key}: ImageNet classifier, not part of a backbone')
             continue
-        match = re.match(r'(layer\d+\.\d+\.conv2\.)(.*)', key)
-        if not match:
-            converted[key] = value
-            continue
-        prefix, rest = match.groups()
-        if rest in ('conv2.weight', 'conv2.bias', 'conv3.weight', 'conv3.bias'):
-            continue  # joined with conv1 below
-        if rest in ('conv1.weight', 'conv1.bias'):
-            kind = rest.split('.')[1]
-            converted[f'{prefix}qkv.{kind}'] = join_projections(
-                state_dict, [f'{prefix}conv{i}.{kind}' for i in (1, 2, 3)])
-        elif rest == 'conv_p.weight':
-            converted[f'{prefix}attn_path.position_proj.weight'] = value.flatten(1)
-        elif rest == 'conv_p.bias':
+        if re.match(acmix + r'conv_p\.bias$', key):
             discarded.append(f'{key}: cancels in pe(query) - pe(key); never used')
-        elif rest.startswith(('fc.', 'dep_conv.')):
-            converted[f'{prefix}conv_path.{rest}'] = value
-        elif rest in ('rate1', 'rate2'):
-            converted[prefix + ('alpha' if rest == 'rate1' else 'beta')] = value
-        else:
-            converted[key] = value
+            continue
+        if re.match(acmix + r'conv[23]\.', key):
+            continue  # joined with conv1
+        new_key = rename_key(key, renames)
+        if re.match(acmix + r'conv1\.', key):
+            value = join_projections(state_dict, [key.replace('.conv2.conv1.', f'.conv2.conv{i}.')
+                                                  for i in (1, 2, 3)])
+        elif new_key.endswith('position_proj.weight'):
+            value = value.flatten(1)  # a 1x1 convolution -> a linear layer
+        converted[new_key] = value
     return converted, discarded
 
 
