@@ -16,7 +16,6 @@ from collections import OrderedDict
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
-from mmdet.models.layers import nlc_to_nchw
 from mmengine.model import BaseModule, Sequential
 
 from ..checkpoint import join_projections, rename_key
@@ -78,10 +77,11 @@ class SANBlock(BaseModule):
     def forward(self, x):
 
         def _inner_forward(x):
-            hw_shape = x.shape[2:]
+            batch, _, height, width = x.shape
             out = self.relu(self.norm1(x))
-            # tokens as a view of the map (no copy: the projection reads it as it is)
-            out = nlc_to_nchw(self.attn(out.flatten(2).transpose(1, 2), hw_shape), hw_shape)
+            out = self.attn(out.flatten(2).transpose(1, 2), (height, width))
+            # a channels-last view of the tokens (mmdet's nlc_to_nchw would copy them)
+            out = out.transpose(1, 2).reshape(batch, -1, height, width)
             out = self.conv(self.relu(self.norm2(out)))
             return out + x
 
