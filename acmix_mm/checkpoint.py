@@ -117,7 +117,7 @@ def load_checkpoint_file(filename, map_location='cpu'):
                 f'Cannot read checkpoint {filename}: it is truncated or not a PyTorch '
                 'checkpoint; download or save it again.')
     try:
-        return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     except pickle.UnpicklingError as err:
         found = re.search(r'(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)',
                           str(err))
@@ -136,6 +136,36 @@ def load_checkpoint_file(filename, map_location='cpu'):
         raise CheckpointError(
             f'Cannot read checkpoint {filename}: {err}. The file may be truncated or '
             'not a PyTorch checkpoint; download or save it again.') from None
+    check_finite(checkpoint, filename)
+    return checkpoint
+
+
+def _non_finite_tensors(obj, prefix=''):
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+            yield prefix
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _non_finite_tensors(value, f'{prefix}.{key}' if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _non_finite_tensors(value, f'{prefix}.{i}')
+
+
+def check_finite(checkpoint, filename):
+    """Refuse a checkpoint with NaN or infinite tensors (weights, buffers, optimizer
+    state): the run that wrote it diverged, and its weights would poison what loads them.
+
+    Raises:
+        CheckpointError: naming the first tensors that are not finite.
+    """
+    bad = list(_non_finite_tensors(checkpoint))
+    if bad:
+        shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+        raise CheckpointError(
+            f'Refused checkpoint {filename}: {len(bad)} tensors hold NaN or infinite '
+            f'values ({shown}); the run that wrote it diverged. Use an earlier checkpoint '
+            'of that run, or train again with a lower learning rate.')
 
 
 def extract_state_dict(checkpoint, prefix='backbone.'):

@@ -19,3 +19,8 @@ class UserError(AcmixError, RuntimeError):
 class CheckpointError(AcmixError, RuntimeError):
     """A checkpoint that cannot be used (missing, truncated, unsafe, of another
     model)."""
+
+
+class DataError(AcmixError, RuntimeError):
+    """A data file that cannot be used (missing, empty, truncated, out-of-range
+    labels, an annotation or meta file that does not parse)."""

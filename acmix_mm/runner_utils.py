@@ -1,12 +1,21 @@
 """What tools/train.py and tools/test.py share: config loading, the library's scope
 (mmdet, mmseg or mmpretrain), checks of the data paths, and errors a user can act on
 (no tracebacks)."""
+import contextlib
+import errno
+import glob
+import json
 import os
 import os.path as osp
+import shutil
+import signal
+import socket
 import sys
+import tempfile
 
 from mmengine.config import Config, DictAction
 
+from .config_checks import check_cfg_options
 from .errors import AcmixError, UserError
 
 # Errors the tools turn into one clear message and exit status 1.
@@ -18,41 +27,6 @@ SCOPES = {
     'mmseg': 'segmentation',
     'mmpretrain': 'ImageNet classification',
 }
-
-
-def _check_cfg_options(cfg, options):
-    """Refuse --cfg-options whose parent keys do not exist (likely a typo).
-
-    Top-level arguments of mmengine's Runner (``randomness``, ``env_cfg``, ...) may be
-    set even when the config leaves them out.
-    """
-    import inspect
-
-    from mmengine.runner import Runner
-    # ``compile`` is read from the config by the runner, not passed to it.
-    runner_keys = set(inspect.signature(Runner.__init__).parameters) | {'compile'}
-    tree = cfg.to_dict()
-    for dotted in options or {}:
-        parts = dotted.split('.')
-        if parts[0] in runner_keys and parts[0] not in tree:
-            continue
-        node, path = tree, []
-        for part in parts[:-1]:
-            path.append(part)
-            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            elif isinstance(node, dict) and part in node:
-                node = node[part]
-                if node is None:  # a dict may take the place of None (init_cfg=None)
-                    break
-            else:
-                raise UserError(
-                    f'--cfg-options key {dotted!r}: {".".join(path)!r} is not in the '
-                    'config. Print the config (python -c "from mmengine import Config; '
-                    'print(Config.fromfile(PATH).pretty_text)") to see its keys.')
-        if len(parts) == 1 and parts[0] not in tree and parts[0] not in runner_keys:
-            raise UserError(f'--cfg-options key {dotted!r} is not a top-level key of the '
-                            'config.')
 
 
 def _make_room_for_options(cfg, options):
@@ -83,18 +57,19 @@ def load_config(path, cfg_options=None):
         cfg = Config.fromfile(path)
     except Exception as err:  # noqa: BLE001 (anything wrong in the file, or its _base_)
         raise UserError(f'Cannot read config {path}: {type(err).__name__}: {err}') from err
-    if cfg_options:
-        _check_cfg_options(cfg, cfg_options)
-        _make_room_for_options(cfg, cfg_options)
-        try:
-            cfg.merge_from_dict(cfg_options)
-        except Exception as err:  # noqa: BLE001
-            raise UserError(f'Cannot apply --cfg-options to {path}: {err}') from err
     scope = cfg.get('default_scope')
     if scope not in SCOPES:
         known = ', '.join(f'{k!r} ({v})' for k, v in SCOPES.items())
         raise UserError(f'{path} has default_scope={scope!r}; acmix_mm tools run '
                         f'configs of scope {known}.')
+    init_scope(cfg)  # the options are checked against the classes of its registries
+    if cfg_options:
+        check_cfg_options(cfg, cfg_options)
+        _make_room_for_options(cfg, cfg_options)
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except Exception as err:  # noqa: BLE001
+            raise UserError(f'Cannot apply --cfg-options to {path}: {err}') from err
     return cfg
 
 
@@ -108,6 +83,14 @@ def set_launcher(cfg, launcher):
     synchronised over gloo).
     """
     import torch
+    needs = {'pytorch': ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+             'slurm': ('SLURM_PROCID', 'SLURM_NTASKS')}.get(launcher, ())
+    unset = [name for name in needs if name not in os.environ]
+    if unset:
+        starter = 'torchrun (tools/dist_train.sh CONFIG GPUS)' if launcher == 'pytorch' \
+            else 'srun (tools/slurm_train.sh)'
+        raise UserError(f'--launcher {launcher}: {", ".join(unset)} not set; start the '
+                        f'processes with {starter}, or drop --launcher for one process.')
     cfg.launcher = launcher
     if launcher == 'none' or torch.cuda.is_available():
         return
@@ -197,12 +180,54 @@ def _evaluator_paths(evaluator):
     return [e['ann_file'] for e in evaluators if isinstance(e, dict) and e.get('ann_file')]
 
 
+def _meta_file(dataset):
+    """The "relative/path label" list an mmpretrain ImageNet-style data set reads, or
+    None (folder mode, or another data set)."""
+    if 'dataset' in dataset:
+        return _meta_file(dataset['dataset'])
+    root = dataset.get('data_root') or ''
+    ann_file = dataset.get('ann_file') or (
+        osp.join('meta', f'{dataset["split"]}.txt') if dataset.get('split') else None)
+    if not ann_file or not ann_file.endswith('.txt'):
+        return None
+    path = osp.join(root, ann_file)
+    return path if osp.isfile(path) else None
+
+
+def check_meta_file(path, num_classes):
+    """Refuse a meta file line that is not "relative/path label" with an integer label
+    below ``num_classes``, naming the line (mmpretrain fails on it without saying
+    where, or trains on a label past its classes)."""
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.rsplit(' ', 1)
+            problem = None
+            if len(parts) != 2:
+                problem = 'has no label'
+            elif not parts[1].lstrip('-').isdigit():
+                problem = f'has the label {parts[1]!r}, not an integer'
+            elif num_classes is not None and not 0 <= int(parts[1]) < num_classes:
+                problem = (f'has the label {parts[1]}, outside the {num_classes} classes '
+                           f'(0..{num_classes - 1})')
+            if problem:
+                raise UserError(f'{path} line {number} ({line!r}) {problem}: each line is '
+                                '"relative/path label". Fix or remove the line.')
+
+
 def check_data(cfg, loaders):
-    """Fail early, naming the missing path and the expected layout."""
+    """Fail early, naming the missing path and the expected layout, and the bad line
+    of an ImageNet meta file."""
     for loader in loaders:
         dataset = (cfg.get(loader) or {}).get('dataset')
         if not dataset:
             continue
+        meta = _meta_file(dataset) if cfg.default_scope == 'mmpretrain' else None
+        if meta is not None:
+            check_meta_file(meta, ((cfg.get('model') or {}).get('head') or {}).get(
+                'num_classes'))
         evaluator = loader.replace('_dataloader', '_evaluator')
         paths = [(loader, p) for p in _dataset_paths(dataset)]
         paths += [(evaluator, p) for p in _evaluator_paths(cfg.get(evaluator) or {})]
@@ -213,6 +238,13 @@ def check_data(cfg, loaders):
                     f'{_LAYOUTS[cfg.default_scope]}\n(link your data there, or set '
                     "--cfg-options to another data_root). For the bundled demo data run "
                     '"python tools/make_demo_data.py" and use a config in configs/demo/.')
+
+
+def check_input_shape(shape, flag='--shape'):
+    """Refuse an input size the backbones cannot take: they downsample by 32."""
+    if shape is not None and min(shape) < 32:
+        raise UserError(f'{flag} {" ".join(map(str, shape))}: every backbone downsamples '
+                        'by 32, so use sides of at least 32 (e.g. --shape 512 512).')
 
 
 def add_common_args(parser):
@@ -252,6 +284,12 @@ def data_error_message(err):
     """
     while err is not None:
         text = str(err)
+        if isinstance(err, json.JSONDecodeError):
+            dataset = _dataset_in_traceback(err)
+            where = dataset.ann_file if dataset is not None else 'An annotation file'
+            return (f'Cannot parse {where}: it is not valid JSON ({err.msg} at line '
+                    f'{err.lineno}, column {err.colno}); it may be truncated. Download or '
+                    'write it again.')
         if 'failed to load image:' in text:
             path = text.split('failed to load image:', 1)[1].strip()
             return (f'Cannot read image {path}: it is truncated or not an image. Replace '
@@ -263,28 +301,173 @@ def data_error_message(err):
     return None
 
 
-def _empty_dataset(err):
-    """The message for a data set left without images (mmengine fails to serialise it)."""
-    if 'need at least one array to concatenate' not in str(err):
-        return None
+def _dataset_in_traceback(err):
+    """The data set whose method raised ``err``, or None."""
     from mmengine.dataset import BaseDataset
     tb = err.__traceback__
     while tb is not None:
         dataset = tb.tb_frame.f_locals.get('self')
         if isinstance(dataset, BaseDataset):
-            classes = tuple(dataset.metainfo.get('classes') or ())
-            shown = ', '.join(classes[:5]) + (', ...' if len(classes) > 5 else '')
-            return (f'The data set {dataset.ann_file} has no images left: none of its '
-                    f'annotations is of the config\'s classes ({len(classes)}: {shown}), '
-                    'or filter_cfg removed them all. Set the dataset\'s metainfo.classes '
-                    'to the categories of the annotation file (and the head\'s '
-                    'num_classes to their number).')
+            return dataset
         tb = tb.tb_next
     return None
 
 
+def _coco_keys_missing(ann_file):
+    """The required top-level keys a COCO-style annotation file lacks."""
+    if not str(ann_file).endswith('.json') or not osp.isfile(ann_file):
+        return []
+    try:
+        with open(ann_file) as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(content, dict):
+        return ['images', 'annotations', 'categories']
+    return [k for k in ('images', 'annotations', 'categories') if not content.get(k)]
+
+
+def _empty_dataset(err):
+    """The message for a data set left without images (mmengine fails to serialise it)."""
+    if 'need at least one array to concatenate' not in str(err):
+        return None
+    dataset = _dataset_in_traceback(err)
+    if dataset is not None:
+        missing = _coco_keys_missing(dataset.ann_file)
+        if missing:
+            return (f'The annotation file {dataset.ann_file} has no '
+                    f'{", no ".join(repr(k) for k in missing)} list: a COCO-style file '
+                    "holds 'images', 'annotations' and 'categories'. Check that it is "
+                    'the right file, or write it again.')
+        classes = tuple(dataset.metainfo.get('classes') or ())
+        shown = ', '.join(classes[:5]) + (', ...' if len(classes) > 5 else '')
+        return (f'The data set {dataset.ann_file} has no images left: none of its '
+                f'annotations is of the config\'s classes ({len(classes)}: {shown}), '
+                'or filter_cfg removed them all. Set the dataset\'s metainfo.classes '
+                'to the categories of the annotation file (and the head\'s '
+                'num_classes to their number).')
+    return None
+
+
+class Interrupted(AcmixError):
+    """Training stopped by Ctrl-C or SIGTERM (exit status 128 + the signal)."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.exit_status = 128 + signum
+
+
+def _process_rank():
+    """This process's rank before the process group exists (torchrun, Slurm)."""
+    return int(os.environ.get('RANK', os.environ.get('SLURM_PROCID', 0)))
+
+
+@contextlib.contextmanager
+def claim_work_dir(work_dir):
+    """Hold ``work_dir`` for one training run.
+
+    Refuses a work dir that another live run holds (two runs would overwrite each
+    other's checkpoints and logs), one that cannot be written, and removes the
+    ``.*.partial`` files a killed run left behind (no live run writes them).
+    """
+    if _process_rank() != 0:
+        yield
+        return
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=work_dir, prefix='.write_test'):
+            pass
+    except OSError as err:
+        raise UserError(f'Cannot write to the work dir {work_dir}: {err.strerror} (errno '
+                        f'{err.errno}). Pass a writable --work-dir.') from None
+    lock = osp.join(work_dir, '.train.lock')
+    owner = _lock_owner(lock)
+    if owner is not None:
+        raise UserError(f'The work dir {work_dir} is in use by a running training '
+                        f'(pid {owner}, see {lock}). Pass another --work-dir, or stop that '
+                        'run first.')
+    with open(lock, 'w') as f:
+        f.write(f'{os.getpid()} {socket.gethostname()}\n')
+    for stale in glob.glob(osp.join(work_dir, '.*.partial')):
+        os.remove(stale)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(lock)
+
+
+def _lock_owner(lock):
+    """The pid of the live process that holds ``lock`` on this host, else None."""
+    try:
+        with open(lock) as f:
+            pid, host = f.read().split()
+        pid = int(pid)
+    except (OSError, ValueError):
+        return None
+    if host != socket.gethostname() or pid == os.getpid():
+        return None  # another machine's lock on a shared disk cannot be checked here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user
+    return pid
+
+
+def check_free_space(runner):
+    """Refuse to start when the work dir cannot hold one more checkpoint of the model
+    (weights and, at most, two optimizer states per weight)."""
+    if _process_rank() != 0:
+        return
+    model = getattr(runner.model, 'module', runner.model)
+    needed = 3 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    free = shutil.disk_usage(runner.work_dir).free
+    if free < needed:
+        raise UserError(f'The disk of the work dir {runner.work_dir} has {free / 2**20:.0f} '
+                        f'MB free; a checkpoint of this model needs up to {needed / 2**20:.0f}'
+                        ' MB. Free space or pass another --work-dir.')
+
+
+@contextlib.contextmanager
+def stop_signals_end_cleanly(work_dir):
+    """Ctrl-C and SIGTERM end training with one line naming the last good checkpoint.
+
+    SIGTERM (what schedulers and ``kill`` send) is raised as an interrupt, so a save in
+    progress removes its partial file and no traceback is printed.
+    """
+    from .runner import last_good_checkpoint
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt(signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        signum = err.args[0] if err.args else signal.SIGINT
+        name = 'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'
+        raise Interrupted(f'training stopped by {name}; the last good checkpoint is '
+                          f'{last_good_checkpoint(work_dir)} (continue with --resume).',
+                          signum) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(err):
+    """The message of ``err``; for an error re-raised from a data loader worker (its
+    text then holds the worker's traceback), the original message."""
+    text = str(err)
+    if 'Original Traceback' in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(': ', 1)[1] if ': ' in last else last
+    return text
+
+
 def run_with_clear_errors(body):
-    """Run a tool's work; bad input ends with one line on stderr and exit status 1.
+    """Run a tool's work; bad input ends with one line on stderr and exit status 1
+    (128 + the signal for Ctrl-C and SIGTERM).
 
     Returns:
         int: the exit status (0 on success).
@@ -292,7 +475,16 @@ def run_with_clear_errors(body):
     try:
         body()
     except USER_ERRORS as err:
-        print(f'error: {err}', file=sys.stderr)
+        print(f'error: {_one_line(err)}', file=sys.stderr)
+        return getattr(err, 'exit_status', 1)
+    except KeyboardInterrupt:
+        print('error: stopped by Ctrl-C.', file=sys.stderr)
+        return 128 + signal.SIGINT
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            raise
+        print(f'error: cannot write {err.filename or "a file"}: {err.strerror} (errno '
+              f'{err.errno}). Free space or choose a writable folder.', file=sys.stderr)
         return 1
     except Exception as err:  # a data file found unreadable mid-run
         message = data_error_message(err)

@@ -76,6 +76,62 @@ def test_acmix_config_differs_from_its_baseline_only_in_the_model(acmix, baselin
     assert acmix_cfg.model.head == base_cfg.model.head
 
 
+def build_backbone(name):
+    from mmengine.registry import MODELS
+
+    from acmix_mm.runner_utils import init_scope
+    cfg = pretrain_config(name)
+    init_scope(cfg)
+    with MODELS.switch_scope_and_registry(None) as registry:
+        backbone = registry.build(cfg.model.backbone)
+    backbone.init_weights()
+    return backbone
+
+
+def norm_training(backbone):
+    """Whether the norms use batch statistics in training, and how many of them start
+    with zero weights (a residual block's last one, zero_init_residual)."""
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    backbone.train()
+    return all(m.training for m in norms), sum(float(m.weight.abs().sum()) == 0 for m in norms)
+
+
+@pytest.mark.parametrize('acmix, baseline', [
+    ('resnet26_acmix', 'resnet50'), ('resnet50_acmix', 'resnet50'), ('san19_acmix', 'san19')])
+def test_acmix_norms_train_as_their_baselines(acmix, baseline):
+    """Issue 26: ResNet-ACmix pretrained with mmdet's norm_eval=True (its norms frozen at
+    their initial statistics) and diverged where ResNet-50 did not."""
+    ours, theirs = norm_training(build_backbone(acmix)), norm_training(build_backbone(baseline))
+    blocks = {'resnet26_acmix': 8, 'resnet50_acmix': 16, 'san19_acmix': 0}[acmix]
+    assert ours == (theirs[0], blocks) and ours[0]
+
+
+def test_resnet50_acmix_recipe_stays_finite_at_a_small_batch():
+    """The issue's case: lr 0.1 at batch 4 went NaN in 4 iterations (mmpretrain's
+    ResNet-50 stayed finite). The config's classifier, its optimizer, eight steps."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS
+    from mmpretrain.structures import DataSample
+
+    from acmix_mm.runner_utils import init_scope
+    cfg = pretrain_config('resnet50_acmix')
+    init_scope(cfg)
+    torch.manual_seed(0)
+    with MODELS.switch_scope_and_registry(None) as registry:
+        model = registry.build(cfg.model)
+    model.init_weights()
+    model.train()
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    losses = []
+    for _ in range(8):
+        images = torch.randn(4, 3, 128, 128)
+        samples = [DataSample().set_gt_label(int(i)) for i in torch.randint(0, 1000, (4, ))]
+        loss = model(images, samples, mode='loss')['loss']
+        optim.update_params(loss)
+        losses.append(float(loss))
+    assert all(torch.isfinite(torch.tensor(losses))) and max(losses) < 100, losses
+
+
 def without_scope(node):
     """A config tree without the ``_scope_`` keys mmengine adds to inherited parts."""
     if isinstance(node, dict):

@@ -41,7 +41,12 @@ from acmix_mm.analysis import (
 from acmix_mm.deploy import RawOutputs, export_friendly_upsampling, export_network
 from acmix_mm.errors import ConfigError
 from acmix_mm.layers import fuse_acmix
-from acmix_mm.runner_utils import init_scope, load_config, run_with_clear_errors
+from acmix_mm.runner_utils import (
+    check_input_shape,
+    init_scope,
+    load_config,
+    run_with_clear_errors,
+)
 
 DEFAULT_SHAPE = (576, 576)
 
@@ -159,8 +164,6 @@ def main(argv=None):
             parser.error(f'--{name} must be at least 1')
     if args.warmup < 0:
         parser.error('--warmup must not be negative')
-    if min(args.shape) < 1:
-        parser.error('--shape must be positive')
     if args.vs and args.backend:
         parser.error('--backend compares the config with its own eager run; drop --vs')
 
@@ -170,6 +173,7 @@ def main(argv=None):
 
 def run_benchmark(args, paths):
     """Time the configs of ``paths`` side by side and print images/s and the ratio."""
+    check_input_shape(args.shape)
     cfgs = [load_config(path, args.cfg_options) for path in paths]
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if args.backend == 'onnxruntime':

@@ -26,6 +26,7 @@ export at fixed sizes only (their graphs depend on the input size), as does Uper
 (its pyramid pooling pools to fixed grids), which the tool says.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -164,6 +165,7 @@ def main(argv=None):
         if min(shape) < 64 or any(side % 32 for side in shape):
             raise UserError(f'--shape {shape[0]} {shape[1]}: use multiples of 32 of at '
                             'least 64.')
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         init_scope(cfg)
         model, network = build_model(cfg)
         min_side = min_free_side(model) if args.dynamic else None

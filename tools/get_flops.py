@@ -19,7 +19,7 @@ import sys
 from mmengine.config import DictAction
 
 from acmix_mm.analysis import count_config
-from acmix_mm.runner_utils import load_config, run_with_clear_errors
+from acmix_mm.runner_utils import check_input_shape, load_config, run_with_clear_errors
 
 
 def main(argv=None):
@@ -33,6 +33,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     def count():
+        check_input_shape(args.shape)
         cfg = load_config(args.config, args.cfg_options)
         flops, params, (height, width) = count_config(cfg, args.shape)
         line = '=' * 30

@@ -12,6 +12,7 @@ import mmcv
 
 from acmix_mm.checkpoint import load_checkpoint_file
 from acmix_mm.runner_utils import UserError, init_scope, load_config, run_with_clear_errors
+from acmix_mm.transforms import CheckedLoadImageFromFile
 
 
 def parse_args(argv=None):
@@ -31,11 +32,13 @@ def main(argv=None):
 
     def paint():
         cfg = load_config(args.config)
-        if not osp.isfile(args.image):
-            raise UserError(f'Image not found: {args.image}')
         load_checkpoint_file(args.checkpoint)
         init_scope(cfg)
+        CheckedLoadImageFromFile().check_file(args.image)  # missing, empty, truncated
         image = mmcv.imread(args.image, channel_order='rgb')
+        if image is None:
+            raise UserError(f'Cannot read image {args.image}: it is not an image file '
+                            '(JPEG, PNG, BMP, ...).')
         os.makedirs(osp.dirname(osp.abspath(args.out_file)), exist_ok=True)
         if cfg.default_scope == 'mmdet':
             from mmdet.apis import inference_detector, init_detector

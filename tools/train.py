@@ -10,15 +10,19 @@ the config reaches acmix_mm through its ``custom_imports``.
 import argparse
 import sys
 
+from acmix_mm.config_checks import check_schedule
 from acmix_mm.runner_utils import (
     UserError,
     add_common_args,
     build_runner,
     check_data,
+    check_free_space,
+    claim_work_dir,
     config_from_args,
     finish_distributed,
     init_scope,
     run_with_clear_errors,
+    stop_signals_end_cleanly,
 )
 
 
@@ -49,6 +53,7 @@ def parse_args(argv=None):
 
 def build_cfg(args):
     cfg = config_from_args(args)
+    check_schedule(cfg)
     if args.amp:
         import torch
         if torch.cuda.is_available():  # float16 with dynamic loss scaling
@@ -80,8 +85,11 @@ def main(argv=None):
         cfg = build_cfg(args)
         init_scope(cfg)
         check_data(cfg, ['train_dataloader', 'val_dataloader'])
-        runner = build_runner(cfg)
-        runner.train()
+        with claim_work_dir(cfg.work_dir):
+            runner = build_runner(cfg)
+            check_free_space(runner)
+            with stop_signals_end_cleanly(runner.work_dir):
+                runner.train()
         finish_distributed()
 
     return run_with_clear_errors(train)

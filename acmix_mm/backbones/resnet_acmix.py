@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 from mmdet.models.backbones.resnet import Bottleneck, ResNet
 from mmdet.models.layers import ResLayer
+from torch import nn
 
 from ..checkpoint import join_projections, rename_key
 from ..errors import ConfigError
@@ -132,6 +133,12 @@ class ResNetACmix(OfficialCheckpointMixin, ResNet):
         # kernels and rates in their own init_weights afterwards.
         if not self.load_pretrained_init_cfg():
             super().init_weights()
+            if self.zero_init_residual:
+                # mmdet's ResNet zeroes norm3 only for its own Bottleneck and default
+                # init_cfg, so it would never happen here.
+                for block in self.modules():
+                    if isinstance(block, BottleneckACmix):
+                        nn.init.zeros_(block.norm3.weight)
 
 
 def is_official_resnet_acmix(state_dict):

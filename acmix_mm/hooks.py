@@ -1,0 +1,105 @@
+"""Hooks that keep a run from losing or poisoning what it wrote.
+
+:class:`AtomicCheckpointRunner` puts both in place of (or beside) mmengine's defaults,
+so every config that runs on it gets them without naming them.
+"""
+import contextlib
+import math
+
+import torch
+from mmengine.dist import is_main_process
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.registry import HOOKS
+
+from .errors import AcmixError
+
+
+class NonFiniteLossError(AcmixError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class _RemovalsDeferred:
+    """A file backend whose ``remove`` and ``rmtree`` only record what they were asked."""
+
+    def __init__(self, backend):
+        self.backend, self.deferred = backend, []
+
+    def remove(self, path):
+        self.deferred.append(('remove', path))
+
+    def rmtree(self, path):
+        self.deferred.append(('rmtree', path))
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+
+@HOOKS.register_module()
+class SafeCheckpointHook(CheckpointHook):
+    """:class:`mmengine.hooks.CheckpointHook` that removes old checkpoints only after
+    the new one is complete.
+
+    mmengine deletes the checkpoint that ``max_keep_ckpts`` (or a new best) pushes out
+    *before* it writes the next one, so a run killed during that save keeps no
+    checkpoint at all and ``last_checkpoint`` names a deleted file. Here the removals
+    are deferred until the new file is in place and the pointer names it. Takes the
+    same arguments as :class:`~mmengine.hooks.CheckpointHook`.
+    """
+
+    @contextlib.contextmanager
+    def _removals_deferred(self):
+        backend = self.file_backend
+        self.file_backend = _RemovalsDeferred(backend)
+        try:
+            yield
+        finally:
+            deferred, self.file_backend = self.file_backend.deferred, backend
+        # Reached only when the save succeeded: now the old files may go.
+        if is_main_process():
+            for name, path in deferred:
+                getattr(backend, name)(path)
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        with self._removals_deferred():
+            super()._save_checkpoint_with_step(runner, step, meta)
+
+    def _save_best_checkpoint(self, runner, metrics):
+        with self._removals_deferred():
+            super()._save_best_checkpoint(runner, metrics)
+
+
+@HOOKS.register_module()
+class FiniteLossHook(Hook):
+    """Stop training at the first iteration whose loss is NaN or infinite.
+
+    mmengine trains on after a divergence and saves the NaN weights, which later load
+    silently downstream. This hook runs before the checkpoint hook of the same
+    iteration, so nothing after the divergence is saved.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if not outputs:
+            return
+        values = {k: v for k, v in outputs.items()
+                  if isinstance(v, (torch.Tensor, float, int))}
+        finite = torch.isfinite(torch.stack(
+            [torch.as_tensor(v, dtype=torch.float32).detach().cpu().mean()
+             for v in values.values()])).all()
+        if bool(finite):
+            return
+        terms = ', '.join(f'{k}={float(torch.as_tensor(v).float().mean()):.4g}'
+                          for k, v in values.items())
+        lr = ''
+        if hasattr(runner, 'optim_wrapper'):
+            rates = runner.optim_wrapper.get_lr()
+            first = next(iter(rates.values()), None)
+            if first and not math.isnan(first[0]):
+                lr = f' (learning rate {first[0]:.4g})'
+        raise NonFiniteLossError(
+            f'iteration {runner.iter + 1}: the loss is not finite ({terms}); training '
+            f'stopped and nothing after this iteration was saved. Try a lower learning '
+            f'rate{lr} (optim_wrapper.optimizer.lr), --auto-scale-lr when the total '
+            'batch is smaller than the config\'s, or gradient clipping '
+            '(optim_wrapper.clip_grad=dict(max_norm=1.0)).')
