@@ -167,3 +167,27 @@ def test_tools_accept_every_flag_the_pages_name():
     everywhere = set().union(*known.values())
     unknown += [flag for flag in alone if flag not in everywhere]
     assert not unknown, f'flags the pages name that no tool accepts: {unknown}'
+
+
+def test_the_own_config_snippets_load(tmp_path):
+    """docs/custom_config.md's first snippet (and the README's) give a model with the
+    ACmix backbone and no stray top-level copy of it."""
+    from mmengine.config import Config
+    page = text_of(osp.join(ROOT, 'docs', 'custom_config.md'))
+    snippet = re.findall(r'```python\n(.*?)```', page, re.S)[0]
+    path = tmp_path / 'own_config.py'
+    path.write_text(snippet.replace('/path/to/acmix_mm', ROOT))
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.backbone.type == 'PVTACmix' and 'backbone' not in cfg
+    assert cfg.model.backbone.init_cfg.checkpoint.endswith('pvt_tiny.pth')
+    assert cfg.model.neck.in_channels == [64, 128, 320, 512]
+    from acmix_mm.runner_utils import init_scope
+    init_scope(cfg)
+    from mmengine.registry import MODELS, DefaultScope
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        MODELS.build(cfg.model)  # the neck fits the backbone
+    readme = re.findall(r'```python\n(.*?)```', text_of(README), re.S)[0]
+    path = tmp_path / 'readme_config.py'
+    path.write_text("_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']\n" + readme)
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.backbone == dict(type='PVTACmix', arch='tiny', out_indices=(0, 1, 2, 3))
