@@ -52,7 +52,7 @@ def cell(latest, figure):
     return records.show(latest[figure]) if figure in latest else 'not measured'
 
 
-def render_speed(latest):
+def render_speed(latest, link=True):
     rows = ['| ACmix / baseline | training step time, 512x640 | memory kept for backward | '
             'forward time, 800x1344 |', '|---|---|---|---|']
     used = []
@@ -72,15 +72,17 @@ def render_speed(latest):
         f'{"" if any("CUDA" in r["machine"] for r in used) else "; CPU only"}.'
         f'{transcribed(used)}',
         'Commands: `python benchmarks/train_step.py`, `python benchmarks/backbone_speed.py`,',
-        '`python tools/benchmark.py CONFIG --backend onnxruntime`. Each figure with its',
-        'command: [docs/benchmarks.md](docs/benchmarks.md).', ''])
+        '`python tools/benchmark.py CONFIG --backend onnxruntime`.'
+        + (' Each figure with its command: [docs/benchmarks.md](docs/benchmarks.md).'
+           if link else ''), ''])
 
 
 def transcribed(recs):
     """A note when some of ``recs`` were transcribed rather than written by a tool."""
     if any(r.get('source') for r in recs):
-        return (' Figures dated up to e684e64 were transcribed from the old README; a run '
-                'of the command replaces them.')
+        return (' Figures marked (t) in docs/benchmarks.md were transcribed from the README '
+                'at commit e684e64, not written by a tool; a run of the command replaces '
+                'them.')
     return ''
 
 
@@ -113,7 +115,7 @@ def render_benchmarks(latest):
         'no GPU has run this project. Ratios move with the machine (two AMD EPYC machines',
         'of one name differed by 1.5x): compare figures of one machine only.', '',
         '## Summary', '',
-        render_speed(latest).replace('](docs/benchmarks.md)', '](benchmarks.md)'),
+        render_speed(latest, link=False),
         'A benchmark appends its records when it runs; then run',
         f'`{REGENERATE}`. "(t)": transcribed from the README at e684e64, not yet',
         're-run by the tool. Each record also holds the absolute times (JSON `details`).', '',
