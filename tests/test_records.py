@@ -66,3 +66,18 @@ def test_a_benchmark_appends_its_records():
     assert rec['command'].startswith('python benchmarks/shift_operators.py --shapes 8,2,5,6')
     assert rec['machine'] and rec['torch'] and rec['commit'] and rec['unit'] == 'x'
     assert 'cores' in rec['machine'] or 'CUDA' in rec['machine']
+
+
+def test_demo_sh_records_the_figures_the_pages_show():
+    """tools/demo.sh's records are the ones tools/gen_docs.py puts in the README: the
+    metric, training and whole-command times of each task, and the set-up's time."""
+    demo = open(osp.join(ROOT, 'tools', 'demo.sh')).read()
+    gen_docs = load_script('tools/gen_docs.py')
+    for kind in ('metric', 'train_s', 'total_s'):
+        assert f'records add demo "demo.$TASK.{kind}"' in demo, kind
+    assert 'records add setup "setup.$SETUP"' in demo
+    for _, task in gen_docs.DEMOS:
+        assert f'\n  {task}) NAME=' in demo, task  # a task of the case statement
+    for _, figure in gen_docs.SETUP:
+        if figure.startswith('setup.'):
+            assert f'SETUP={figure.split(".")[1]}' in demo, figure
