@@ -4,5 +4,4 @@ Importing the package registers every backbone in mmdet's, mmseg's and mmpretrai
 ``MODELS``; configs reach it with ``custom_imports = dict(imports=['acmix_mm'])``.
 """
 from . import backbones, classification, layers, runner  # noqa: F401  (registers them)
-
-__version__ = '0.1.0'
+from .version import __version__  # noqa: F401

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 import acmix_mm  # noqa: F401
+from acmix_mm import records
 from acmix_mm.analysis import best_times, complexity
 from acmix_mm.backbones.swin_acmix import SwinACmixBlock
 from acmix_mm.layers import ACmix, ATConv, TokenACmix
@@ -67,13 +68,17 @@ def build_mixers(channels):
     pvt = TokenACmix(channels, 1, attn_path=dict(type='SpatialReductionAttentionPath',
                                                  sr_ratio=8))
     swin = SwinACmixBlock(channels, max(channels // 32, 1), 4 * channels, shift=True)
-    return [
+    return [  # the keys of MIXER_KEYS, in order
         ('ATConv (ours: pool, then project)', atconv),
         ('ATConv (official order: project, then pool)', official),
         ('ACmix, spatial-reduction attention (PVT, R 8)', TokenMixer(pvt)),
         ('ACmix, shifted windows (Swin, window 7)', TokenMixer(swin, swin.mix)),
         ('ACmix, sliding windows (ResNet, 7x7)', ACmix(channels, channels)),
     ]
+
+
+# Record names of the mixers of build_mixers, in its order.
+MIXER_KEYS = ('atconv', 'atconv_official', 'acmix_pvt', 'acmix_swin', 'acmix_sliding')
 
 
 def measure(mixers, x, repeat, device):
@@ -133,6 +138,17 @@ def main(argv=None):
         print(f'{name:<{width_name}}  {params / 1e3:5.1f}K  {flops / 1e9:6.2f}  '
               f'{fwd * 1e3:9.1f} ({fwd / fwd0:5.2f})    {bwd * 1e3:9.1f} ({bwd / bwd0:5.2f})',
               flush=True)
+    shape = f'{args.batch}x{args.channels}x{height}x{width}'
+    other = shape != '1x64x200x336' and shape
+    records.write('atconv_vs_acmix', [
+        records.make(records.variant(f'token_mixer.{key}', other,
+                                     device.type == 'cuda' and 'cuda') + '.fwd_bwd_ms',
+                     round(bwd * 1e3, 1), 'ms', f'{name} on a {shape} map, forward+backward',
+                     details=dict(gflops=round(float(flops) / 1e9, 2),
+                                  forward_ms=round(fwd * 1e3, 1),
+                                  x_atconv=round(bwd / bwd0, 2), repeat=args.repeat),
+                     device=device)
+        for key, (name, _), (params, flops, fwd, bwd) in zip(MIXER_KEYS, mixers, results)])
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ import torch
 from mmdet.models.backbones import PyramidVisionTransformer, SwinTransformer
 
 import acmix_mm  # noqa: F401
+from acmix_mm import records
 from acmix_mm.analysis import best_times, device_name
 from acmix_mm.backbones import AttNet, PVTACmix, SwinACmix
 from acmix_mm.layers import fuse_acmix
@@ -50,6 +51,7 @@ def main():
           f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
           f'device {device.type} ({where})')
     x = torch.randn(1, 3, *args.size, device=device)
+    results = []
     for pair in args.pairs:
         names = list(PAIRS[pair][0::2])
         torch.manual_seed(0)
@@ -65,6 +67,15 @@ def main():
                                        device, warmup=1)
         print(f'  {names[0]}: {first:.3f} s   {names[1]}: {second:.3f} s   '
               f'ratio {first / second:.2f}', flush=True)
+        size = f'{args.size[0]}x{args.size[1]}'
+        results.append(records.make(
+            records.variant(f'backbone_forward.{pair}', args.deploy and 'deploy',
+                            list(args.size) != [800, 1344] and size,
+                            device.type == 'cuda' and 'cuda'),
+            round(first / second, 3), 'x', f'{names[0]} / {names[1]}, backbone forward '
+            f'at {size}', details=dict(seconds=[round(first, 4), round(second, 4)],
+                                        size=size, repeat=args.repeat), device=device))
+    records.write('backbone_forward', results)
 
 
 if __name__ == '__main__':

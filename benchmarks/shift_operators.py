@@ -36,6 +36,7 @@ import platform
 import torch
 import torch.nn.functional as F
 
+from acmix_mm import records
 from acmix_mm.analysis import best_times
 from acmix_mm.layers import ShiftConvPath
 
@@ -212,6 +213,7 @@ def main(argv=None):
           f'device {device.type} ({where})', flush=True)
     print('ratio = tensor shifts / group conv (above 1: group conv faster; paper, '
           'Table 7: whole Swin-ACmix-T 419 / 313 FPS = 1.34 on GPU)', flush=True)
+    made = []
     for name, embed_dims, num_heads, height, width in args.shapes or DEFAULT_SHAPES:
         results = measure(embed_dims, num_heads, (height, width), args.batch,
                           args.repeat, device)
@@ -225,6 +227,19 @@ def main(argv=None):
             print(f'  {mode:<16}  group conv {conv * 1e3:8.2f} ms   tensor shifts '
                   f'{shift_text}')
             print(f'  {mode:<16}  ratio {ratio_text}', flush=True)
+            where = (f'{name}, C {embed_dims}, {num_heads} heads, {height}x{width}'
+                     if name == 'custom' else name)
+            slug = '_'.join(where.replace(',', '').split()).lower()
+            made.append(records.make(
+                records.variant(f'shift.{slug}', args.batch != 1 and f'batch{args.batch}',
+                                device.type == 'cuda' and 'cuda', mode.replace('+', '_')),
+                round(shifts[0] / conv, 2), 'x',
+                f'{where}: tensor shifts / group conv, {mode}',
+                details=dict(group_conv_ms=round(conv * 1e3, 2),
+                             tensor_shifts_ms=dict(zip(LAYOUTS, (round(t * 1e3, 2)
+                                                                 for t in shifts))),
+                             batch=args.batch, repeat=args.repeat), device=device))
+    records.write('shift_operators', made)
 
 
 if __name__ == '__main__':

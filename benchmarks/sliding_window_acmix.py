@@ -24,6 +24,7 @@ import time
 
 import torch
 
+from acmix_mm import records
 from acmix_mm.analysis import device_name, peak_allocated_bytes
 
 
@@ -101,6 +102,22 @@ def main():
     (t_ref, a_ref, r_ref), (t_ours, a_ours, r_ours) = results['unfold'], results['ours']
     print(f'speed-up {t_ref / t_ours:.1f}x, memory {a_ref / max(a_ours, 1):.1f}x less '
           f'allocated ({r_ref / max(r_ours, 1):.1f}x less resident set growth)')
+    shape = f'{args.channels} channels, {args.size[0]}x{args.size[1]}'
+    details = dict(seconds=[round(t_ours, 4), round(t_ref, 4)],
+                   allocated_mib=[round(a_ours), round(a_ref)],
+                   resident_mib=[round(r_ours), round(r_ref)], stride=args.stride,
+                   order='ours, unfold')
+    name = records.variant(
+        'sliding_window' if args.attention == 'sliding' else 'patchwise',
+        (args.channels, list(args.size), args.stride) != (64, [200, 336], 1)
+        and f'c{args.channels}_{args.size[0]}x{args.size[1]}_s{args.stride}')
+    records.write('sliding_window', [
+        records.make(f'{name}.speedup', round(t_ref / t_ours, 2), 'x',
+                     f'one {args.attention} ACmix ({shape}), forward+backward: unfold '
+                     'time / ours', details=details),
+        records.make(f'{name}.memory', round(a_ref / max(a_ours, 1), 2), 'x',
+                     f'one {args.attention} ACmix ({shape}): unfold peak allocated / '
+                     'ours', details=details)])
 
 
 if __name__ == '__main__':

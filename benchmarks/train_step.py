@@ -18,6 +18,7 @@ import torch
 from mmdet.models.backbones import PyramidVisionTransformer, ResNet, SwinTransformer
 
 import acmix_mm  # noqa: F401
+from acmix_mm import records
 from acmix_mm.analysis import best_times, device_name, saved_bytes
 from acmix_mm.backbones import SAN, PVTACmix, ResNetACmix, SANACmix, SwinACmix
 
@@ -66,12 +67,15 @@ def main():
           f'{", autocast " + str(dtype).split(".")[1] if args.amp else ""}')
     x = torch.randn(1, 3, *args.size, device=device)
     # Both models of every pair under the same autocast, if any.
+    results = []
     with torch.autocast(device.type, dtype=dtype, enabled=args.amp):
         for pair in args.pairs:
-            measure_pair(pair, x, device, args.repeat)
+            results += measure_pair(pair, x, device, args.repeat, args)
+    records.write('train_step', results)
 
 
-def measure_pair(pair, x, device, repeat):
+def measure_pair(pair, x, device, repeat, args):
+    """Measure one pair, print its line; returns its records (time, memory, forward)."""
     names = PAIRS[pair][0::2]
     torch.manual_seed(0)
     models = [build().to(device) for build in PAIRS[pair][1::2]]
@@ -100,6 +104,24 @@ def measure_pair(pair, x, device, repeat):
         peak = [cuda_peak(m, x, device) for m in models]
         line += f'; CUDA peak {peak[0] / peak[1]:.2f}'
     print(line, flush=True)
+    size = 'x'.join(map(str, x.shape))
+    name = records.variant(f'train_step.{pair}', args.amp and 'amp',
+                           list(args.size) != [512, 640] and size,
+                           device.type == 'cuda' and 'cuda')
+    pair_label = f'{names[0]} / {names[1]}'
+    details = dict(seconds=[round(t, 4) for t in step],
+                   saved_mib=[round(m / 2**20, 1) for m in memory],
+                   forward_seconds=[round(t, 4) for t in forward], size=size,
+                   repeat=repeat, amp=args.amp)
+    return [records.make(f'{name}.time_ratio', round(step[0] / step[1], 3), 'x',
+                         f'{pair_label}, training step time at {size}', details=details,
+                         device=device),
+            records.make(f'{name}.memory_ratio', round(memory[0] / memory[1], 3), 'x',
+                         f'{pair_label}, memory kept for backward at {size}',
+                         details=details, device=device),
+            records.make(f'{name}.forward_ratio', round(forward[0] / forward[1], 3), 'x',
+                         f'{pair_label}, forward time (eval) at {size}', details=details,
+                         device=device)]
 
 
 if __name__ == '__main__':

@@ -1,14 +1,19 @@
 import contextlib
 import importlib.util
+import os
 import os.path as osp
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# The benchmarks and tools the tests run write their measurement records here (and
+# the tools they start inherit it), never into benchmarks/results/ (acmix_mm.records).
+os.environ['ACMIX_MM_RECORDS'] = tempfile.mkdtemp(prefix='acmix_mm_records_')
 
 
 def run_tool(*args, timeout=900):

@@ -31,6 +31,7 @@ import torch
 from mmengine.config import DictAction
 from mmengine.utils import ProgressBar
 
+from acmix_mm import records
 from acmix_mm.analysis import (
     TensorForward,
     data_samples_for,
@@ -202,6 +203,30 @@ def run_benchmark(args, paths):
               f'{height}x{width}, {args.iters} iters after {args.warmup} warm-up)')
     if len(names) == 2:
         print(f'ratio {names[0]} / {names[1]}: {rates[0] / rates[1]:.2f}x images/s')
+    records.write('benchmark', [benchmark_record(args, paths, names, rates, device)])
+
+
+def benchmark_record(args, paths, names, rates, device):
+    """The record of one run: images/s of the config, or the ratio to the second one."""
+    height, width = args.shape
+    size = f'{height}x{width}'
+    figure = f'benchmark.{config_name(paths[0])}.{size}'
+    if args.backend:
+        figure += f'.{args.backend}'
+    elif args.vs:
+        figure += f'.vs.{config_name(args.vs)}'
+    if args.deploy:
+        figure += '.deploy'
+    figure = records.variant(figure, args.batch != 1 and f'batch{args.batch}',
+                             device.type == 'cuda' and 'cuda')
+    details = dict(images_per_s={name: round(rate, 3) for name, rate in zip(names, rates)},
+                   iters=args.iters, warmup=args.warmup, batch=args.batch)
+    if len(names) == 1:
+        return records.make(figure, round(rates[0], 3), 'img/s',
+                            f'{names[0]} at {size}', details=details, device=device)
+    return records.make(figure, round(rates[0] / rates[1], 3), 'x',
+                        f'{names[0]} / {names[1]} images/s at {size}', details=details,
+                        device=device)
 
 
 
