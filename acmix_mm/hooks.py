@@ -5,6 +5,8 @@ so every config that runs on it gets them without naming them.
 """
 import contextlib
 import math
+import signal
+import threading
 
 import torch
 from mmengine.dist import is_main_process
@@ -49,15 +51,16 @@ class SafeCheckpointHook(CheckpointHook):
     @contextlib.contextmanager
     def _removals_deferred(self):
         backend = self.file_backend
-        self.file_backend = _RemovalsDeferred(backend)
-        try:
-            yield
-        finally:
-            deferred, self.file_backend = self.file_backend.deferred, backend
-        # Reached only when the save succeeded: now the old files may go.
-        if is_main_process():
-            for name, path in deferred:
-                getattr(backend, name)(path)
+        with interrupts_deferred():
+            self.file_backend = _RemovalsDeferred(backend)
+            try:
+                yield
+            finally:
+                deferred, self.file_backend = self.file_backend.deferred, backend
+            # Reached only when the save succeeded: now the old files may go.
+            if is_main_process():
+                for name, path in deferred:
+                    getattr(backend, name)(path)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         with self._removals_deferred():
@@ -66,6 +69,30 @@ class SafeCheckpointHook(CheckpointHook):
     def _save_best_checkpoint(self, runner, metrics):
         with self._removals_deferred():
             super()._save_best_checkpoint(runner, metrics)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them.
+
+    A save interrupted between writing the checkpoint and the ``last_checkpoint``
+    pointer (mmengine writes it in place) would leave the pointer empty; held, the
+    signal stops the run right after a complete save.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                for s in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
 
 
 @HOOKS.register_module()

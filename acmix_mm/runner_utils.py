@@ -480,11 +480,12 @@ def run_with_clear_errors(body):
     except KeyboardInterrupt:
         print('error: stopped by Ctrl-C.', file=sys.stderr)
         return 128 + signal.SIGINT
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+    except OSError as err:  # a path of the user's: full disk, read-only, missing folder
+        if err.filename is None and err.errno not in (errno.ENOSPC, errno.EROFS,
+                                                      errno.EACCES, errno.EDQUOT):
             raise
-        print(f'error: cannot write {err.filename or "a file"}: {err.strerror} (errno '
-              f'{err.errno}). Free space or choose a writable folder.', file=sys.stderr)
+        print(f'error: {err.filename or "a file"}: {err.strerror} (errno {err.errno}). '
+              'Check the path, its permissions and the free space.', file=sys.stderr)
         return 1
     except Exception as err:  # a data file found unreadable mid-run
         message = data_error_message(err)

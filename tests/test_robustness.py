@@ -373,6 +373,9 @@ def test_bad_imagenet_meta_lines_are_named(tmp_path, line, problem):
      'by 32'),
     ('benchmark.py', [DEMO, '--shape', '1', '1', '--iters', '1', '--warmup', '0'],
      '--shape 1 1: every backbone'),
+    ('make_demo_data.py', ['--out', '/tmp/unused', '--num-train', '0'],
+     '--num-train 0 --num-val 60: each split needs at least one image'),
+    ('make_demo_data.py', ['--out', '/proc/acmix_mm_demo'], 'error: /proc/acmix_mm_demo: '),
     ('train.py', [DEMO, '--launcher', 'pytorch'],
      '--launcher pytorch: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not set; start the '
      'processes with torchrun'),

@@ -18,9 +18,12 @@ import argparse
 import json
 import os
 import os.path as osp
+import sys
 
 import cv2
 import numpy as np
+
+from acmix_mm.runner_utils import UserError, run_with_clear_errors
 
 # Detection classes; each has its own hue range so that colour and geometry both help
 # a detector trained for a few minutes.
@@ -177,16 +180,23 @@ def make_demo_data(out='data/demo', num_train=240, num_val=60, seed=0):
     return out
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='data/demo', help='output root')
     parser.add_argument('--num-train', type=int, default=240)
     parser.add_argument('--num-val', type=int, default=60)
     parser.add_argument('--seed', type=int, default=0)
-    args = parser.parse_args()
-    out = make_demo_data(args.out, args.num_train, args.num_val, args.seed)
-    print(f'Demo data ready under {out}')
+    args = parser.parse_args(argv)
+
+    def make():
+        if min(args.num_train, args.num_val) < 1:
+            raise UserError(f'--num-train {args.num_train} --num-val {args.num_val}: each '
+                            'split needs at least one image.')
+        out = make_demo_data(args.out, args.num_train, args.num_val, args.seed)
+        print(f'Demo data ready under {out}')
+
+    return run_with_clear_errors(make)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
