@@ -99,60 +99,71 @@ def test_tools_refuse_a_diverged_checkpoint_in_one_line(tiny_demo_data, tmp_path
 
 # 2. No kill loses the last good checkpoint; 3. resume continues where it stopped.
 
-def _kill_during_training(tiny_demo_data, work_dir, signum, mid_save):
-    """Start a run that saves every iteration (one checkpoint kept), send ``signum``
-    during a save (``mid_save``) or between saves; return its exit status and stderr."""
-    with open(work_dir + '.err', 'w') as err:
-        proc = subprocess.Popen(
-            [sys.executable, 'tools/train.py', *train_args(
-                tiny_demo_data, work_dir, *EVERY_ITERATION)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + 600
-        while proc.poll() is None:
-            assert time.time() < deadline
-            names = os.listdir(work_dir) if osp.isdir(work_dir) else []
-            # mid-save: a save after the first (whose predecessor it replaces)
-            partial = [n for n in names if n.endswith('.partial') and 'iter_1.' not in n]
-            if (mid_save and partial) or (not mid_save and 'iter_2.pth' in names):
-                proc.send_signal(signum)
-                break
-            time.sleep(0.005)
-        proc.wait(timeout=300)
-    with open(work_dir + '.err') as f:
-        return proc.returncode, f.read()
-
-
 # 3 epochs of 2 iterations, a checkpoint after each, one kept
 EVERY_ITERATION = ['train_dataloader.batch_size=1', 'train_cfg.max_epochs=3',
                    'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=1',
                    'default_hooks.checkpoint.by_epoch=False',
                    'default_hooks.checkpoint.max_keep_ckpts=1']
+ITERATION = re.compile(r'Epoch\(train\) +\[(\d)\]\[(\d)/2\]')
 
 
-@pytest.mark.parametrize('signum,mid_save', [(signal.SIGKILL, True), (signal.SIGTERM, True),
-                                              (signal.SIGINT, False)],
-                         ids=['SIGKILL-mid-save', 'SIGTERM-mid-save', 'Ctrl-C'])
-def test_a_killed_run_keeps_its_last_checkpoint_and_resumes_to_the_exact_count(
-        tiny_demo_data, tmp_path, signum, mid_save):
+def _pointer(work_dir):
+    path = osp.join(work_dir, 'last_checkpoint')
+    return open(path).read().strip() if osp.isfile(path) else None
+
+
+def _run_until(tiny_demo_data, work_dir, resume, signum, mid_save, after):
+    """Run training (resumed or not) and send ``signum`` during the first save of an
+    iteration past ``after`` (``mid_save``), or right after the pointer names one;
+    return the exit status and the run's log."""
+    log_file = f'{work_dir}.{len(os.listdir(osp.dirname(work_dir)))}.log'
+    with open(log_file, 'w') as log:
+        proc = subprocess.Popen(
+            [sys.executable, 'tools/train.py', *train_args(
+                tiny_demo_data, work_dir, *EVERY_ITERATION), *(['--resume'] if resume else [])],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 600
+        while proc.poll() is None and signum is not None:
+            assert time.time() < deadline
+            names = os.listdir(work_dir) if osp.isdir(work_dir) else []
+            steps = [int(m) for n in names
+                     for m in re.findall(r'^\.iter_(\d+)\.pth\.partial$', n)]
+            pointed = re.findall(r'iter_(\d+)\.pth$', _pointer(work_dir) or '')
+            if (mid_save and any(step > after for step in steps)) or (
+                    not mid_save and pointed and int(pointed[0]) > after):
+                proc.send_signal(signum)
+                break
+            time.sleep(0.002)
+        proc.wait(timeout=600)
+    with open(log_file) as f:
+        return proc.returncode, f.read()
+
+
+def test_runs_killed_at_many_moments_lose_nothing_and_resume_to_the_exact_count(
+        tiny_demo_data, tmp_path):
+    """One schedule of 6 iterations, killed four times (SIGKILL and SIGTERM during a
+    save, SIGKILL and Ctrl-C between saves), resumed after each: every kill leaves the
+    pointer on a complete checkpoint, every resumed run starts at the iteration after
+    it, and the last one ends the schedule with exactly one checkpoint."""
     work_dir = str(tmp_path / 'work')
-    status, err = _kill_during_training(tiny_demo_data, work_dir, signum, mid_save)
-    last = open(osp.join(work_dir, 'last_checkpoint')).read().strip()
-    assert osp.isfile(last), 'last_checkpoint names a missing file'
-    kept = load_checkpoint_file(last)['meta']['iter']
-    if signum != signal.SIGKILL:  # one line naming the last good checkpoint
-        assert status == 128 + signum, err[-3000:]
-        assert f'the last good checkpoint is {last} (continue with --resume)' in err
-        assert 'Traceback' not in err
-        assert not [n for n in os.listdir(work_dir) if n.endswith('.partial')]
-    proc = run_tool('tools/train.py', *train_args(tiny_demo_data, work_dir, *EVERY_ITERATION),
-                    '--resume')
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-3000:]
-    assert not [n for n in os.listdir(work_dir) if n.endswith('.partial')]
-    # 3 epochs x 2 iterations: the resumed run trains exactly the ones left.
-    trained = re.findall(r'Epoch\(train\) +\[(\d)\]\[(\d)/2\]', log)
-    done = [(e, i) for e in (1, 2, 3) for i in (1, 2)]
-    assert [tuple(map(int, t)) for t in trained] == done[kept:], (kept, trained)
+    kept = 0
+    for resume, (signum, mid_save) in enumerate([
+            (signal.SIGKILL, True), (signal.SIGTERM, True), (signal.SIGKILL, False),
+            (signal.SIGINT, False), (None, None)]):
+        status, log = _run_until(tiny_demo_data, work_dir, resume > 0, signum, mid_save,
+                                 after=kept + 1 if mid_save else kept)
+        trained = [2 * (int(e) - 1) + int(i) for e, i in ITERATION.findall(log)]
+        assert trained and trained[0] == kept + 1, (kept, trained, log[-3000:])
+        assert trained == list(range(kept + 1, trained[-1] + 1))
+        last = _pointer(work_dir)
+        assert osp.isfile(last), f'last_checkpoint names a missing file: {last}'
+        kept = load_checkpoint_file(last)['meta']['iter']
+        if signum in (signal.SIGTERM, signal.SIGINT):  # one line, nothing half-written
+            assert status == 128 + signum, log[-3000:]
+            assert f'the last good checkpoint is {last} (continue with --resume)' in log
+            assert 'Traceback' not in log
+            assert not [n for n in os.listdir(work_dir) if n.endswith('.partial')]
+    assert status == 0 and kept == 6, log[-3000:]
     assert sorted(f for f in os.listdir(work_dir) if f.endswith('.pth')) == ['iter_6.pth']
 
 
