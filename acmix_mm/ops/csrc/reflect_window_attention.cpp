@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <utility>
 #include <vector>
 
 namespace acmix_mm {
@@ -83,7 +84,9 @@ Layout layout(const at::Tensor& qkv, int64_t heads, int64_t height, int64_t widt
 }
 
 // Queries at the strided positions; keys less their offset and values times alpha,
-// reflection-padded. All as planes (B * heads, d, rows, columns).
+// reflection-padded. All as planes (B * heads, d, rows, columns). Pixel by pixel: each
+// token's channels are read in order and each plane's row is written in order, so both
+// stay in the cache.
 template <typename T>
 void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* key,
           T* value) {
@@ -96,17 +99,17 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* 
       const int64_t sy = reflect(py - l.pad, l.height);
       const T* tokens = qkv + (b * l.pixels() + sy * l.width) * l.columns();
       const T* offsets = offset + sy * l.width * l.dims;
-      for (int64_t h = 0; h < l.heads; ++h) {
-        for (int64_t c = 0; c < l.dims; ++c) {
-          const int64_t plane = (b * l.heads + h) * l.dims + c;
-          T* key_row = key + plane * key_plane + py * l.padded_w;
-          T* value_row = value + plane * key_plane + py * l.padded_w;
-          const T* keys = tokens + l.column(1, h, c);
-          const T* values = tokens + l.column(2, h, c);
-          for (int64_t px = 0; px < l.padded_w; ++px) {
-            const int64_t sx = source_x[px];
-            key_row[px] = keys[sx * l.columns()] - offsets[sx * l.dims + c];
-            value_row[px] = alpha * values[sx * l.columns()];
+      T* key_rows = key + b * l.heads * l.dims * key_plane + py * l.padded_w;
+      T* value_rows = value + b * l.heads * l.dims * key_plane + py * l.padded_w;
+      for (int64_t px = 0; px < l.padded_w; ++px) {
+        const int64_t sx = source_x[px];
+        const T* token = tokens + sx * l.columns();
+        const T* token_offset = offsets + sx * l.dims;
+        for (int64_t h = 0; h < l.heads; ++h) {
+          for (int64_t c = 0; c < l.dims; ++c) {
+            const int64_t at = (h * l.dims + c) * key_plane + px;
+            key_rows[at] = token[l.column(1, h, c)] - token_offset[c];
+            value_rows[at] = alpha * token[l.column(2, h, c)];
           }
         }
       }
@@ -116,61 +119,102 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* 
     for (int64_t index = begin; index < end; ++index) {
       const int64_t b = index / l.out_h, y = index % l.out_h;
       const T* tokens = qkv + (b * l.pixels() + y * l.stride * l.width) * l.columns();
-      for (int64_t h = 0; h < l.heads; ++h) {
-        for (int64_t c = 0; c < l.dims; ++c) {
-          T* row = query + ((b * l.heads + h) * l.dims + c) * query_plane + y * l.out_w;
-          const T* queries = tokens + l.column(0, h, c);
-          for (int64_t x = 0; x < l.out_w; ++x) row[x] = queries[x * l.stride * l.columns()];
+      T* rows = query + b * l.heads * l.dims * query_plane + y * l.out_w;
+      for (int64_t x = 0; x < l.out_w; ++x) {
+        const T* token = tokens + x * l.stride * l.columns();
+        for (int64_t h = 0; h < l.heads; ++h) {
+          for (int64_t c = 0; c < l.dims; ++c) {
+            rows[(h * l.dims + c) * query_plane + x] = token[l.column(0, h, c)];
+          }
         }
       }
     }
   });
 }
 
+// Pixels of a row taken back at a time from the planes to the token layout, through a
+// buffer (channels x pixels) that stays in L1: planes are read along their rows and
+// tokens written along their channels.
+constexpr int64_t kChunk = 32;
+
 // The gradients of the padded planes taken back to the projection's layout (each source
 // pixel gathers its reflections), to the offset (minus the key gradients, summed over
 // images and heads) and to alpha (the value gradients times the values). Parallel over
 // source rows, so that each offset row has one writer; alpha's sum is taken per row,
-// then added in order (the same result on every run).
+// then added in order (the same result on every run). Chunks of pixels go through a
+// small buffer: planes are read along their rows, tokens written along their channels.
 template <typename T>
 void unpack(const T* grad_query, const T* grad_key, const T* grad_value, const T* qkv,
             T alpha, const Layout& l, T* grad_qkv, T* grad_offset, T* grad_alpha) {
   const auto rows = mirrors(l.height, l.pad, l.padded_h);
-  const auto cols = mirrors(l.width, l.pad, l.padded_w);
+  // Padded columns beside the ones at source + pad: (source column, padded column).
+  std::vector<std::pair<int64_t, int64_t>> mirror_cols;
+  for (int64_t px = 0; px < l.padded_w; ++px) {
+    const int64_t sx = reflect(px - l.pad, l.width);
+    if (px != sx + l.pad) mirror_cols.emplace_back(sx, px);
+  }
   const int64_t key_plane = l.padded_h * l.padded_w, query_plane = l.out_h * l.out_w;
   std::vector<double> alpha_rows(l.height, 0.0);
   at::parallel_for(0, l.height, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> buffer(l.columns() * kChunk);
     for (int64_t sy = begin; sy < end; ++sy) {
       T* offsets = grad_offset + sy * l.width * l.dims;
       std::fill(offsets, offsets + l.width * l.dims, T(0));
       const bool query_row = sy % l.stride == 0;
       double alpha_sum = 0.0;
       for (int64_t b = 0; b < l.batch; ++b) {
-        for (int64_t sx = 0; sx < l.width; ++sx) {
-          const int64_t token = (b * l.pixels() + sy * l.width + sx) * l.columns();
-          T* grads = grad_qkv + token;
-          const T* values = qkv + token;
-          const bool query_pixel = query_row && sx % l.stride == 0;
-          const int64_t at_query = (sy / l.stride) * l.out_w + sx / l.stride;
+        for (int64_t x0 = 0; x0 < l.width; x0 += kChunk) {
+          const int64_t n = std::min(kChunk, l.width - x0);
+          const int64_t first_token = b * l.pixels() + sy * l.width + x0;
           for (int64_t h = 0; h < l.heads; ++h) {
             for (int64_t c = 0; c < l.dims; ++c) {
               const int64_t plane = (b * l.heads + h) * l.dims + c;
-              const T* key_plane_grads = grad_key + plane * key_plane;
-              const T* value_plane_grads = grad_value + plane * key_plane;
-              T key_sum = 0, value_sum = 0;
+              T* queries = buffer.data() + l.column(0, h, c) * kChunk;
+              T* keys = buffer.data() + l.column(1, h, c) * kChunk;
+              T* values = buffer.data() + l.column(2, h, c) * kChunk;
+              std::fill(keys, keys + n, T(0));
+              std::fill(values, values + n, T(0));
               for (const int64_t py : rows[sy]) {
-                for (const int64_t px : cols[sx]) {
-                  key_sum += key_plane_grads[py * l.padded_w + px];
-                  value_sum += value_plane_grads[py * l.padded_w + px];
+                const int64_t at = plane * key_plane + py * l.padded_w;
+                const T* key_row = grad_key + at + l.pad + x0;
+                const T* value_row = grad_value + at + l.pad + x0;
+                for (int64_t t = 0; t < n; ++t) {
+                  keys[t] += key_row[t];
+                  values[t] += value_row[t];
+                }
+                if (x0 >= l.pad && x0 + n <= l.width - l.pad) continue;  // no mirrors
+                for (const auto& [sx, px] : mirror_cols) {
+                  if (sx < x0 || sx >= x0 + n) continue;
+                  keys[sx - x0] += grad_key[at + px];
+                  values[sx - x0] += grad_value[at + px];
                 }
               }
-              grads[l.column(0, h, c)] =
-                  query_pixel ? grad_query[plane * query_plane + at_query] : T(0);
-              grads[l.column(1, h, c)] = key_sum;
-              grads[l.column(2, h, c)] = alpha * value_sum;
-              offsets[sx * l.dims + c] -= key_sum;
-              alpha_sum += static_cast<double>(value_sum) * values[l.column(2, h, c)];
+              if (!query_row) {
+                std::fill(queries, queries + n, T(0));
+              } else {
+                const T* grads = grad_query + plane * query_plane + (sy / l.stride) * l.out_w;
+                if (l.stride == 1) {
+                  std::copy(grads + x0, grads + x0 + n, queries);
+                } else {
+                  for (int64_t t = 0; t < n; ++t) {
+                    const int64_t sx = x0 + t;
+                    queries[t] = sx % l.stride == 0 ? grads[sx / l.stride] : T(0);
+                  }
+                }
+              }
+              const T* token_values = qkv + first_token * l.columns() + l.column(2, h, c);
+              T value_sum = 0;
+              for (int64_t t = 0; t < n; ++t) {
+                offsets[(x0 + t) * l.dims + c] -= keys[t];
+                value_sum += values[t] * token_values[t * l.columns()];
+                values[t] *= alpha;
+              }
+              alpha_sum += value_sum;
             }
+          }
+          for (int64_t t = 0; t < n; ++t) {
+            T* grads = grad_qkv + (first_token + t) * l.columns();
+            for (int64_t col = 0; col < l.columns(); ++col) grads[col] = buffer[col * kChunk + t];
           }
         }
       }

@@ -433,9 +433,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
   at::Tensor grad_k = at::zeros_like(k, at::MemoryFormat::Contiguous);
   at::Tensor grad_v = at::zeros_like(v, at::MemoryFormat::Contiguous);
   if (g.planes == 0 || g.out_plane() == 0) return {grad_q, grad_k, grad_v};
-  // Query rows per band: the band's weights and logit gradients take about 32 MB.
+  // Query rows per band: the band's weights and logit gradients take about 4 MB, so
+  // that they are read back from the cache, and at least a row per thread.
   const int64_t row_bytes = 2 * g.planes * g.window() * g.out_w * q.element_size();
-  const int64_t band = std::clamp<int64_t>((int64_t{32} << 20) / row_bytes, 1, g.out_h);
+  const int64_t band = std::clamp<int64_t>(
+      std::max((int64_t{4} << 20) / row_bytes,
+               (at::get_num_threads() + g.planes - 1) / g.planes),
+      1, g.out_h);
   at::Tensor buffers = at::empty({2, g.planes * g.window() * band * g.out_w}, q.options());
   AT_DISPATCH_FLOATING_TYPES(dtype, "sliding_window_attention_backward", [&] {
     const scalar_t* q_data = q.const_data_ptr<scalar_t>();
