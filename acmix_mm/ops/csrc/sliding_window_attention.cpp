@@ -242,7 +242,7 @@ ACMIX_INLINE void softmax_tile(T* __restrict logits, T* __restrict lse, T scale,
 
 // One query row of one plane: attention weights, output and log-sum-exp.
 template <typename T>
-ACMIX_CLONES void forward_row(const T* q, const T* k, const T* v, T* out, T* lse,
+ACMIX_INLINE void forward_row_impl(const T* q, const T* k, const T* v, T* out, T* lse,
                               const Geometry& g, int64_t y, T scale, Scratch<T>& s) {
   for (int64_t x0 = 0; x0 < g.out_w; x0 += kTile) {
     const int64_t n = std::min(kTile, g.out_w - x0);
@@ -258,7 +258,7 @@ ACMIX_CLONES void forward_row(const T* q, const T* k, const T* v, T* out, T* lse
 // gradients, gathered per key row afterwards), written to probs and dlogits, laid out
 // (N, k*k, rows of the band, W').
 template <typename T>
-ACMIX_CLONES void backward_query_row(const T* grad_out, const T* q, const T* k, const T* v,
+ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* q, const T* k, const T* v,
                                      const T* out, const T* lse, T* grad_q, T* probs,
                                      T* dlogits, const Geometry& g, int64_t y,
                                      int64_t band_row, int64_t band_rows, T scale,
@@ -289,7 +289,7 @@ ACMIX_CLONES void backward_query_row(const T* grad_out, const T* q, const T* k, 
 // [y_begin, y_end) whose windows cover it (added, as rows near a band's edge are seen
 // from two bands).
 template <typename T>
-ACMIX_CLONES void backward_key_row(const T* grad_out, const T* q, const T* probs,
+ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* probs,
                                    const T* dlogits, T* grad_k, T* grad_v,
                                    const Geometry& g, int64_t key_row, int64_t y_begin,
                                    int64_t y_end, Scratch<T>& s) {
@@ -349,6 +349,32 @@ ACMIX_CLONES void backward_key_row(const T* grad_out, const T* q, const T* probs
   }
 }
 
+// The row kernels: float32, the dtype that trains, in AVX-512, AVX2 and baseline clones;
+// float64 (tests, gradient checks) in the baseline only, which keeps the build short.
+#define ACMIX_ROW_KERNELS(T, ATTRIBUTES)                                                    \
+  ATTRIBUTES void forward_row(const T* q, const T* k, const T* v, T* out, T* lse,          \
+                              const Geometry& g, int64_t y, T scale, Scratch<T>& s) {       \
+    forward_row_impl<T>(q, k, v, out, lse, g, y, scale, s);                                 \
+  }                                                                                         \
+  ATTRIBUTES void backward_query_row(const T* grad_out, const T* q, const T* k,            \
+                                     const T* v, const T* out, const T* lse, T* grad_q,     \
+                                     T* probs, T* dlogits, const Geometry& g, int64_t y,    \
+                                     int64_t band_row, int64_t band_rows, T scale,          \
+                                     Scratch<T>& s) {                                       \
+    backward_query_row_impl<T>(grad_out, q, k, v, out, lse, grad_q, probs, dlogits, g, y,   \
+                               band_row, band_rows, scale, s);                              \
+  }                                                                                         \
+  ATTRIBUTES void backward_key_row(const T* grad_out, const T* q, const T* probs,          \
+                                   const T* dlogits, T* grad_k, T* grad_v,                  \
+                                   const Geometry& g, int64_t key_row, int64_t y_begin,     \
+                                   int64_t y_end, Scratch<T>& s) {                          \
+    backward_key_row_impl<T>(grad_out, q, probs, dlogits, grad_k, grad_v, g, key_row,       \
+                             y_begin, y_end, s);                                            \
+  }
+ACMIX_ROW_KERNELS(float, ACMIX_CLONES)
+ACMIX_ROW_KERNELS(double, )
+#undef ACMIX_ROW_KERNELS
+
 void check_inputs(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                   int64_t kernel_size, int64_t stride) {
   TORCH_CHECK(query.device().is_cpu(), "sliding_window_attention: CPU tensors only");
@@ -400,7 +426,7 @@ std::tuple<at::Tensor, at::Tensor> sliding_window_attention_forward(
       Scratch<scalar_t> scratch(g);
       for (int64_t index = begin; index < end; ++index) {
         const int64_t n = index / g.out_h, y = index % g.out_h;
-        forward_row<scalar_t>(q_data + n * q_plane, k_data + n * k_plane,
+        forward_row(q_data + n * q_plane, k_data + n * k_plane,
                               v_data + n * k_plane, out_data + n * q_plane,
                               lse_data + n * g.out_plane(), g, y,
                               static_cast<scalar_t>(scale), scratch);
@@ -462,7 +488,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
         Scratch<scalar_t> scratch(g);
         for (int64_t index = begin; index < end; ++index) {
           const int64_t n = index / rows, row = index % rows;
-          backward_query_row<scalar_t>(
+          backward_query_row(
               go_data + n * q_plane, q_data + n * q_plane, k_data + n * k_plane,
               v_data + n * k_plane, o_data + n * q_plane, lse_data + n * g.out_plane(),
               gq_data + n * q_plane, probs + n * band_plane, dlogits + n * band_plane, g,
@@ -476,7 +502,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
         Scratch<scalar_t> scratch(g);
         for (int64_t index = begin; index < end; ++index) {
           const int64_t n = index / key_rows, key_row = key_begin + index % key_rows;
-          backward_key_row<scalar_t>(go_data + n * q_plane, q_data + n * q_plane,
+          backward_key_row(go_data + n * q_plane, q_data + n * q_plane,
                                      probs + n * band_plane, dlogits + n * band_plane,
                                      gk_data + n * k_plane, gv_data + n * k_plane, g,
                                      key_row, y_begin, y_end, scratch);
