@@ -277,9 +277,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
   const Layout l = layout(qkv, num_heads, height, width, kernel_size, stride, channel_major);
   check_extras(qkv, key_offset, out_scale, l);
   const at::Tensor tokens = qkv.contiguous();
-  const Packed p = pack_tensors(tokens, key_offset.contiguous(), out_scale, l);
+  Packed p = pack_tensors(tokens, key_offset.contiguous(), out_scale, l);
   const auto grads = sliding_window_attention_backward(grad_out, p.query, p.key, p.value,
                                                        out, lse, kernel_size, stride, scale);
+  p = Packed{};  // freed before the projection's gradient is allocated: a lower peak
   at::Tensor grad_qkv = at::empty_like(tokens);
   at::Tensor grad_offset = at::empty({l.pixels(), l.dims}, qkv.options());
   at::Tensor grad_scale = at::empty_like(out_scale);
