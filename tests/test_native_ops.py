@@ -72,16 +72,23 @@ def test_op_equals_the_unfold_definition_in_float64(planes, dims, size, kernel_s
 
 @needs_native
 @pytest.mark.parametrize('stride', [1, 2])
-def test_backward_in_bands_adds_up(stride):
-    """Rows wide enough that the backward pass takes one query row per band (its
-    scratch is kept near 4 MB): key rows seen from several bands add up."""
-    inputs = padded_inputs(8, 2, (10 * stride, 700 * stride), 7, stride)
-    got = native(*inputs, 7, stride, 0.5)
-    expected = ops.sliding_window_attention_reference(*inputs, 7, stride, 0.5)
-    grad = torch.randn_like(expected)
-    for ours, theirs in zip(torch.autograd.grad(got, inputs, grad),
-                            torch.autograd.grad(expected, inputs, grad)):
-        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+@pytest.mark.parametrize('planes,rows,threads', [(8, 10, 2), (2, 30, 4)])
+def test_backward_in_bands_adds_up(stride, planes, rows, threads):
+    """Rows wide enough that the backward pass splits the queries into bands (its
+    scratch is kept to a few MB): key rows seen from two bands add up, with a thread per
+    plane or (fewer planes than threads) all threads on each band."""
+    inputs = padded_inputs(planes, 2, (rows * stride, 700 * stride), 7, stride)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = native(*inputs, 7, stride, 0.5)
+        expected = ops.sliding_window_attention_reference(*inputs, 7, stride, 0.5)
+        grad = torch.randn_like(expected)
+        for ours, theirs in zip(torch.autograd.grad(got, inputs, grad),
+                                torch.autograd.grad(expected, inputs, grad)):
+            torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+    finally:
+        torch.set_num_threads(previous)
 
 
 @needs_native

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 // Each row kernel is compiled for AVX-512, AVX2 + FMA and baseline x86-64, and the
@@ -459,53 +460,93 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
   at::Tensor grad_k = at::zeros_like(k, at::MemoryFormat::Contiguous);
   at::Tensor grad_v = at::zeros_like(v, at::MemoryFormat::Contiguous);
   if (g.planes == 0 || g.out_plane() == 0) return {grad_q, grad_k, grad_v};
-  // Query rows per band: the band's weights and logit gradients take about 4 MB, so
-  // that they are read back from the cache, and at least a row per thread.
-  const int64_t row_bytes = 2 * g.planes * g.window() * g.out_w * q.element_size();
-  const int64_t band = std::clamp<int64_t>(
-      std::max((int64_t{4} << 20) / row_bytes,
-               (at::get_num_threads() + g.planes - 1) / g.planes),
-      1, g.out_h);
-  at::Tensor buffers = at::empty({2, g.planes * g.window() * band * g.out_w}, q.options());
+  const int64_t threads = at::get_num_threads();
+  // Bands of query rows: their weights and logit gradients are the only scratch (each
+  // band's key rows need them complete), at most about 4 MB a plane.
+  const int64_t plane_row_bytes = 2 * g.window() * g.out_w * q.element_size();
+  // With a plane for every thread, each thread takes whole planes, band after band, and
+  // no thread waits for another. With fewer planes, all threads work on each band of
+  // all planes: a barrier per band, so bands are large (each wait costs more on a
+  // busy machine than any cache saves).
+  const bool by_plane = g.planes >= threads;
+  const int64_t budget = (by_plane ? int64_t{4} : 4 * threads) << 20;
+  const int64_t row_bytes = plane_row_bytes * (by_plane ? 1 : g.planes);
+  const int64_t band = std::clamp<int64_t>(budget / row_bytes, 1, g.out_h);
   AT_DISPATCH_FLOATING_TYPES(dtype, "sliding_window_attention_backward", [&] {
-    const scalar_t* q_data = q.const_data_ptr<scalar_t>();
-    const scalar_t* k_data = k.const_data_ptr<scalar_t>();
-    const scalar_t* v_data = v.const_data_ptr<scalar_t>();
-    const scalar_t* go_data = go.const_data_ptr<scalar_t>();
-    const scalar_t* o_data = o.const_data_ptr<scalar_t>();
-    const scalar_t* lse_data = m.const_data_ptr<scalar_t>();
-    scalar_t* gq_data = grad_q.mutable_data_ptr<scalar_t>();
-    scalar_t* gk_data = grad_k.mutable_data_ptr<scalar_t>();
-    scalar_t* gv_data = grad_v.mutable_data_ptr<scalar_t>();
-    scalar_t* probs = buffers[0].mutable_data_ptr<scalar_t>();
-    scalar_t* dlogits = buffers[1].mutable_data_ptr<scalar_t>();
+    using T = scalar_t;
+    const T* q_data = q.const_data_ptr<T>();
+    const T* k_data = k.const_data_ptr<T>();
+    const T* v_data = v.const_data_ptr<T>();
+    const T* go_data = go.const_data_ptr<T>();
+    const T* o_data = o.const_data_ptr<T>();
+    const T* lse_data = m.const_data_ptr<T>();
+    T* gq_data = grad_q.mutable_data_ptr<T>();
+    T* gk_data = grad_k.mutable_data_ptr<T>();
+    T* gv_data = grad_v.mutable_data_ptr<T>();
     const int64_t q_plane = g.dims * g.out_plane(), k_plane = g.dims * g.key_plane();
+    const T typed_scale = static_cast<T>(scale);
+    // The query rows [y_begin, y_end) of plane n, then the key rows their windows
+    // cover; probs and dlogits hold the band's (k*k, rows, W') of that plane.
+    auto query_rows = [&](int64_t n, int64_t y_begin, int64_t y_end, int64_t first,
+                          int64_t last, T* probs, T* dlogits, Scratch<T>& scratch) {
+      for (int64_t y = y_begin + first; y < y_begin + last; ++y) {
+        backward_query_row(go_data + n * q_plane, q_data + n * q_plane, k_data + n * k_plane,
+                           v_data + n * k_plane, o_data + n * q_plane,
+                           lse_data + n * g.out_plane(), gq_data + n * q_plane, probs,
+                           dlogits, g, y, y - y_begin, y_end - y_begin, typed_scale, scratch);
+      }
+    };
+    auto key_rows = [&](int64_t n, int64_t y_begin, int64_t y_end, int64_t first,
+                        int64_t last, const T* probs, const T* dlogits, Scratch<T>& scratch) {
+      for (int64_t key_row = first; key_row < last; ++key_row) {
+        backward_key_row(go_data + n * q_plane, q_data + n * q_plane, probs, dlogits,
+                         gk_data + n * k_plane, gv_data + n * k_plane, g, key_row, y_begin,
+                         y_end, scratch);
+      }
+    };
+    auto key_range = [&](int64_t y_begin, int64_t y_end) {
+      return std::make_pair(y_begin * g.stride, (y_end - 1) * g.stride + g.kernel);
+    };
+    if (by_plane) {
+      at::parallel_for(0, g.planes, 1, [&](int64_t begin, int64_t end) {
+        Scratch<T> scratch(g);
+        std::vector<T> buffer(2 * g.window() * band * g.out_w);
+        T* probs = buffer.data();
+        T* dlogits = buffer.data() + g.window() * band * g.out_w;
+        for (int64_t n = begin; n < end; ++n) {
+          for (int64_t y_begin = 0; y_begin < g.out_h; y_begin += band) {
+            const int64_t y_end = std::min(g.out_h, y_begin + band);
+            query_rows(n, y_begin, y_end, 0, y_end - y_begin, probs, dlogits, scratch);
+            const auto [key_begin, key_end] = key_range(y_begin, y_end);
+            key_rows(n, y_begin, y_end, key_begin, key_end, probs, dlogits, scratch);
+          }
+        }
+      });
+      return;
+    }
+    at::Tensor buffers = at::empty({2, g.planes * g.window() * band * g.out_w}, q.options());
+    T* probs = buffers[0].mutable_data_ptr<T>();
+    T* dlogits = buffers[1].mutable_data_ptr<T>();
     for (int64_t y_begin = 0; y_begin < g.out_h; y_begin += band) {
       const int64_t y_end = std::min(g.out_h, y_begin + band);
       const int64_t rows = y_end - y_begin;
       const int64_t band_plane = g.window() * rows * g.out_w;
       at::parallel_for(0, g.planes * rows, 1, [&](int64_t begin, int64_t end) {
-        Scratch<scalar_t> scratch(g);
+        Scratch<T> scratch(g);
         for (int64_t index = begin; index < end; ++index) {
           const int64_t n = index / rows, row = index % rows;
-          backward_query_row(
-              go_data + n * q_plane, q_data + n * q_plane, k_data + n * k_plane,
-              v_data + n * k_plane, o_data + n * q_plane, lse_data + n * g.out_plane(),
-              gq_data + n * q_plane, probs + n * band_plane, dlogits + n * band_plane, g,
-              y_begin + row, row, rows, static_cast<scalar_t>(scale), scratch);
+          query_rows(n, y_begin, y_end, row, row + 1, probs + n * band_plane,
+                     dlogits + n * band_plane, scratch);
         }
       });
-      // Key rows that the band's windows cover.
-      const int64_t key_begin = y_begin * g.stride;
-      const int64_t key_rows = (y_end - 1) * g.stride + g.kernel - key_begin;
-      at::parallel_for(0, g.planes * key_rows, 1, [&](int64_t begin, int64_t end) {
-        Scratch<scalar_t> scratch(g);
+      const auto [key_begin, key_end] = key_range(y_begin, y_end);
+      const int64_t keys = key_end - key_begin;
+      at::parallel_for(0, g.planes * keys, 1, [&](int64_t begin, int64_t end) {
+        Scratch<T> scratch(g);
         for (int64_t index = begin; index < end; ++index) {
-          const int64_t n = index / key_rows, key_row = key_begin + index % key_rows;
-          backward_key_row(go_data + n * q_plane, q_data + n * q_plane,
-                                     probs + n * band_plane, dlogits + n * band_plane,
-                                     gk_data + n * k_plane, gv_data + n * k_plane, g,
-                                     key_row, y_begin, y_end, scratch);
+          const int64_t n = index / keys, key_row = key_begin + index % keys;
+          key_rows(n, y_begin, y_end, key_row, key_row + 1, probs + n * band_plane,
+                   dlogits + n * band_plane, scratch);
         }
       });
     }
