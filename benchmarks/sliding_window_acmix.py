@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from acmix_mm import records
+from acmix_mm import ops, records
 from acmix_mm.analysis import device_name, peak_allocated_bytes
 
 
@@ -92,7 +92,8 @@ def main():
     print(f'ACmix ({args.attention} attention) k_att 7, k_conv 3, {args.channels} '
           f'channels, {args.size[0]}x{args.size[1]}, stride {args.stride}; '
           f'forward+backward; torch {torch.__version__}, {torch.get_num_threads()} '
-          f'threads, {device_name(torch.device("cpu"))}')
+          f'threads, {device_name(torch.device("cpu"))}'
+          f'{"; ours: " + ops.native_status() if args.attention == "sliding" else ""}')
     results = {}
     for kind in ('unfold', 'ours'):
         results[kind] = run(kind, args)

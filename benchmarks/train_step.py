@@ -18,7 +18,7 @@ import torch
 from mmdet.models.backbones import PyramidVisionTransformer, ResNet, SwinTransformer
 
 import acmix_mm  # noqa: F401
-from acmix_mm import records
+from acmix_mm import ops, records
 from acmix_mm.analysis import best_times, device_name, saved_bytes
 from acmix_mm.backbones import SAN, PVTACmix, ResNetACmix, SANACmix, SwinACmix
 
@@ -64,7 +64,8 @@ def main():
     print(f'1x3x{args.size[0]}x{args.size[1]}, backbone training step (forward + '
           f'backward), best of {args.repeat}; torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads, {device.type}: {device_name(device)}'
-          f'{", autocast " + str(dtype).split(".")[1] if args.amp else ""}')
+          f'{", autocast " + str(dtype).split(".")[1] if args.amp else ""}; attention: '
+          f'{ops.native_status()}')
     x = torch.randn(1, 3, *args.size, device=device)
     # Both models of every pair under the same autocast, if any.
     results = []

@@ -31,7 +31,7 @@ import torch
 from mmengine.config import DictAction
 from mmengine.utils import ProgressBar
 
-from acmix_mm import records
+from acmix_mm import ops, records
 from acmix_mm.analysis import (
     TensorForward,
     data_samples_for,
@@ -180,8 +180,8 @@ def run_benchmark(args, paths):
     if args.backend == 'onnxruntime':
         device = torch.device('cpu')  # ONNX Runtime's CPU provider, beside eager on CPU
     where = device_name(device)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}',
-          flush=True)
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}; '
+          f'sliding-window attention: {ops.native_status()}', flush=True)
     if args.backend:
         names = [f'{config_name(paths[0])} ({args.backend})',
                  f'{config_name(paths[0])} (eager)']

@@ -45,6 +45,9 @@ SECTIONS = (
     ('Operators', 'One layer at a 1333x800 image\'s stride-4 size '
      '(`benchmarks/shift_operators.py`, `sliding_window_acmix.py`, `atconv_vs_acmix.py`).',
      ('shift.', 'sliding_window.', 'patchwise.', 'token_mixer.')),
+    ('Native operators', 'The ResNet-ACmix layer on the C++ sliding-window op, against the '
+     'PyTorch fallback and the 3x3 convolution it replaces, forward and backward '
+     '(`benchmarks/native_ops.py`).', ('native_ops.', )),
 )
 
 

@@ -22,7 +22,7 @@ from mmengine.model import BaseModule
 from ..errors import ConfigError
 from ..registry import ATTENTION_PATHS
 from .patchwise import patch_aggregate, patch_hidden
-from .sliding_window import local_attention
+from .sliding_window import local_attention, native_local_attention, native_usable
 from .window_attention import partition_windows, window_attention
 
 
@@ -124,14 +124,16 @@ class SlidingWindowAttentionPath(BaseModule):
     query and a key adds ``q . (pe(query) - pe(key))``. The query's own term is the same
     for all its keys and cancels in the softmax (so does the projection's bias), which
     leaves ``q . (k - pe(key))``: the encoding folds into the keys and the attention
-    runs as plain local attention (see :func:`local_attention`).
+    runs as plain local attention: the native operator where it is built (see
+    ``acmix_mm.ops``), else :func:`local_attention`.
 
     Args:
         embed_dims (int): Channels C.
         num_heads (int): Number of heads.
         kernel_size (int): Window side k_att. Default: 7.
         stride (int): Take queries every ``stride`` pixels. Default: 1.
-        block_size (int): Query block side of :func:`local_attention` (speed only).
+        block_size (int): Query block side of :func:`local_attention`, the PyTorch path
+            (speed only).
             Default: 8.
         init_cfg (dict, optional): Initialization config. Default: None.
     """
@@ -173,18 +175,23 @@ class SlidingWindowAttentionPath(BaseModule):
         return 2 * batch * out_pixels * self.kernel_size**2 * self.embed_dims
 
     def forward(self, x, qkv, hw_shape, projection, out_scale=None):
-        # The encodings are subtracted from the keys and alpha applied to the values
-        # block by block: no key map or scaled output map is made or kept.
-        out, _ = local_attention(
+        # The native operator where it serves (it packs and pads the keys itself),
+        # else blocks of queries in PyTorch. Either way the encodings are subtracted
+        # from the keys and alpha applied to the values as they are gathered: no key map
+        # or scaled output map is made or kept.
+        attention, options = local_attention, dict(block=self.block_size)
+        if native_usable(qkv):
+            attention, options = native_local_attention, {}
+        out, _ = attention(
             qkv,
             hw_shape,
             self.num_heads,
             self.kernel_size,
             self.stride,
-            self.block_size,
             key_offset=self.position_encoding(hw_shape, qkv),
             out_scale=out_scale,
-            channel_major=True)
+            channel_major=True,
+            **options)
         return out.flatten(2)
 
 

@@ -15,6 +15,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from .. import ops
 from ..errors import ConfigError
 
 
@@ -35,14 +36,20 @@ def block_layout(height, width, kernel_size, stride, block, device):
     return _block_layout(height, width, kernel_size, stride, block, device)
 
 
-@functools.lru_cache(maxsize=64)
-def _block_layout(height, width, kernel_size, stride, block, device):
+def check_map_size(height, width, kernel_size):
+    """Refuse maps too small for the reflection padding of a ``kernel_size`` window."""
     radius = kernel_size // 2
     if min(height, width) <= radius:
         raise ConfigError(
             f'Sliding-window attention with kernel {kernel_size} pads by reflection, '
             f'which needs feature maps larger than {radius} pixels; got {height}x'
             f'{width}. Use a larger input image.')
+
+
+@functools.lru_cache(maxsize=64)
+def _block_layout(height, width, kernel_size, stride, block, device):
+    radius = kernel_size // 2
+    check_map_size(height, width, kernel_size)
     out_h, out_w = -(-height // stride), -(-width // stride)
     blocks_h, blocks_w = -(-out_h // block), -(-out_w // block)
     span = stride * (block - 1) + kernel_size
@@ -279,3 +286,39 @@ def local_attention(qkv, hw_shape, num_heads, kernel_size=7, stride=1, block=8,
         dropout_p=dropout_p)
     out = out.transpose(1, 2).reshape(batch, num_blocks * queries, heads, dims)
     return out.index_select(1, layout['output_index']), layout['out_shape']
+
+
+def native_usable(tensor):
+    """Whether the native operator (``acmix_mm.ops``) serves a call on ``tensor``: built
+    and switched on, a CPU tensor, and no export or jit trace under way (those take the
+    PyTorch path, which exports to standard operators)."""
+    return (ops.native_enabled() and tensor.device.type == 'cpu' and
+            not torch.jit.is_tracing() and not torch.compiler.is_exporting())
+
+
+def native_local_attention(qkv, hw_shape, num_heads, kernel_size=7, stride=1,
+                           key_offset=None, out_scale=None, channel_major=False):
+    """:func:`local_attention` as one native operator
+    (``torch.ops.acmix_mm.reflect_window_attention``): the kernel takes q, k, v from the
+    projection, subtracts the key offset, scales the values and pads by reflection
+    itself, so no padded map is made here or kept for backward.
+
+    Arguments and result as :func:`local_attention` (no dropout; float16 and bfloat16
+    run in float32). The output is a view of the kernel's planes, (B, H'*W', heads,
+    head_dims) in shape.
+    """
+    height, width = hw_shape
+    check_map_size(height, width, kernel_size)
+    batch, _, channels = qkv.shape
+    dims = channels // (3 * num_heads)
+    dtype = qkv.dtype if qkv.dtype in (torch.float32, torch.float64) else torch.float32
+    if key_offset is None:
+        key_offset = qkv.new_zeros(height * width, dims)
+    if out_scale is None:
+        out_scale = qkv.new_ones(1)
+    out = ops.reflect_window_attention(qkv.to(dtype), hw_shape, num_heads, kernel_size,
+                                       stride, key_offset.to(dtype), out_scale.to(dtype),
+                                       bool(channel_major), dims**-0.5)
+    out_h, out_w = out.shape[2:]
+    out = out.view(batch, num_heads, dims, out_h * out_w).permute(0, 3, 1, 2)
+    return out.to(qkv.dtype), (out_h, out_w)

@@ -1,0 +1,21 @@
+"""Native operators of acmix_mm, each beside a PyTorch reference of the same op.
+
+The C++ CPU kernels (``csrc/``) are built by ``setup.py`` during the README's set-up
+and registered as ``torch.ops.acmix_mm.*`` custom operators, with fake (meta)
+implementations and autograd formulas registered here, so that torch.compile traces
+them without graph breaks. Where the extension is not built, or the environment sets
+``ACMIX_MM_NATIVE_OPS=0``, the layers run their pure-PyTorch paths instead;
+:func:`native_status` says which.
+"""
+from ._native import native_built, native_enabled, native_ops, native_status
+from .sliding_window import (
+    reflect_window_attention,
+    sliding_window_attention,
+    sliding_window_attention_reference,
+)
+
+__all__ = [
+    'native_built', 'native_enabled', 'native_ops', 'native_status',
+    'reflect_window_attention', 'sliding_window_attention',
+    'sliding_window_attention_reference'
+]

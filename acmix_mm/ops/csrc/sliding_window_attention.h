@@ -1,0 +1,23 @@
+// Sliding-window attention on padded planes (sliding_window_attention.cpp), for the
+// operators built on it.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace acmix_mm {
+
+// query (N, d, H', W'); key and value (N, d, Hp, Wp), already padded. Returns the
+// output (N, d, H', W') and the log-sum-exp of each query (N, H', W').
+std::tuple<at::Tensor, at::Tensor> sliding_window_attention_forward(
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+    int64_t kernel_size, int64_t stride, double scale);
+
+// Gradients of query, key and value (the padded planes).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
+    int64_t kernel_size, int64_t stride, double scale);
+
+}  // namespace acmix_mm

@@ -1,0 +1,148 @@
+"""Sliding-window attention on padded maps: the native operator and its reference.
+
+Each query attends to the ``k x k`` window of keys and values whose top-left corner is
+at ``(y * stride, x * stride)`` of maps that the caller has already padded (by
+reflection, for ResNet-ACmix): no masks and no border logic in the kernel. Maps are
+laid out as planes of one head, ``(N, d, H, W)`` with ``N = batch * heads``.
+
+The native forward keeps only the log-sum-exp of each query; its backward recomputes
+the attention weights from it (``csrc/sliding_window_attention.cpp``).
+"""
+import torch
+
+from ._native import native_built
+
+OP = 'acmix_mm::sliding_window_attention'
+FUSED_OP = 'acmix_mm::reflect_window_attention'
+
+
+def sliding_window_attention_reference(query, key, value, kernel_size, stride, scale):
+    """The operator written with ``unfold`` (keys and values copied k*k-fold): the
+    straightforward definition the native kernels are tested against.
+
+    Args:
+        query (Tensor): (N, d, H', W').
+        key (Tensor): Padded keys, (N, d, Hp, Wp), with ``(H' - 1) * stride + k <= Hp``
+            (and the same for the widths).
+        value (Tensor): Padded values, shaped as ``key``.
+        kernel_size (int): Window side k.
+        stride (int): Step between the windows of neighbouring queries.
+        scale (float): Factor of the logits (``d ** -0.5`` as usual).
+
+    Returns:
+        Tensor: (N, d, H', W').
+    """
+    out_h, out_w = query.shape[2:]
+
+    def windows(x):  # (N, d, Hp, Wp) -> (N, d, k*k, H', W')
+        x = x.unfold(2, kernel_size, stride).unfold(3, kernel_size, stride)
+        return x[:, :, :out_h, :out_w].flatten(4).permute(0, 1, 4, 2, 3)
+
+    logits = (query.unsqueeze(2) * windows(key)).sum(1) * scale
+    return (logits.softmax(1).unsqueeze(1) * windows(value)).sum(2)
+
+
+def sliding_window_attention(query, key, value, kernel_size, stride, scale):
+    """Sliding-window attention on padded maps; the native kernel for CPU tensors
+    where it is built, else :func:`sliding_window_attention_reference`.
+
+    Args and returns as :func:`sliding_window_attention_reference`. Differentiable in
+    ``query``, ``key`` and ``value``; float32 and float64.
+    """
+    if native_built() and query.device.type == 'cpu':
+        return torch.ops.acmix_mm.sliding_window_attention(query, key, value, kernel_size,
+                                                           stride, scale)[0]
+    return sliding_window_attention_reference(query, key, value, kernel_size, stride, scale)
+
+
+def reflect_window_attention(qkv, hw_shape, num_heads, kernel_size, stride, key_offset,
+                             out_scale, channel_major, scale):
+    """ResNet-ACmix's attention path in one native operator (CPU): queries, keys less
+    their offset and values times ``out_scale`` taken from the projection and padded
+    by reflection inside, then :func:`sliding_window_attention`.
+
+    Args:
+        qkv (Tensor): The projection (B, H*W, 3*C): q, k, v heads, or channel-major.
+        hw_shape (tuple[int]): (H, W).
+        num_heads (int): Heads.
+        kernel_size (int): Window side k (padding k // 2).
+        stride (int): Queries every ``stride`` pixels.
+        key_offset (Tensor): (H*W, head_dims), subtracted from every head's keys.
+        out_scale (Tensor): One element, the factor of the output.
+        channel_major (bool): Layout of ``qkv`` (see ``acmix.to_channel_major``).
+        scale (float): Factor of the logits.
+
+    Returns:
+        Tensor: (B * heads, head_dims, H', W'), H' = ceil(H / stride). Differentiable in
+        ``qkv``, ``key_offset`` and ``out_scale``.
+    """
+    return torch.ops.acmix_mm.reflect_window_attention(qkv, key_offset, out_scale, num_heads,
+                                                       *hw_shape, kernel_size, stride,
+                                                       channel_major, scale)[0]
+
+
+if native_built():
+
+    @torch.library.register_fake(OP)
+    def _forward_fake(query, key, value, kernel_size, stride, scale):
+        torch._check(query.dim() == 4 and key.dim() == 4 and key.shape == value.shape)
+        torch._check((query.shape[2] - 1) * stride + kernel_size <= key.shape[2])
+        torch._check((query.shape[3] - 1) * stride + kernel_size <= key.shape[3])
+        out = torch.empty_like(query, memory_format=torch.contiguous_format)
+        lse = query.new_empty((query.shape[0], query.shape[2], query.shape[3]))
+        return out, lse
+
+    @torch.library.register_fake(OP + '_backward')
+    def _backward_fake(grad_out, query, key, value, out, lse, kernel_size, stride, scale):
+        return tuple(
+            torch.empty_like(x, memory_format=torch.contiguous_format)
+            for x in (query, key, value))
+
+    def _setup_context(ctx, inputs, output):
+        query, key, value, kernel_size, stride, scale = inputs
+        out, lse = output
+        # The log-sum-exp is for the backward pass only.
+        ctx.mark_non_differentiable(lse)
+        ctx.save_for_backward(query, key, value, out, lse)
+        ctx.options = (kernel_size, stride, scale)
+
+    def _backward(ctx, grad_out, grad_lse):
+        query, key, value, out, lse = ctx.saved_tensors
+        grads = torch.ops.acmix_mm.sliding_window_attention_backward(
+            grad_out, query, key, value, out, lse, *ctx.options)
+        return grads + (None, None, None)
+
+    torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
+
+    @torch.library.register_fake(FUSED_OP)
+    def _fused_forward_fake(qkv, key_offset, out_scale, num_heads, height, width,
+                            kernel_size, stride, channel_major, scale):
+        torch._check(qkv.dim() == 3 and qkv.shape[1] == height * width)
+        torch._check(qkv.shape[2] % (3 * num_heads) == 0)
+        batch, dims = qkv.shape[0], qkv.shape[2] // (3 * num_heads)
+        out_h, out_w = -(-height // stride), -(-width // stride)
+        out = qkv.new_empty((batch * num_heads, dims, out_h, out_w))
+        return out, qkv.new_empty((batch * num_heads, out_h, out_w))
+
+    @torch.library.register_fake(FUSED_OP + '_backward')
+    def _fused_backward_fake(grad_out, qkv, key_offset, out_scale, out, lse, *options):
+        return (torch.empty_like(qkv, memory_format=torch.contiguous_format),
+                torch.empty_like(key_offset, memory_format=torch.contiguous_format),
+                torch.empty_like(out_scale))
+
+    def _fused_setup_context(ctx, inputs, output):
+        qkv, key_offset, out_scale, *options = inputs
+        out, lse = output
+        ctx.mark_non_differentiable(lse)
+        # The projection, not its padded planes: backward packs them again.
+        ctx.save_for_backward(qkv, key_offset, out_scale, out, lse)
+        ctx.options = options
+
+    def _fused_backward(ctx, grad_out, grad_lse):
+        qkv, key_offset, out_scale, out, lse = ctx.saved_tensors
+        grads = torch.ops.acmix_mm.reflect_window_attention_backward(
+            grad_out, qkv, key_offset, out_scale, out, lse, *ctx.options)
+        return grads + (None, ) * 7
+
+    torch.library.register_autograd(FUSED_OP, _fused_backward,
+                                    setup_context=_fused_setup_context)

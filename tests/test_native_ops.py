@@ -1,0 +1,294 @@
+"""Native operators (acmix_mm.ops): the C++ sliding-window attention against its unfold
+definition and the official ResNet-ACmix, its gradients, its registration as a custom
+op, and the layers and backbone with the native ops on and off.
+
+CI builds the extension through the README's set-up, so its absence is a failure here,
+not a skip (unless ACMIX_MM_NATIVE_OPS=0 says that the fallback is wanted).
+"""
+import importlib
+import os
+
+import pytest
+import torch
+
+from acmix_mm import ops
+from acmix_mm.backbones import ResNetACmix, resnet_official_to_acmix
+from acmix_mm.layers import ACmix, sliding_window
+from acmix_mm.references.resnet_acmix import ReferenceACmix
+
+WANTED = os.environ.get('ACMIX_MM_NATIVE_OPS', '1') != '0'
+needs_native = pytest.mark.skipif(not WANTED, reason='ACMIX_MM_NATIVE_OPS=0: fallback asked for')
+
+
+def test_native_ops_are_built_unless_switched_off():
+    if WANTED:
+        assert ops.native_built(), ops.native_status()
+        assert ops.native_enabled()
+        assert ops.native_status().startswith('native')
+    else:
+        assert ops.native_status() == 'fallback: PyTorch (ACMIX_MM_NATIVE_OPS=0)'
+
+
+def padded_inputs(planes, dims, size, kernel_size, stride, dtype=torch.float64, seed=0):
+    """Queries (N, d, H', W') and padded keys and values (N, d, H + k - 1, W + k - 1)."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+    out_shape = (-(-height // stride), -(-width // stride))
+    padded = (height + kernel_size - 1, width + kernel_size - 1)
+    return [
+        torch.randn(planes, dims, *shape, dtype=dtype, generator=generator,
+                    requires_grad=True)
+        for shape in (out_shape, padded, padded)
+    ]
+
+
+def native(query, key, value, kernel_size, stride, scale):
+    return torch.ops.acmix_mm.sliding_window_attention(query, key, value, kernel_size,
+                                                       stride, scale)[0]
+
+
+# (planes, head_dims, map size before padding, kernel, stride): maps just above the
+# reflection limit (4x4 for kernel 7), odd sizes, rows wider than the kernel's 64-pixel
+# tiles, head widths that are no multiple of the four products summed at a time.
+SHAPES = [(1, 4, (4, 4), 7, 1), (3, 5, (9, 13), 7, 2), (2, 8, (11, 6), 3, 1),
+          (2, 3, (4, 5), 7, 2), (2, 16, (7, 70), 7, 1), (4, 1, (5, 131), 5, 2),
+          (1, 6, (8, 8), 1, 1)]
+
+
+@needs_native
+@pytest.mark.parametrize('planes,dims,size,kernel_size,stride', SHAPES)
+def test_op_equals_the_unfold_definition_in_float64(planes, dims, size, kernel_size,
+                                                    stride):
+    inputs = padded_inputs(planes, dims, size, kernel_size, stride)
+    scale = dims**-0.5
+    got = native(*inputs, kernel_size, stride, scale)
+    expected = ops.sliding_window_attention_reference(*inputs, kernel_size, stride, scale)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    grad = torch.randn_like(expected)
+    for ours, theirs in zip(torch.autograd.grad(got, inputs, grad),
+                            torch.autograd.grad(expected, inputs, grad)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+
+
+@needs_native
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('planes,rows,threads', [(8, 10, 2), (2, 30, 4)])
+def test_backward_in_bands_adds_up(stride, planes, rows, threads):
+    """Rows wide enough that the backward pass splits the queries into bands (its
+    scratch is kept to a few MB): key rows seen from two bands add up, with a thread per
+    plane or (fewer planes than threads) all threads on each band."""
+    inputs = padded_inputs(planes, 2, (rows * stride, 700 * stride), 7, stride)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = native(*inputs, 7, stride, 0.5)
+        expected = ops.sliding_window_attention_reference(*inputs, 7, stride, 0.5)
+        grad = torch.randn_like(expected)
+        for ours, theirs in zip(torch.autograd.grad(got, inputs, grad),
+                                torch.autograd.grad(expected, inputs, grad)):
+            torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@needs_native
+@pytest.mark.parametrize('stride', [1, 2])
+def test_op_in_float32_is_close_to_float64(stride):
+    """float32 runs a polynomial exp; it stays within float32 rounding of the exact
+    result."""
+    inputs = padded_inputs(2, 16, (23, 75), 7, stride)
+    expected = native(*inputs, 7, stride, 0.25)
+    singles = [x.detach().float().requires_grad_() for x in inputs]
+    got = native(*singles, 7, stride, 0.25)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(expected)
+    for ours, theirs in zip(torch.autograd.grad(got, singles, grad.float()),
+                            torch.autograd.grad(expected, inputs, grad)):
+        torch.testing.assert_close(ours.double(), theirs, rtol=1e-4, atol=1e-5)
+
+
+@needs_native
+@pytest.mark.parametrize('stride', [1, 2])
+def test_gradcheck(stride):
+    inputs = padded_inputs(1, 2, (4, 5), 7, stride)
+    assert torch.autograd.gradcheck(lambda *x: native(*x, 7, stride, 0.6), inputs)
+
+
+@needs_native
+@pytest.mark.parametrize('stride', [1, 2])
+def test_opcheck(stride):
+    """Schema, fake tensors, autograd registration and AOT dispatch (what torch.compile
+    relies on) of both ops."""
+    query, key, value = padded_inputs(2, 4, (6, 9), 7, stride, dtype=torch.float32)
+    torch.library.opcheck(torch.ops.acmix_mm.sliding_window_attention.default,
+                          (query, key, value, 7, stride, 0.5))
+    out, lse = torch.ops.acmix_mm.sliding_window_attention(query, key, value, 7, stride,
+                                                           0.5)
+    torch.library.opcheck(torch.ops.acmix_mm.sliding_window_attention_backward.default,
+                          (torch.randn_like(out), query.detach(), key.detach(),
+                           value.detach(), out.detach(), lse, 7, stride, 0.5))
+
+
+def fused_inputs(batch, heads, dims, size, dtype=torch.float64, seed=0):
+    """A projection (B, H*W, 3*C), a key offset (H*W, d) and an output scale."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = size[0] * size[1]
+    shapes = ((batch, pixels, 3 * heads * dims), (pixels, dims), (1, ))
+    return [torch.randn(*shape, dtype=dtype, generator=generator, requires_grad=True)
+            for shape in shapes]
+
+
+@needs_native
+@pytest.mark.parametrize('channel_major', [False, True])
+@pytest.mark.parametrize('stride,size', [(1, (4, 5)), (2, (5, 7))])
+def test_fused_op_gradcheck_and_opcheck(channel_major, stride, size):
+    """The layer's operator (projection in, planes out; padding, key offset and output
+    scale inside): gradients of all three inputs, and its registration."""
+    qkv, offset, scale = fused_inputs(2, 2, 3, size)
+
+    def fused(qkv, offset, scale):
+        return torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, 2, *size, 7,
+                                                           stride, channel_major, 0.6)[0]
+
+    # Fast mode: the Jacobian against random vectors (the full one takes a minute).
+    assert torch.autograd.gradcheck(fused, (qkv, offset, scale), fast_mode=True)
+    singles = [x.detach().float().requires_grad_() for x in (qkv, offset, scale)]
+    torch.library.opcheck(torch.ops.acmix_mm.reflect_window_attention.default,
+                          (*singles, 2, *size, 7, stride, channel_major, 0.6))
+
+
+@needs_native
+def test_op_refuses_windows_past_the_keys():
+    query, key, value = padded_inputs(1, 2, (6, 6), 7, 1)
+    with pytest.raises(RuntimeError, match='need keys of at least 12x12'):
+        native(query, key[..., :-1, :], value[..., :-1, :], 7, 1, 1.0)
+    with pytest.raises(RuntimeError, match='differ in dtype'):
+        native(query, key.float(), value, 7, 1, 1.0)
+    qkv, offset, scale = fused_inputs(1, 2, 4, (3, 8))
+    with pytest.raises(RuntimeError, match='larger than 3 pixels; got 3x8'):
+        torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, 2, 3, 8, 7, 1, True,
+                                                    1.0)
+
+
+# (in, out channels, heads, stride, batch, map size)
+LAYERS = [(16, 16, 4, 1, 2, (4, 4)), (8, 16, 1, 2, 3, (9, 7)), (32, 32, 8, 1, 1, (13, 5)),
+          (16, 24, 2, 2, 2, (5, 10)), (16, 16, 4, 1, 1, (12, 80))]
+
+
+@pytest.mark.parametrize('native_on', [True, False])
+@pytest.mark.parametrize('in_channels,out_channels,heads,stride,batch,size', LAYERS)
+def test_acmix_layer_equals_the_official_formulation(native_on, in_channels, out_channels,
+                                                     heads, stride, batch, size):
+    """The official logits q . (k_j + pe_i - pe_j) equal q . (k_j - pe_j) within the
+    softmax of each window: the native path (the encodings folded into the padded keys)
+    gives the official unfold code's outputs and gradients in float64."""
+    if native_on and not WANTED:
+        pytest.skip('ACMIX_MM_NATIVE_OPS=0: fallback asked for')
+    torch.manual_seed(0)
+    reference = ReferenceACmix(in_channels, out_channels, head=heads, stride=stride).double()
+    reference.conv_p.bias.data.normal_()  # cancels too
+    ours = ACmix(in_channels, out_channels, head=heads, stride=stride).double()
+    prefix = 'layer1.0.conv2.'
+    converted, _ = resnet_official_to_acmix(
+        {prefix + k: v for k, v in reference.state_dict().items()})
+    ours.load_state_dict({k[len(prefix):]: v for k, v in converted.items()})
+    x = torch.randn(batch, in_channels, *size, dtype=torch.float64, requires_grad=True)
+    with ops.native_ops(native_on):
+        assert sliding_window.native_usable(x) == native_on
+        got = ours(x)
+    expected = reference(x)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    grad = torch.randn_like(expected)
+    # The input, alpha and the position encoding's weights.
+    got_grads = torch.autograd.grad(
+        got, [x, ours.alpha, ours.attn_path.position_proj.weight], grad)
+    ref_grads = torch.autograd.grad(expected, [x, reference.rate1, reference.conv_p.weight],
+                                    grad)
+    for ours_grad, ref_grad in zip(got_grads, ref_grads):
+        torch.testing.assert_close(ours_grad.flatten(), ref_grad.flatten(), rtol=1e-9,
+                                   atol=1e-9)
+
+
+@needs_native
+def test_backbone_is_the_same_with_native_ops_on_and_off():
+    torch.manual_seed(0)
+    backbone = ResNetACmix(26, base_channels=16).double()
+    backbone.init_weights()
+    x = torch.randn(2, 3, 96, 72, dtype=torch.float64, requires_grad=True)
+    results = []
+    for native_on in (True, False):
+        with ops.native_ops(native_on):
+            outs = backbone(x)
+            loss = sum(out.square().mean() for out in outs)
+            grads = torch.autograd.grad(loss, [x, backbone.layer4[0].conv2.alpha])
+        results.append((outs, grads))
+    (outs_on, grads_on), (outs_off, grads_off) = results
+    for on, off in zip(outs_on + grads_on, outs_off + grads_off):
+        torch.testing.assert_close(on, off, rtol=1e-9, atol=1e-10)
+
+
+@needs_native
+def test_reduced_precision_runs_in_float32():
+    """Under bfloat16 autocast the projection gives bfloat16; the kernel runs in float32
+    and the layer trains."""
+    torch.manual_seed(0)
+    layer = ACmix(16, 16)
+    x = torch.randn(2, 16, 9, 11)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = layer(x)
+    expected = layer(x)
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+    out.float().square().mean().backward()
+    assert torch.isfinite(layer.qkv.weight.grad).all()
+
+
+@needs_native
+def test_compiled_layer_trains_through_the_custom_op():
+    """Fake tensors and the autograd formula let torch.compile trace forward and
+    backward in one graph each."""
+    torch.manual_seed(0)
+    layer = ACmix(16, 16, stride=2)
+    x = torch.randn(2, 16, 10, 12, requires_grad=True)
+    compiled = torch.compile(layer, backend='aot_eager', fullgraph=True)
+    out = compiled(x)
+    (grad, ) = torch.autograd.grad(out.square().sum(), x)
+    with ops.native_ops(False):
+        expected = layer(x)
+    (expected_grad, ) = torch.autograd.grad(expected.square().sum(), x)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    """ACMIX_MM_NATIVE_OPS=0, read when acmix_mm.ops is imported (here: reloaded)."""
+    monkeypatch.setenv('ACMIX_MM_NATIVE_OPS', '0')
+    try:
+        importlib.reload(ops._native)
+        assert ops.native_status() == 'fallback: PyTorch (ACMIX_MM_NATIVE_OPS=0)'
+        assert not sliding_window.native_usable(torch.zeros(1))
+    finally:
+        monkeypatch.undo()
+        importlib.reload(ops._native)
+    assert ops.native_enabled() == (WANTED and ops.native_built())
+
+
+def test_missing_extension_falls_back(monkeypatch):
+    monkeypatch.setattr(ops._native, 'LOAD_ERROR', 'ImportError: no _C here')
+    assert ops.native_status() == ('fallback: PyTorch (native ops not built: ImportError: '
+                                   'no _C here)')
+    assert not sliding_window.native_usable(torch.zeros(1))
+    layer = ACmix(8, 8)
+    assert layer(torch.randn(1, 8, 6, 7)).shape == (1, 8, 6, 7)
+
+
+@needs_native
+def test_export_takes_the_pytorch_path():
+    """torch.export (under ONNX export too) records the PyTorch path, which exports to
+    standard operators, and it computes what the native operator computes."""
+    torch.manual_seed(0)
+    layer = ACmix(8, 8).eval()
+    x = torch.randn(1, 8, 6, 7)
+    program = torch.export.export(layer, (x, ))
+    targets = [str(node.target) for node in program.graph.nodes if node.op == 'call_function']
+    assert targets and not any('acmix_mm' in target for target in targets)
+    torch.testing.assert_close(program.module()(x), layer(x), rtol=1e-5, atol=1e-6)
