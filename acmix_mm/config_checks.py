@@ -179,8 +179,9 @@ def _check_leaf(dotted, leaf, node, value):
 
 
 def check_schedule(cfg):
-    """Refuse a parameter schedule with a phase that starts after the run ends (mmengine
-    fails with 'end should be larger than begin'); warn where phases run past it."""
+    """Refuse a parameter schedule with a phase whose end defaults to the run's and that
+    begins after the run ends (mmengine fails with 'end should be larger than begin');
+    warn where a phase begins or ends past the run."""
     loop = cfg.get('train_cfg') or {}
     schedulers = cfg.get('param_scheduler') or []
     if isinstance(schedulers, dict):
@@ -196,7 +197,12 @@ def check_schedule(cfg):
         if not isinstance(phase, dict) or phase.get('by_epoch', True) != unit_by_epoch:
             continue  # counted in another unit; its length depends on the data
         begin, end = phase.get('begin', 0), phase.get('end', length)
-        if begin >= length:
+        if begin >= length and 'end' in phase and phase['end'] > begin:
+            # mmengine accepts it; the phase never runs (a shortened smoke run)
+            print(f'warning: param_scheduler.{i} ({phase.get("type")}) begins at {unit} '
+                  f'{begin}, after the run ({key}={length}): it never runs.',
+                  file=sys.stderr)
+        elif begin >= length:  # its end defaults to the run's: mmengine fails on it
             earlier = [j for j, p in enumerate(schedulers[:i])
                        if isinstance(p, dict) and p.get('end', 0) >= begin]
             fix = f'set param_scheduler.{i}.begin below {length}'
@@ -208,6 +214,6 @@ def check_schedule(cfg):
                        f'param_scheduler.{i}.begin={half}')
             raise UserError(f'param_scheduler.{i} ({phase.get("type")}) begins at {unit} '
                             f'{begin}, but the run ends at {key}={length}: {fix}.')
-        if end > length and end != float('inf'):
+        elif end > length and end != float('inf'):
             print(f'warning: param_scheduler.{i} ({phase.get("type")}) ends at {unit} {end}, '
                   f'after the run ({key}={length}): it stops part way.', file=sys.stderr)

@@ -217,6 +217,21 @@ def test_valid_options_pass_the_checks(option):
     train.build_cfg(train.parse_args([osp.join(ROOT, DEMO), '--cfg-options', option]))
 
 
+def test_a_phase_with_its_own_end_past_a_short_run_is_a_warning(capsys):
+    """mmengine runs it (the phase never starts): a smoke run of a 160k config."""
+    from mmengine.config import Config
+
+    from acmix_mm.config_checks import check_schedule
+    check_schedule(Config(dict(
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=1),
+        param_scheduler=[dict(type='LinearLR', by_epoch=False, begin=0, end=1500),
+                         dict(type='PolyLR', by_epoch=False, begin=1500, end=160000)])))
+    err = capsys.readouterr().err
+    assert 'param_scheduler.1 (PolyLR) begins at iteration 1500, after the run ' \
+        '(train_cfg.max_iters=1): it never runs' in err
+    assert 'param_scheduler.0 (LinearLR) ends at iteration 1500, after the run' in err
+
+
 def test_a_work_dir_in_use_is_refused_and_a_stale_lock_taken(tmp_path):
     owner = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
     try:
