@@ -204,11 +204,10 @@ def test_pretrained_checkpoint_feeds_the_downstream_paper_config(pretrained):
     from acmix_mm.runner_utils import init_scope, load_config
     name, checkpoint, _ = pretrained
     config, options = FAMILIES[name]
+    options = dict(o.split('=') for o in options)  # as --cfg-options parses them:
+    options = {k: int(v) if v.isdigit() else v for k, v in options.items()}
     cfg = load_config(osp.join(ROOT, 'configs', config), dict(
-        [o.split('=') for o in options] +
-        [('model.backbone.init_cfg.checkpoint', checkpoint)]))
-    if cfg.model.backbone.get('depth') is not None:
-        cfg.model.backbone.depth = int(cfg.model.backbone.depth)
+        options, **{'model.backbone.init_cfg.checkpoint': checkpoint}))
     init_scope(cfg)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         backbone = MODELS.build(cfg.model.backbone)
