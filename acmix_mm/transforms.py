@@ -13,20 +13,21 @@ from mmengine.logging import print_log
 
 from .errors import DataError
 
-# How complete files of each format end. Entropy-coded JPEG data cannot hold the end
-# marker FF D9 (a data byte FF is followed by 00), so its absence from the tail means
-# the file was cut; the tail allows for bytes some writers add after it.
-_ENDINGS = {('.jpg', '.jpeg'): b'\xff\xd9', ('.png', ): b'IEND\xaeB`\x82'}
+# How files of each format (known by their first bytes) end when complete. Entropy-coded
+# JPEG data cannot hold the end marker FF D9 (a data byte FF is followed by 00), so its
+# absence from the tail means the file was cut; the tail allows for bytes some writers
+# add after it.
+_ENDINGS = {b'\xff\xd8': b'\xff\xd9', b'\x89PNG': b'IEND\xaeB`\x82'}
 _TAIL = 4096
 
 
 def _missing_ending(path, size):
-    """The ending a file of this format lacks, or None when it has it (or the format
-    is not checked)."""
-    ext = osp.splitext(path)[1].lower()
-    for extensions, ending in _ENDINGS.items():
-        if ext in extensions:
-            with open(path, 'rb') as f:
+    """The ending a JPEG or PNG file lacks, or None when it has it (or is of another
+    format, which the decoder judges)."""
+    with open(path, 'rb') as f:
+        head = f.read(4)
+        for magic, ending in _ENDINGS.items():
+            if head.startswith(magic):
                 f.seek(max(size - _TAIL, 0))
                 return None if ending in f.read() else ending
     return None

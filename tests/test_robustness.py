@@ -433,7 +433,7 @@ def test_image_demo_names_a_file_that_is_not_an_image(tmp_path):
     save_atomic({'state_dict': {}}, state)
     status, err = run_in_process('image_demo.py', DEMO, state, str(path), '--out-file',
                                  str(tmp_path / 'o.jpg'))
-    assert status == 1 and 'is truncated (it lacks its end marker' in err, err
+    assert status == 1 and f'Cannot read image {path}: it is not an image file' in err, err
 
 
 def test_faq_lists_every_message_of_this_issue():

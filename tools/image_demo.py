@@ -35,10 +35,11 @@ def main(argv=None):
         load_checkpoint_file(args.checkpoint)
         init_scope(cfg)
         CheckedLoadImageFromFile().check_file(args.image)  # missing, empty, truncated
-        image = mmcv.imread(args.image, channel_order='rgb')
+        image = mmcv.imread(args.image)
         if image is None:
             raise UserError(f'Cannot read image {args.image}: it is not an image file '
                             '(JPEG, PNG, BMP, ...).')
+        image = mmcv.bgr2rgb(image)
         os.makedirs(osp.dirname(osp.abspath(args.out_file)), exist_ok=True)
         if cfg.default_scope == 'mmdet':
             from mmdet.apis import inference_detector, init_detector
