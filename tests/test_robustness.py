@@ -121,7 +121,10 @@ def _run_until(tiny_demo_data, work_dir, resume, signum, mid_save, after):
         proc = subprocess.Popen(
             [sys.executable, 'tools/train.py', *train_args(
                 tiny_demo_data, work_dir, *EVERY_ITERATION), *(['--resume'] if resume else [])],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            # as from a terminal: a shell without job control starts background jobs
+            # (CI's, say) with Ctrl-C ignored, and the child would inherit that
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 600
         while proc.poll() is None and signum is not None:
             assert time.time() < deadline
