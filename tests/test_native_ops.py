@@ -1,6 +1,7 @@
 """Native operators (acmix_mm.ops): the C++ sliding-window attention against its unfold
-definition and the official ResNet-ACmix, its gradients, its registration as a custom
-op, and the layers and backbone with the native ops on and off.
+definition and the official ResNet-ACmix, SAN's patchwise aggregation against the
+official SAN formulation, their gradients, their registration as custom ops, and the
+layers and backbones with the native ops on and off.
 
 CI builds the extension through the README's set-up, so its absence is a failure here,
 not a skip (unless ACMIX_MM_NATIVE_OPS=0 says that the fallback is wanted).
@@ -12,9 +13,13 @@ import pytest
 import torch
 
 from acmix_mm import ops
-from acmix_mm.backbones import ResNetACmix, resnet_official_to_acmix
+from acmix_mm.backbones import SAN, ResNetACmix, resnet_official_to_acmix
 from acmix_mm.layers import ACmix, sliding_window
 from acmix_mm.references.resnet_acmix import ReferenceACmix
+from acmix_mm.references.san import (
+    ReferenceSAM,
+    ours_from_reference,
+)
 
 WANTED = os.environ.get('ACMIX_MM_NATIVE_OPS', '1') != '0'
 needs_native = pytest.mark.skipif(not WANTED, reason='ACMIX_MM_NATIVE_OPS=0: fallback asked for')
@@ -208,18 +213,30 @@ def test_acmix_layer_equals_the_official_formulation(native_on, in_channels, out
                                    atol=1e-9)
 
 
-@needs_native
-def test_backbone_is_the_same_with_native_ops_on_and_off():
-    torch.manual_seed(0)
-    backbone = ResNetACmix(26, base_channels=16).double()
+def small_resnet_acmix():
+    backbone = ResNetACmix(26, base_channels=16)
     backbone.init_weights()
-    x = torch.randn(2, 3, 96, 72, dtype=torch.float64, requires_grad=True)
+    return backbone, (96, 72), backbone.layer4[0].conv2.alpha
+
+
+def small_san():
+    backbone = SAN(10, out_indices=(0, 1))  # stride 8 at most: 8x12 maps for kernel 7
+    return backbone, (64, 96), backbone.stages[1].blocks[0].attn.attn_path.fc2.weight
+
+
+@needs_native
+@pytest.mark.parametrize('build', [small_resnet_acmix, small_san], ids=['ResNetACmix', 'SAN'])
+def test_backbone_is_the_same_with_native_ops_on_and_off(build):
+    torch.manual_seed(0)
+    backbone, size, param = build()
+    backbone.double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
     results = []
     for native_on in (True, False):
         with ops.native_ops(native_on):
             outs = backbone(x)
             loss = sum(out.square().mean() for out in outs)
-            grads = torch.autograd.grad(loss, [x, backbone.layer4[0].conv2.alpha])
+            grads = torch.autograd.grad(loss, [x, param])
         results.append((outs, grads))
     (outs_on, grads_on), (outs_off, grads_off) = results
     for on, off in zip(outs_on + grads_on, outs_off + grads_off):
@@ -291,3 +308,142 @@ def test_export_takes_the_pytorch_path():
     targets = [str(node.target) for node in program.graph.nodes if node.op == 'call_function']
     assert targets and not any('acmix_mm' in target for target in targets)
     torch.testing.assert_close(program.module()(x), layer(x), rtol=1e-5, atol=1e-6)
+
+
+def aggregate_inputs(batch, channels, groups, hidden, size, kernel_size, dtype=torch.float64,
+                     seed=0):
+    """Padded values (B, C, H + k - 1, W + k - 1), a hidden map (B, G', H, W) and fc2's
+    weight (G * k*k, G') and bias."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+    shapes = ((batch, channels, height + kernel_size - 1, width + kernel_size - 1),
+              (batch, hidden, height, width), (groups * kernel_size**2, hidden),
+              (groups * kernel_size**2, ))
+    return [torch.randn(*shape, dtype=dtype, generator=generator, requires_grad=True)
+            for shape in shapes]
+
+
+@needs_native
+def test_patch_aggregate_refuses_misfit_inputs():
+    value, hidden, weight, bias = aggregate_inputs(1, 6, 2, 3, (5, 5), 3)
+    with pytest.raises(RuntimeError, match='are 7x7, got 6x7'):
+        ops.patch_aggregate(value[:, :, 1:], hidden, weight, bias, 3)
+    with pytest.raises(RuntimeError, match='differ in dtype'):
+        ops.patch_aggregate(value.float(), hidden, weight, bias, 3)
+    with pytest.raises(RuntimeError, match='6 value channels do not share 4 weight'):
+        ops.patch_aggregate(value, hidden, weight.repeat(2, 1), bias.repeat(2), 3)
+
+
+def hidden_inputs(batch, channels, hidden, size, kernel_size, dtype=torch.float64, seed=0):
+    """Queries (B, r, H, W), padded keys (B, r, H + k - 1, W + k - 1), the scale and
+    shift of the r * (k*k + 1) patch channels and fc1's weight (G', r * (k*k + 1))."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+    patch = channels * (kernel_size**2 + 1)
+    shapes = ((batch, channels, height, width),
+              (batch, channels, height + kernel_size - 1, width + kernel_size - 1), (patch, ),
+              (patch, ), (hidden, patch))
+    return [torch.randn(*shape, dtype=dtype, generator=generator, requires_grad=True)
+            for shape in shapes]
+
+
+# Shapes of each op's inputs: maps just above the reflection limit (4x4 for kernel 7), odd
+# sizes, batches, hidden widths that are no multiple of the four rows combined at a
+# time, and (last) rows wide enough that the backward pass runs in several bands of
+# rows. patch_aggregate: (batch, channels, weight groups G, hidden G', map size, kernel),
+# with one group and groups sharing 3 channels; patch_hidden: (batch, channels r,
+# hidden G', map size, kernel).
+PATCHWISE_OPS = {
+    'aggregate': (aggregate_inputs, ops.patch_aggregate, ops.patch_aggregate_reference,
+                  [(1, 8, 2, 3, (4, 4), 7), (2, 16, 2, 4, (5, 9), 7),
+                   (3, 9, 3, 5, (2, 7), 3), (2, 8, 1, 2, (11, 6), 5),
+                   (1, 4, 4, 1, (3, 5), 1), (2, 8, 8, 4, (20, 600), 7)],
+                  (2, 16, 2, 4, (9, 75), 7), (4, 2, 3)),
+    'hidden': (hidden_inputs, ops.patch_hidden, ops.patch_hidden_reference,
+               [(1, 2, 3, (4, 4), 7), (2, 3, 4, (5, 9), 7), (3, 5, 1, (2, 7), 3),
+                (2, 1, 6, (11, 6), 5), (1, 3, 2, (3, 5), 1), (1, 4, 2, (16, 500), 7)],
+               (2, 4, 8, (9, 75), 7), (2, 3)),
+}
+
+
+def assert_same_with_gradients(got, expected, inputs, expected_inputs, tolerances):
+    """Outputs equal, and the gradients of ``inputs`` and ``expected_inputs`` for one
+    random output gradient; ``tolerances``: (rtol, atol) of the outputs, then of the
+    gradients."""
+    rtol, atol, grad_rtol, grad_atol = tolerances
+    torch.testing.assert_close(got.double(), expected, rtol=rtol, atol=atol)
+    grad = torch.randn_like(expected)
+    for ours, theirs in zip(torch.autograd.grad(got, inputs, grad.to(got.dtype)),
+                            torch.autograd.grad(expected, expected_inputs, grad)):
+        torch.testing.assert_close(ours.double(), theirs, rtol=grad_rtol, atol=grad_atol)
+
+
+@needs_native
+@pytest.mark.parametrize('name,shape', [(name, shape) for name, spec in PATCHWISE_OPS.items()
+                                        for shape in spec[3]])
+def test_patchwise_op_equals_the_san_formulation_in_float64(name, shape):
+    """Each op against hszhao/SAN's formulation (patches unfolded, fc1 and fc2 as 1x1
+    convolutions), gradients included."""
+    make_inputs, op, reference = PATCHWISE_OPS[name][:3]
+    inputs = make_inputs(*shape)
+    assert_same_with_gradients(op(*inputs, shape[-1]), reference(*inputs, shape[-1]), inputs,
+                               inputs, (1e-9, 1e-9, 1e-9, 1e-9))
+
+
+@needs_native
+@pytest.mark.parametrize('name', list(PATCHWISE_OPS))
+def test_patchwise_op_in_float32_is_close_to_float64(name):
+    make_inputs, op, _, _, shape, _ = PATCHWISE_OPS[name]
+    inputs = make_inputs(*shape)
+    singles = [x.detach().float().requires_grad_() for x in inputs]
+    assert_same_with_gradients(op(*singles, shape[-1]), op(*inputs, shape[-1]), singles,
+                               inputs, (1e-5, 1e-4, 1e-4, 1e-2))
+
+
+@needs_native
+@pytest.mark.parametrize('name', list(PATCHWISE_OPS))
+@pytest.mark.parametrize('batch,kernel_size,size,fast', [(2, 7, (4, 5), True),
+                                                         (1, 3, (3, 2), False)])
+def test_patchwise_op_gradcheck_and_opcheck(name, batch, kernel_size, size, fast):
+    """The full Jacobian on a tiny map; against random vectors (fast mode) on a larger
+    one, whose full check takes several seconds. Then the registrations of the op and
+    of its backward."""
+    make_inputs, op, _, _, _, widths = PATCHWISE_OPS[name]
+    inputs = make_inputs(batch, *widths, size, kernel_size)
+    assert torch.autograd.gradcheck(lambda *x: op(*x, kernel_size), inputs, fast_mode=fast)
+    singles = [x.detach().float().requires_grad_() for x in inputs]
+    forward = getattr(torch.ops.acmix_mm, f'patch_{name}')
+    torch.library.opcheck(forward.default, (*singles, kernel_size))
+    out = op(*singles, kernel_size)
+    backward = getattr(torch.ops.acmix_mm, f'patch_{name}_backward')
+    torch.library.opcheck(backward.default, (torch.randn_like(out),
+                                             *(x.detach() for x in singles), kernel_size))
+
+
+@needs_native
+def test_patch_hidden_refuses_misfit_inputs():
+    query, key, scale, shift, weight = hidden_inputs(1, 2, 3, (5, 5), 3)
+    with pytest.raises(RuntimeError, match=r'are \(1, 2, 7, 7\), got \[1, 2, 6, 7\]'):
+        ops.patch_hidden(query, key[:, :, 1:], scale, shift, weight, 3)
+    with pytest.raises(RuntimeError, match='make 20 patch channels'):
+        ops.patch_hidden(query, key, scale[1:], shift, weight, 3)
+    with pytest.raises(RuntimeError, match='differ in dtype'):
+        ops.patch_hidden(query, key, scale, shift, weight.float(), 3)
+
+
+@needs_native
+def test_san_export_takes_the_pytorch_path():
+    """torch.export (under ONNX export too) records SAN's PyTorch path, standard
+    operators only."""
+    torch.manual_seed(0)
+    layer = ours_from_reference(ReferenceSAM(16, 4, 16, 8, 3, True), 16, acmix=True).eval()
+    x = torch.randn(1, 36, 16)
+
+    class Tokens(torch.nn.Module):
+        def forward(self, tokens):
+            return layer(tokens, (6, 6))
+
+    program = torch.export.export(Tokens(), (x, ))
+    targets = [str(node.target) for node in program.graph.nodes if node.op == 'call_function']
+    assert targets and not any('acmix_mm' in target for target in targets)
+    torch.testing.assert_close(program.module()(x), layer(x, (6, 6)), rtol=1e-5, atol=1e-6)

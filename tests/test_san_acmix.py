@@ -16,6 +16,7 @@ from mmdet.registry import MODELS as DET_MODELS
 from mmseg.registry import MODELS as SEG_MODELS
 
 import acmix_mm  # noqa: F401
+from acmix_mm import ops
 from acmix_mm.analysis import saved_bytes
 from acmix_mm.backbones import SAN, SANACmix, san_official_to_acmix
 from acmix_mm.checkpoint import CheckpointError, save_atomic
@@ -32,13 +33,18 @@ from acmix_mm.references.san import (
 from conftest import ROOT, free_port, run_tool
 
 
+@pytest.mark.parametrize('native_on', [True, False], ids=['native', 'fallback'])
 @pytest.mark.parametrize('acmix', [False, True], ids=['SAN', 'SAN-ACmix'])
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 @pytest.mark.parametrize('kernel_size,size', [(7, (11, 13)), (3, (5, 9))])
-def test_layer_equals_the_unfold_formulation(acmix, mode, kernel_size, size, monkeypatch):
+def test_layer_equals_the_unfold_formulation(native_on, acmix, mode, kernel_size, size,
+                                             monkeypatch):
     """Outputs, input and weight gradients, and BatchNorm running statistics, in float64,
-    with bands of a few rows (so the band seams are checked)."""
+    with the native operators (where built and switched on) and on the PyTorch fallback
+    in bands of a few rows (so the band seams are checked)."""
     monkeypatch.setattr(patchwise, 'BAND_ELEMENTS', 3000)
+    # Not built, or ACMIX_MM_NATIVE_OPS=0: both cases check the fallback.
+    native_on = native_on and ops.native_enabled()
     torch.manual_seed(0)
     reference = ReferenceSAM(32, 8, 32, 8, kernel_size, acmix).double()
     randomise_norms(reference)
@@ -47,7 +53,10 @@ def test_layer_equals_the_unfold_formulation(acmix, mode, kernel_size, size, mon
     getattr(ours, mode)()
     x = torch.randn(2, 32, *size, dtype=torch.double) * 2 + 1
     x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_ref, out_ours = reference(x_ref), tokens_forward(ours, x_ours)
+    with ops.native_ops(native_on):
+        assert patchwise.native_usable(x) == native_on
+        out_ours = tokens_forward(ours, x_ours)
+    out_ref = reference(x_ref)
     torch.testing.assert_close(out_ours, out_ref, rtol=1e-9, atol=1e-9)
     grad = torch.randn_like(out_ref)
     (out_ref * grad).sum().backward()
@@ -55,6 +64,8 @@ def test_layer_equals_the_unfold_formulation(acmix, mode, kernel_size, size, mon
     torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-9, atol=1e-9)
     path = ours.attn_path
     torch.testing.assert_close(path.fc1.weight.grad, reference.conv_w[2].weight.grad.flatten(1))
+    torch.testing.assert_close(path.fc2.weight.grad, reference.conv_w[5].weight.grad.flatten(1))
+    torch.testing.assert_close(path.fc2.bias.grad, reference.conv_w[5].bias.grad)
     torch.testing.assert_close(path.norm_in.weight.grad, reference.conv_w[0].weight.grad)
     torch.testing.assert_close(path.norm_in.running_mean, reference.conv_w[0].running_mean)
     torch.testing.assert_close(path.norm_in.running_var, reference.conv_w[0].running_var)

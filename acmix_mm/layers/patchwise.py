@@ -15,6 +15,12 @@ keeps only q, k, v, the G-channel hidden map and the output; a band's patches ar
 unfolded again in the backward pass. ``norm_in`` normalises every patch channel (key
 channel c at patch position j) with statistics over all pixels; those are sums over a
 shifted window of the padded key map, read from its integral image without unfolding.
+
+Where the native operators are built, both steps run as C++ kernels on CPU tensors
+instead (``acmix_mm.ops.patch_hidden`` with batch statistics, and
+``acmix_mm.ops.patch_aggregate`` with fc2), which read the patches in place and keep no
+weights either; the band-by-band path stays for other devices, exports, running
+statistics and ``ACMIX_MM_NATIVE_OPS=0``.
 """
 import functools
 
@@ -24,7 +30,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .. import ops
 from ..errors import ConfigError
+from .sliding_window import native_usable
 from .sync_batchnorm import AllReduceSum, CPUSyncBatchNorm, process_group_size
 
 # Elements of a band's unfolded patches (k*k per channel and pixel); bounds the memory
@@ -42,6 +50,12 @@ def reflection_pad(x, kernel_size):
             f'needs feature maps larger than {radius} pixels; got {height}x{width}. Use '
             f'a larger input image.')
     return F.pad(x, (radius, ) * 4, mode='reflect')
+
+
+def native_dtype(tensor):
+    """The dtype the native operators run a tensor's computation in: float16 and
+    bfloat16 (autocast) in float32, as the sliding-window operator."""
+    return tensor.dtype if tensor.dtype in (torch.float32, torch.float64) else torch.float32
 
 
 def row_bands(height, width, elements_per_pixel):
@@ -163,6 +177,11 @@ def patch_hidden(query, key, norm, fc1_weight, kernel_size):
     shift = -mean * scale
     if norm.bias is not None:
         shift = shift + norm.bias
+    if native_usable(query):
+        dtype = native_dtype(query)
+        hidden = ops.patch_hidden(*(t.to(dtype) for t in (query, key_padded, scale, shift,
+                                                          fc1_weight)), kernel_size)
+        return hidden.to(query.dtype)
     parts = [
         run_band(
             functools.partial(_hidden_band, top=top, bottom=bottom,
@@ -211,6 +230,11 @@ def patch_aggregate(value, hidden, fc2_weight, fc2_bias, kernel_size):
     """
     height, width = value.shape[-2:]
     value_padded = reflection_pad(value, kernel_size)
+    if native_usable(value):
+        dtype = native_dtype(value)
+        out = ops.patch_aggregate(*(t.to(dtype) for t in (value_padded, hidden, fc2_weight,
+                                                           fc2_bias)), kernel_size)
+        return out.to(value.dtype)
     bands = row_bands(height, width, value.shape[1] * kernel_size**2)
     parts = [
         run_band(

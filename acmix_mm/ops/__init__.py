@@ -8,6 +8,12 @@ them without graph breaks. Where the extension is not built, or the environment 
 :func:`native_status` says which.
 """
 from ._native import native_built, native_enabled, native_ops, native_status
+from .patchwise import (
+    patch_aggregate,
+    patch_aggregate_reference,
+    patch_hidden,
+    patch_hidden_reference,
+)
 from .sliding_window import (
     reflect_window_attention,
     sliding_window_attention,
@@ -15,7 +21,8 @@ from .sliding_window import (
 )
 
 __all__ = [
-    'native_built', 'native_enabled', 'native_ops', 'native_status',
+    'native_built', 'native_enabled', 'native_ops', 'native_status', 'patch_aggregate',
+    'patch_aggregate_reference', 'patch_hidden', 'patch_hidden_reference',
     'reflect_window_attention', 'sliding_window_attention',
     'sliding_window_attention_reference'
 ]

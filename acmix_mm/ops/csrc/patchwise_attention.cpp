@@ -1,0 +1,678 @@
+// SAN's patchwise attention on CPU, forward and backward, in two operators.
+//
+// patch_hidden: the first linear layer (fc1) of each pixel's patch, after its norm (an
+// affine map per patch channel, scale and shift) and ReLU:
+//
+//   hidden[b][h][y][x] = sum_p fc1[h][p] * relu(scale[p] * patch[b][p][y][x] + shift[p]),
+//
+// over the r * (k*k + 1) patch channels p: the r query channels at the pixel, then each
+// key channel c at each patch position j (p = r + c * k*k + j) of a padded key map. The
+// patches are read in place, never unfolded.
+//
+// patch_aggregate: the aggregation with the last linear layer (fc2) folded in:
+//
+//   out[b][c][y][x] = sum_j w[b][c mod G][j][y][x] * value[b][c][y + j / k][x + j % k],
+//   w[b][g][j] = bias[g * k*k + j] + sum_h weight[g * k*k + j][h] * hidden[b][h],
+//
+// on a value map the caller has already padded (by reflection, for SAN). The weights
+// (G * k*k per pixel, several times the value map) are made one row of pixels at a
+// time and never stored: the forward pass keeps nothing but its inputs, and the
+// backward pass makes them again, a band of rows at a time.
+//
+// Layout: channels outermost, (B, C, H, W) contiguous, so that every inner loop runs
+// along a row of pixels and the compiler vectorises it.
+#include <torch/library.h>
+#include <ATen/Parallel.h>
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include "vectorize.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+namespace acmix_mm {
+namespace {
+
+struct AggregateGeometry {
+  int64_t batch, channels, height, width, padded_h, padded_w, kernel, groups, hidden;
+  int64_t window() const { return kernel * kernel; }
+  int64_t weight_rows() const { return groups * window(); }
+  int64_t plane() const { return height * width; }
+  int64_t padded_plane() const { return padded_h * padded_w; }
+};
+
+// acc[x] += a0[x] * b0[x] + ... + a3[x] * b3[x]: one load and store of acc per four
+// products. Restrict-qualified parameters, so that the compiler vectorises without
+// runtime alias checks.
+template <typename T>
+ACMIX_INLINE void add_products4(T* __restrict acc, const T* __restrict a0,
+                                const T* __restrict a1, const T* __restrict a2,
+                                const T* __restrict a3, const T* __restrict b0,
+                                const T* __restrict b1, const T* __restrict b2,
+                                const T* __restrict b3, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) {
+    acc[x] += a0[x] * b0[x] + a1[x] * b1[x] + a2[x] * b2[x] + a3[x] * b3[x];
+  }
+}
+
+template <typename T>
+ACMIX_INLINE void add_products(T* __restrict acc, const T* __restrict a,
+                               const T* __restrict b, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) acc[x] += a[x] * b[x];
+}
+
+// acc[x] += sum_p a[p][x] * b[p][x] over `pairs` pairs of rows.
+template <typename T>
+ACMIX_INLINE void sum_products(T* acc, const T* const* a, const T* const* b, int64_t pairs,
+                               int64_t n) {
+  int64_t p = 0;
+  for (; p + 4 <= pairs; p += 4) {
+    add_products4(acc, a[p], a[p + 1], a[p + 2], a[p + 3], b[p], b[p + 1], b[p + 2],
+                  b[p + 3], n);
+  }
+  for (; p < pairs; ++p) add_products(acc, a[p], b[p], n);
+}
+
+template <typename T>
+ACMIX_INLINE void add_scaled4(T* __restrict acc, T c0, T c1, T c2, T c3,
+                              const T* __restrict a0, const T* __restrict a1,
+                              const T* __restrict a2, const T* __restrict a3, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) acc[x] += c0 * a0[x] + c1 * a1[x] + c2 * a2[x] + c3 * a3[x];
+}
+
+template <typename T>
+ACMIX_INLINE void add_scaled(T* __restrict acc, T c, const T* __restrict a, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) acc[x] += c * a[x];
+}
+
+// acc[x] += sum_p coef[p * coef_stride] * rows[p * row_stride + x]: a row of a small
+// matrix product, rows of the right-hand side combined four at a time.
+template <typename T>
+ACMIX_INLINE void combine_rows(T* acc, const T* coef, int64_t coef_stride, const T* rows,
+                               int64_t row_stride, int64_t count, int64_t n) {
+  int64_t p = 0;
+  for (; p + 4 <= count; p += 4) {
+    add_scaled4(acc, coef[p * coef_stride], coef[(p + 1) * coef_stride],
+                coef[(p + 2) * coef_stride], coef[(p + 3) * coef_stride],
+                rows + p * row_stride, rows + (p + 1) * row_stride,
+                rows + (p + 2) * row_stride, rows + (p + 3) * row_stride, n);
+  }
+  for (; p < count; ++p) add_scaled(acc, coef[p * coef_stride], rows + p * row_stride, n);
+}
+
+// sum_x a[x] * b[x] in 16 lanes (summed at the end): a fixed-width inner loop that the
+// compiler turns into vector operations, where a reduction it vectorises itself (OpenMP
+// simd) fell back to scalar code once inlined here. The same sums in every clone.
+constexpr int64_t kLanes = 16;
+
+template <typename T>
+ACMIX_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  T lanes[kLanes] = {};
+  int64_t x = 0;
+  for (; x + kLanes <= n; x += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += a[x + l] * b[x + l];
+  }
+  T sum = 0;
+  for (; x < n; ++x) sum += a[x] * b[x];
+  for (int64_t l = 0; l < kLanes; ++l) sum += lanes[l];
+  return sum;
+}
+
+template <typename T>
+ACMIX_INLINE T row_sum(const T* __restrict a, int64_t n) {
+  T lanes[kLanes] = {};
+  int64_t x = 0;
+  for (; x + kLanes <= n; x += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += a[x + l];
+  }
+  T sum = 0;
+  for (; x < n; ++x) sum += a[x];
+  for (int64_t l = 0; l < kLanes; ++l) sum += lanes[l];
+  return sum;
+}
+
+// Pointer lists of one thread's row sums.
+template <typename T>
+struct Pairs {
+  std::vector<const T*> a, b;
+  explicit Pairs(int64_t size) : a(size), b(size) {}
+};
+
+// w[r][x] = bias[r] + sum_h weight[r][h] * hidden[h][x] for the G * k*k weight rows of
+// one row of pixels; `hidden` points at that row of the first hidden channel.
+template <typename T>
+ACMIX_INLINE void weight_row_impl(const T* weight, const T* bias, const T* hidden,
+                                  const AggregateGeometry& g, T* w) {
+  for (int64_t r = 0; r < g.weight_rows(); ++r) {
+    T* out = w + r * g.width;
+    std::fill(out, out + g.width, bias[r]);
+    combine_rows(out, weight + r * g.hidden, 1, hidden, g.plane(), g.hidden, g.width);
+  }
+}
+
+// One output row: its weights, then each channel's sum over the k*k shifted rows of
+// its padded values.
+template <typename T>
+ACMIX_INLINE void forward_row_impl(const T* value, const T* hidden, const T* weight,
+                                   const T* bias, T* out, const AggregateGeometry& g,
+                                   int64_t b, int64_t y, T* w, Pairs<T>& s) {
+  weight_row_impl(weight, bias, hidden + b * g.hidden * g.plane() + y * g.width, g, w);
+  const int64_t kk = g.window();
+  for (int64_t c = 0; c < g.channels; ++c) {
+    const T* weights = w + (c % g.groups) * kk * g.width;
+    const T* values = value + (b * g.channels + c) * g.padded_plane() + y * g.padded_w;
+    for (int64_t j = 0; j < kk; ++j) {
+      s.a[j] = weights + j * g.width;
+      s.b[j] = values + (j / g.kernel) * g.padded_w + j % g.kernel;
+    }
+    T* row = out + (b * g.channels + c) * g.plane() + y * g.width;
+    std::fill(row, row + g.width, T(0));
+    sum_products(row, s.a.data(), s.b.data(), kk, g.width);
+  }
+}
+
+// One output row in the backward pass: its weights (kept in `w` for the value
+// gradients), their gradients, and from those the gradients of the hidden row and this
+// row's share of the weight and bias gradients (`partial`: G*k*k x hidden, then bias).
+template <typename T>
+ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* value, const T* hidden,
+                                          const T* weight, const T* bias, T* grad_hidden,
+                                          T* partial, const AggregateGeometry& g, int64_t b,
+                                          int64_t y, T* w, T* grad_w, Pairs<T>& s) {
+  const T* hidden_row = hidden + b * g.hidden * g.plane() + y * g.width;
+  weight_row_impl(weight, bias, hidden_row, g, w);
+  const int64_t kk = g.window(), shared = g.channels / g.groups;
+  // grad_w[g][j][x] = sum over the channels c of group g of dout[c][x] * v[c][j][x].
+  for (int64_t group = 0; group < g.groups; ++group) {
+    for (int64_t j = 0; j < kk; ++j) {
+      const int64_t shift = (j / g.kernel) * g.padded_w + j % g.kernel;
+      for (int64_t m = 0; m < shared; ++m) {
+        const int64_t c = group + m * g.groups;
+        s.a[m] = grad_out + (b * g.channels + c) * g.plane() + y * g.width;
+        s.b[m] = value + (b * g.channels + c) * g.padded_plane() + y * g.padded_w + shift;
+      }
+      T* row = grad_w + (group * kk + j) * g.width;
+      std::fill(row, row + g.width, T(0));
+      sum_products(row, s.a.data(), s.b.data(), shared, g.width);
+    }
+  }
+  const int64_t rows = g.weight_rows();
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = grad_w + r * g.width;
+    for (int64_t h = 0; h < g.hidden; ++h) {
+      partial[r * g.hidden + h] = dot(row, hidden_row + h * g.plane(), g.width);
+    }
+    partial[rows * g.hidden + r] = row_sum(row, g.width);
+  }
+  for (int64_t h = 0; h < g.hidden; ++h) {
+    T* out = grad_hidden + (b * g.hidden + h) * g.plane() + y * g.width;
+    std::fill(out, out + g.width, T(0));
+    combine_rows(out, weight + h, g.hidden, grad_w, g.width, rows, g.width);
+  }
+}
+
+// One padded value row: added to from the output rows [y_begin, y_end) whose patches
+// hold it (rows at a band's edge are reached from two bands). `weights` holds the
+// band's weights, (B, rows of the band, G*k*k, W).
+template <typename T>
+ACMIX_INLINE void backward_value_row_impl(const T* grad_out, const T* weights, T* grad_value,
+                                          const AggregateGeometry& g, int64_t b, int64_t py,
+                                          int64_t y_begin, int64_t y_end, Pairs<T>& s) {
+  const int64_t kk = g.window(), band_rows = y_end - y_begin;
+  const int64_t i_first = std::max<int64_t>(0, py - (y_end - 1));
+  const int64_t i_last = std::min<int64_t>(g.kernel, py - y_begin + 1);
+  for (int64_t c = 0; c < g.channels; ++c) {
+    T* row = grad_value + (b * g.channels + c) * g.padded_plane() + py * g.padded_w;
+    const int64_t group = c % g.groups;
+    for (int64_t jx = 0; jx < g.kernel; ++jx) {
+      int64_t pairs = 0;
+      for (int64_t i = i_first; i < i_last; ++i) {
+        const int64_t y = py - i;
+        s.a[pairs] = weights + ((b * band_rows + y - y_begin) * g.weight_rows() +
+                                group * kk + i * g.kernel + jx) * g.width;
+        s.b[pairs++] = grad_out + (b * g.channels + c) * g.plane() + y * g.width;
+      }
+      // Column jx + x of the padded row is seen by output x at patch column jx.
+      sum_products(row + jx, s.a.data(), s.b.data(), pairs, g.width);
+    }
+  }
+}
+
+// The row kernels: float32, the dtype that trains, in AVX-512, AVX2 and baseline clones;
+// float64 (tests, gradient checks) in the baseline only, which keeps the build short.
+#define ACMIX_ROW_KERNELS(T, ATTRIBUTES)                                                    \
+  ATTRIBUTES void forward_row(const T* value, const T* hidden, const T* weight,            \
+                              const T* bias, T* out, const AggregateGeometry& g, int64_t b, \
+                              int64_t y, T* w, Pairs<T>& s) {                               \
+    forward_row_impl<T>(value, hidden, weight, bias, out, g, b, y, w, s);                   \
+  }                                                                                         \
+  ATTRIBUTES void backward_query_row(const T* grad_out, const T* value, const T* hidden,   \
+                                     const T* weight, const T* bias, T* grad_hidden,        \
+                                     T* partial, const AggregateGeometry& g, int64_t b,     \
+                                     int64_t y, T* w, T* grad_w, Pairs<T>& s) {             \
+    backward_query_row_impl<T>(grad_out, value, hidden, weight, bias, grad_hidden, partial, \
+                               g, b, y, w, grad_w, s);                                      \
+  }                                                                                         \
+  ATTRIBUTES void backward_value_row(const T* grad_out, const T* weights, T* grad_value,   \
+                                     const AggregateGeometry& g, int64_t b, int64_t py,     \
+                                     int64_t y_begin, int64_t y_end, Pairs<T>& s) {         \
+    backward_value_row_impl<T>(grad_out, weights, grad_value, g, b, py, y_begin, y_end, s); \
+  }
+ACMIX_ROW_KERNELS(float, ACMIX_CLONES)
+ACMIX_ROW_KERNELS(double, )
+#undef ACMIX_ROW_KERNELS
+
+AggregateGeometry aggregate_geometry(const at::Tensor& value, const at::Tensor& hidden,
+                                     const at::Tensor& weight, const at::Tensor& bias,
+                                     int64_t kernel_size) {
+  TORCH_CHECK(value.device().is_cpu(), "patch_aggregate: CPU tensors only");
+  TORCH_CHECK(value.dim() == 4 && hidden.dim() == 4 && weight.dim() == 2 && bias.dim() == 1,
+              "patch_aggregate: value (B, C, Hp, Wp), hidden (B, G', H, W), weight "
+              "(G*k*k, G') and bias (G*k*k)");
+  TORCH_CHECK(value.scalar_type() == hidden.scalar_type() &&
+                  weight.scalar_type() == value.scalar_type() &&
+                  bias.scalar_type() == value.scalar_type(),
+              "patch_aggregate: value, hidden, weight and bias differ in dtype");
+  TORCH_CHECK(kernel_size >= 1, "patch_aggregate: kernel_size must be positive");
+  const int64_t window = kernel_size * kernel_size;
+  TORCH_CHECK(weight.size(0) % window == 0 && weight.size(0) > 0 &&
+                  bias.size(0) == weight.size(0) && weight.size(1) == hidden.size(1),
+              "patch_aggregate: weight must be (G*", window, ", ", hidden.size(1),
+              ") and bias (G*", window, "), got ", weight.sizes(), " and ", bias.sizes());
+  const int64_t groups = weight.size(0) / window;
+  TORCH_CHECK(value.size(1) % groups == 0, "patch_aggregate: ", value.size(1),
+              " value channels do not share ", groups, " weight channels");
+  TORCH_CHECK(value.size(0) == hidden.size(0) &&
+                  value.size(2) == hidden.size(2) + kernel_size - 1 &&
+                  value.size(3) == hidden.size(3) + kernel_size - 1,
+              "patch_aggregate: values padded for patches of ", kernel_size, " around a ",
+              hidden.size(2), "x", hidden.size(3), " map are ",
+              hidden.size(2) + kernel_size - 1, "x", hidden.size(3) + kernel_size - 1,
+              ", got ", value.size(2), "x", value.size(3));
+  return AggregateGeometry{value.size(0),  value.size(1),  hidden.size(2),
+                           hidden.size(3), value.size(2),  value.size(3),
+                           kernel_size,    groups,         hidden.size(1)};
+}
+
+struct HiddenGeometry {
+  int64_t batch, channels, height, width, padded_h, padded_w, kernel, hidden;
+  int64_t window() const { return kernel * kernel; }
+  int64_t patch_channels() const { return channels * (window() + 1); }
+  int64_t plane() const { return height * width; }
+  int64_t padded_plane() const { return padded_h * padded_w; }
+};
+
+// Row y of patch channel p of image b: a query row, or a key row shifted to position j.
+template <typename T>
+ACMIX_INLINE const T* patch_row(const T* query, const T* key, const HiddenGeometry& g,
+                                int64_t b, int64_t y, int64_t p) {
+  if (p < g.channels) return query + ((b * g.channels + p) * g.height + y) * g.width;
+  const int64_t c = (p - g.channels) / g.window(), j = (p - g.channels) % g.window();
+  return key + (b * g.channels + c) * g.padded_plane() + (y + j / g.kernel) * g.padded_w +
+         j % g.kernel;
+}
+
+template <typename T>
+ACMIX_INLINE void affine_relu(T* __restrict out, const T* __restrict in, T scale, T shift,
+                              int64_t n) {
+  for (int64_t x = 0; x < n; ++x) {
+    const T pre = scale * in[x] + shift;
+    out[x] = pre > T(0) ? pre : T(0);
+  }
+}
+
+// Patch channels normalised (and passed through ReLU) four at a time into `rows`, then
+// added to every hidden row with their fc1 weights: one pass over a hidden row per four
+// patch channels.
+template <typename T>
+ACMIX_INLINE void hidden_row_impl(const T* query, const T* key, const T* scale,
+                                  const T* shift, const T* weight, T* hidden,
+                                  const HiddenGeometry& g, int64_t b, int64_t y, T* rows) {
+  const int64_t patch = g.patch_channels(), n = g.width;
+  T* out = hidden + b * g.hidden * g.plane() + y * g.width;
+  for (int64_t h = 0; h < g.hidden; ++h) std::fill(out + h * g.plane(), out + h * g.plane() + n, T(0));
+  for (int64_t p0 = 0; p0 < patch; p0 += 4) {
+    const int64_t count = std::min<int64_t>(4, patch - p0);
+    for (int64_t m = 0; m < count; ++m) {
+      const int64_t p = p0 + m;
+      affine_relu(rows + m * n, patch_row(query, key, g, b, y, p), scale[p], shift[p], n);
+    }
+    for (int64_t h = 0; h < g.hidden; ++h) {
+      combine_rows(out + h * g.plane(), weight + h * patch + p0, 1, rows, n, count, n);
+    }
+  }
+}
+
+// One output row in the backward pass: for each patch channel, the gradient of its
+// normalised input (through ReLU and fc1), which gives this row's share of the fc1,
+// scale and shift gradients (added to `partial`: fc1 (hidden x patch), then scale, then
+// shift), the query gradient, and (times the scale) the gradients of the key rows it
+// was read from, written to `key_grads` (the band's (r * k*k) x W rows of this row).
+template <typename T>
+ACMIX_INLINE void hidden_backward_row_impl(const T* grad_hidden, const T* query,
+                                           const T* key, const T* scale, const T* shift,
+                                           const T* weight, T* grad_query, T* key_grads,
+                                           T* partial, const HiddenGeometry& g, int64_t b,
+                                           int64_t y, T* rows) {
+  const int64_t patch = g.patch_channels(), n = g.width;
+  const T* grads = grad_hidden + b * g.hidden * g.plane() + y * g.width;
+  T* relu_row = rows;
+  T* grad_row = rows + n;
+  for (int64_t p = 0; p < patch; ++p) {
+    const T* in = patch_row(query, key, g, b, y, p);
+    affine_relu(relu_row, in, scale[p], shift[p], n);
+    std::fill(grad_row, grad_row + n, T(0));
+    combine_rows(grad_row, weight + p, patch, grads, g.plane(), g.hidden, n);
+    for (int64_t h = 0; h < g.hidden; ++h) {
+      partial[h * patch + p] += dot(grads + h * g.plane(), relu_row, n);
+    }
+    // Where ReLU let the input through, the gradient passes (relu_row > 0 there, but
+    // for inputs that normalise to exactly 0, as ReLU's derivative at 0 is 0).
+    for (int64_t x = 0; x < n; ++x) grad_row[x] = relu_row[x] > T(0) ? grad_row[x] : T(0);
+    partial[g.hidden * patch + p] += dot(grad_row, in, n);
+    partial[(g.hidden + 1) * patch + p] += row_sum(grad_row, n);
+    T* out = p < g.channels ? grad_query + ((b * g.channels + p) * g.height + y) * g.width
+                            : key_grads + (p - g.channels) * n;
+    const T factor = scale[p];
+    for (int64_t x = 0; x < n; ++x) out[x] = factor * grad_row[x];
+  }
+}
+
+// acc[x] += sum_p rows[p][x], four rows per pass over acc.
+template <typename T>
+ACMIX_INLINE void add_rows4(T* __restrict acc, const T* __restrict a0, const T* __restrict a1,
+                            const T* __restrict a2, const T* __restrict a3, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) acc[x] += (a0[x] + a1[x]) + (a2[x] + a3[x]);
+}
+
+template <typename T>
+ACMIX_INLINE void add_row(T* __restrict acc, const T* __restrict a, int64_t n) {
+  for (int64_t x = 0; x < n; ++x) acc[x] += a[x];
+}
+
+// One padded key row: the gradients its patch positions received from the output rows
+// [y_begin, y_end) (`key_grads`: (B, rows of the band, r * k*k, W)), added (rows at a
+// band's edge are reached from two bands).
+template <typename T>
+ACMIX_INLINE void hidden_backward_key_row_impl(const T* key_grads, T* grad_key,
+                                               const HiddenGeometry& g, int64_t b,
+                                               int64_t py, int64_t y_begin, int64_t y_end,
+                                               std::vector<const T*>& list) {
+  const int64_t kk = g.window(), band_rows = y_end - y_begin;
+  const int64_t i_first = std::max<int64_t>(0, py - (y_end - 1));
+  const int64_t i_last = std::min<int64_t>(g.kernel, py - y_begin + 1);
+  for (int64_t c = 0; c < g.channels; ++c) {
+    T* row = grad_key + (b * g.channels + c) * g.padded_plane() + py * g.padded_w;
+    for (int64_t jx = 0; jx < g.kernel; ++jx) {
+      int64_t count = 0;
+      for (int64_t i = i_first; i < i_last; ++i) {
+        list[count++] = key_grads + ((b * band_rows + py - i - y_begin) * g.channels * kk +
+                                     c * kk + i * g.kernel + jx) * g.width;
+      }
+      int64_t m = 0;
+      for (; m + 4 <= count; m += 4) {
+        add_rows4(row + jx, list[m], list[m + 1], list[m + 2], list[m + 3], g.width);
+      }
+      for (; m < count; ++m) add_row(row + jx, list[m], g.width);
+    }
+  }
+}
+
+#define ACMIX_HIDDEN_KERNELS(T, ATTRIBUTES)                                                 \
+  ATTRIBUTES void hidden_row(const T* query, const T* key, const T* scale, const T* shift,  \
+                             const T* weight, T* hidden, const HiddenGeometry& g, int64_t b, \
+                             int64_t y, T* rows) {                                          \
+    hidden_row_impl<T>(query, key, scale, shift, weight, hidden, g, b, y, rows);            \
+  }                                                                                         \
+  ATTRIBUTES void hidden_backward_row(const T* grad_hidden, const T* query, const T* key,   \
+                                      const T* scale, const T* shift, const T* weight,      \
+                                      T* grad_query, T* key_grads, T* partial,              \
+                                      const HiddenGeometry& g, int64_t b, int64_t y,        \
+                                      T* rows) {                                            \
+    hidden_backward_row_impl<T>(grad_hidden, query, key, scale, shift, weight, grad_query,  \
+                                key_grads, partial, g, b, y, rows);                         \
+  }                                                                                         \
+  ATTRIBUTES void hidden_backward_key_row(const T* key_grads, T* grad_key,                  \
+                                          const HiddenGeometry& g, int64_t b, int64_t py,   \
+                                          int64_t y_begin, int64_t y_end,                   \
+                                          std::vector<const T*>& list) {                    \
+    hidden_backward_key_row_impl<T>(key_grads, grad_key, g, b, py, y_begin, y_end, list);   \
+  }
+ACMIX_HIDDEN_KERNELS(float, ACMIX_CLONES)
+ACMIX_HIDDEN_KERNELS(double, )
+#undef ACMIX_HIDDEN_KERNELS
+
+HiddenGeometry hidden_geometry(const at::Tensor& query, const at::Tensor& key,
+                               const at::Tensor& scale, const at::Tensor& shift,
+                               const at::Tensor& weight, int64_t kernel_size) {
+  TORCH_CHECK(query.device().is_cpu(), "patch_hidden: CPU tensors only");
+  TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && scale.dim() == 1 && shift.dim() == 1 &&
+                  weight.dim() == 2,
+              "patch_hidden: query (B, r, H, W), key (B, r, Hp, Wp), scale and shift "
+              "(r*(k*k+1)), weight (G', r*(k*k+1))");
+  TORCH_CHECK(key.scalar_type() == query.scalar_type() &&
+                  scale.scalar_type() == query.scalar_type() &&
+                  shift.scalar_type() == query.scalar_type() &&
+                  weight.scalar_type() == query.scalar_type(),
+              "patch_hidden: query, key, scale, shift and weight differ in dtype");
+  TORCH_CHECK(kernel_size >= 1, "patch_hidden: kernel_size must be positive");
+  const int64_t patch = query.size(1) * (kernel_size * kernel_size + 1);
+  TORCH_CHECK(scale.size(0) == patch && shift.size(0) == patch && weight.size(1) == patch,
+              "patch_hidden: ", query.size(1), " channels in patches of ", kernel_size,
+              " make ", patch, " patch channels; got scale ", scale.sizes(), ", shift ",
+              shift.sizes(), " and weight ", weight.sizes());
+  TORCH_CHECK(key.size(0) == query.size(0) && key.size(1) == query.size(1) &&
+                  key.size(2) == query.size(2) + kernel_size - 1 &&
+                  key.size(3) == query.size(3) + kernel_size - 1,
+              "patch_hidden: keys padded for patches of ", kernel_size, " around a ",
+              query.size(2), "x", query.size(3), " map are (", query.size(0), ", ",
+              query.size(1), ", ", query.size(2) + kernel_size - 1, ", ",
+              query.size(3) + kernel_size - 1, "), got ", key.sizes());
+  return HiddenGeometry{query.size(0), query.size(1), query.size(2), query.size(3),
+                        key.size(2),   key.size(3),   kernel_size,   weight.size(0)};
+}
+
+}  // namespace
+
+at::Tensor patch_aggregate_forward(const at::Tensor& value, const at::Tensor& hidden,
+                                   const at::Tensor& weight, const at::Tensor& bias,
+                                   int64_t kernel_size) {
+  const AggregateGeometry g = aggregate_geometry(value, hidden, weight, bias, kernel_size);
+  const at::Tensor v = value.contiguous(), h = hidden.contiguous();
+  const at::Tensor fc = weight.contiguous(), fb = bias.contiguous();
+  at::Tensor out = at::empty({g.batch, g.channels, g.height, g.width}, v.options());
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "patch_aggregate", [&] {
+    using T = scalar_t;
+    const T* v_data = v.const_data_ptr<T>();
+    const T* h_data = h.const_data_ptr<T>();
+    const T* w_data = fc.const_data_ptr<T>();
+    const T* b_data = fb.const_data_ptr<T>();
+    T* out_data = out.mutable_data_ptr<T>();
+    at::parallel_for(0, g.batch * g.height, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> w(g.weight_rows() * g.width);
+      Pairs<T> pairs(g.window());
+      for (int64_t index = begin; index < end; ++index) {
+        forward_row(v_data, h_data, w_data, b_data, out_data, g, index / g.height,
+                    index % g.height, w.data(), pairs);
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_aggregate_backward(
+    const at::Tensor& grad_out, const at::Tensor& value, const at::Tensor& hidden,
+    const at::Tensor& weight, const at::Tensor& bias, int64_t kernel_size) {
+  const AggregateGeometry g = aggregate_geometry(value, hidden, weight, bias, kernel_size);
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({g.batch, g.channels, g.height, g.width}) &&
+                  grad_out.scalar_type() == value.scalar_type(),
+              "patch_aggregate_backward: grad_out must be (B, C, H, W) as the output");
+  const at::Tensor go = grad_out.contiguous(), v = value.contiguous(), h = hidden.contiguous();
+  const at::Tensor fc = weight.contiguous(), fb = bias.contiguous();
+  // Zeroed: padded rows at a band's edge are added to from two bands.
+  at::Tensor grad_value = at::zeros_like(v, at::MemoryFormat::Contiguous);
+  at::Tensor grad_hidden = at::empty_like(h, at::MemoryFormat::Contiguous);
+  at::Tensor grad_weight = at::zeros_like(fc, at::MemoryFormat::Contiguous);
+  at::Tensor grad_bias = at::zeros_like(fb, at::MemoryFormat::Contiguous);
+  if (g.batch == 0 || g.plane() == 0) return {grad_value, grad_hidden, grad_weight, grad_bias};
+  // Bands of output rows: their weights (needed complete by the value rows they cover)
+  // and each row's share of the weight gradients are the only scratch, about 16 MB in
+  // float32.
+  const int64_t rows = g.weight_rows(), partial_size = rows * (g.hidden + 1);
+  const int64_t band = std::clamp<int64_t>(
+      (int64_t{4} << 20) / (g.batch * (rows * g.width + partial_size)), 1, g.height);
+  AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "patch_aggregate_backward", [&] {
+    using T = scalar_t;
+    const T* go_data = go.const_data_ptr<T>();
+    const T* v_data = v.const_data_ptr<T>();
+    const T* h_data = h.const_data_ptr<T>();
+    const T* w_data = fc.const_data_ptr<T>();
+    const T* b_data = fb.const_data_ptr<T>();
+    T* gv_data = grad_value.mutable_data_ptr<T>();
+    T* gh_data = grad_hidden.mutable_data_ptr<T>();
+    T* gw_data = grad_weight.mutable_data_ptr<T>();
+    T* gb_data = grad_bias.mutable_data_ptr<T>();
+    std::vector<T> weights(g.batch * band * rows * g.width);
+    std::vector<T> partials(g.batch * band * partial_size);
+    for (int64_t y_begin = 0; y_begin < g.height; y_begin += band) {
+      const int64_t y_end = std::min(g.height, y_begin + band), band_rows = y_end - y_begin;
+      at::parallel_for(0, g.batch * band_rows, 1, [&](int64_t begin, int64_t end) {
+        std::vector<T> grad_w(rows * g.width);
+        Pairs<T> pairs(std::max(g.channels / g.groups, g.window()));
+        for (int64_t index = begin; index < end; ++index) {
+          const int64_t b = index / band_rows, row = index % band_rows;
+          backward_query_row(go_data, v_data, h_data, w_data, b_data, gh_data,
+                             partials.data() + index * partial_size, g, b, y_begin + row,
+                             weights.data() + index * rows * g.width, grad_w.data(), pairs);
+        }
+      });
+      // Each row's share, added in order: the same result on every run.
+      for (int64_t index = 0; index < g.batch * band_rows; ++index) {
+        const T* partial = partials.data() + index * partial_size;
+        for (int64_t e = 0; e < rows * g.hidden; ++e) gw_data[e] += partial[e];
+        for (int64_t r = 0; r < rows; ++r) gb_data[r] += partial[rows * g.hidden + r];
+      }
+      const int64_t value_rows = band_rows + g.kernel - 1;
+      at::parallel_for(0, g.batch * value_rows, 1, [&](int64_t begin, int64_t end) {
+        Pairs<T> pairs(g.kernel);
+        for (int64_t index = begin; index < end; ++index) {
+          backward_value_row(go_data, weights.data(), gv_data, g, index / value_rows,
+                             y_begin + index % value_rows, y_begin, y_end, pairs);
+        }
+      });
+    }
+  });
+  return {grad_value, grad_hidden, grad_weight, grad_bias};
+}
+
+at::Tensor patch_hidden_forward(const at::Tensor& query, const at::Tensor& key,
+                                const at::Tensor& scale, const at::Tensor& shift,
+                                const at::Tensor& weight, int64_t kernel_size) {
+  const HiddenGeometry g = hidden_geometry(query, key, scale, shift, weight, kernel_size);
+  const at::Tensor q = query.contiguous(), k = key.contiguous(), s = scale.contiguous();
+  const at::Tensor t = shift.contiguous(), fc = weight.contiguous();
+  at::Tensor hidden = at::empty({g.batch, g.hidden, g.height, g.width}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "patch_hidden", [&] {
+    using T = scalar_t;
+    at::parallel_for(0, g.batch * g.height, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> rows(4 * g.width);
+      for (int64_t index = begin; index < end; ++index) {
+        hidden_row(q.const_data_ptr<T>(), k.const_data_ptr<T>(), s.const_data_ptr<T>(),
+                   t.const_data_ptr<T>(), fc.const_data_ptr<T>(), hidden.mutable_data_ptr<T>(),
+                   g, index / g.height, index % g.height, rows.data());
+      }
+    });
+  });
+  return hidden;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hidden_backward(
+    const at::Tensor& grad_hidden, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& weight,
+    int64_t kernel_size) {
+  const HiddenGeometry g = hidden_geometry(query, key, scale, shift, weight, kernel_size);
+  TORCH_CHECK(grad_hidden.sizes() == at::IntArrayRef({g.batch, g.hidden, g.height, g.width}) &&
+                  grad_hidden.scalar_type() == query.scalar_type(),
+              "patch_hidden_backward: grad_hidden must be (B, G', H, W) as the output");
+  const at::Tensor gh = grad_hidden.contiguous(), q = query.contiguous(), k = key.contiguous();
+  const at::Tensor s = scale.contiguous(), t = shift.contiguous(), fc = weight.contiguous();
+  at::Tensor grad_query = at::empty_like(q, at::MemoryFormat::Contiguous);
+  // Zeroed: padded rows at a band's edge are added to from two bands.
+  at::Tensor grad_key = at::zeros_like(k, at::MemoryFormat::Contiguous);
+  const int64_t patch = g.patch_channels(), partial_size = (g.hidden + 2) * patch;
+  // The fc1, scale and shift gradients: one share per thread (each thread of
+  // at::parallel_for takes one fixed chunk of rows), added in thread order: the same
+  // result on every run with the same number of threads.
+  const int64_t threads = at::get_num_threads();
+  at::Tensor partials = at::zeros({threads, partial_size}, q.options());
+  if (g.batch > 0 && g.plane() > 0) {
+    // Bands of output rows: the key gradients of their patches (needed complete by the
+    // key rows they cover) are the only large scratch, about 16 MB in float32.
+    const int64_t row_elements = g.batch * g.channels * g.window() * g.width;
+    const int64_t band = std::clamp<int64_t>((int64_t{4} << 20) / row_elements, 1, g.height);
+    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "patch_hidden_backward", [&] {
+      using T = scalar_t;
+      std::vector<T> key_grads(band * row_elements);
+      T* partial_data = partials.mutable_data_ptr<T>();
+      for (int64_t y_begin = 0; y_begin < g.height; y_begin += band) {
+        const int64_t y_end = std::min(g.height, y_begin + band), band_rows = y_end - y_begin;
+        at::parallel_for(0, g.batch * band_rows, 1, [&](int64_t begin, int64_t end) {
+          std::vector<T> rows(2 * g.width);
+          T* partial = partial_data + at::get_thread_num() * partial_size;
+          for (int64_t index = begin; index < end; ++index) {
+            const int64_t b = index / band_rows, row = index % band_rows;
+            hidden_backward_row(gh.const_data_ptr<T>(), q.const_data_ptr<T>(),
+                                k.const_data_ptr<T>(), s.const_data_ptr<T>(),
+                                t.const_data_ptr<T>(), fc.const_data_ptr<T>(),
+                                grad_query.mutable_data_ptr<T>(),
+                                key_grads.data() + index * g.channels * g.window() * g.width,
+                                partial, g, b, y_begin + row, rows.data());
+          }
+        });
+        const int64_t key_rows = band_rows + g.kernel - 1;
+        at::parallel_for(0, g.batch * key_rows, 1, [&](int64_t begin, int64_t end) {
+          std::vector<const T*> list(g.kernel);
+          for (int64_t index = begin; index < end; ++index) {
+            hidden_backward_key_row(key_grads.data(), grad_key.mutable_data_ptr<T>(), g,
+                                    index / key_rows, y_begin + index % key_rows, y_begin,
+                                    y_end, list);
+          }
+        });
+      }
+    });
+  }
+  // Three tensors of their own (views of one would alias, which an operator's schema
+  // does not declare).
+  const at::Tensor totals = partials.sum(0);
+  return {grad_query, grad_key, totals.narrow(0, g.hidden * patch, patch).clone(),
+          totals.narrow(0, (g.hidden + 1) * patch, patch).clone(),
+          totals.narrow(0, 0, g.hidden * patch).view({g.hidden, patch}).clone()};
+}
+
+}  // namespace acmix_mm
+
+TORCH_LIBRARY_FRAGMENT(acmix_mm, m) {
+  m.def(
+      "patch_hidden(Tensor query, Tensor key, Tensor scale, Tensor shift, Tensor weight, "
+      "int kernel_size) -> Tensor");
+  m.def(
+      "patch_hidden_backward(Tensor grad_hidden, Tensor query, Tensor key, Tensor scale, "
+      "Tensor shift, Tensor weight, int kernel_size) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "patch_aggregate(Tensor value, Tensor hidden, Tensor weight, Tensor bias, "
+      "int kernel_size) -> Tensor");
+  m.def(
+      "patch_aggregate_backward(Tensor grad_out, Tensor value, Tensor hidden, "
+      "Tensor weight, Tensor bias, int kernel_size) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(acmix_mm, CPU, m) {
+  m.impl("patch_hidden", &acmix_mm::patch_hidden_forward);
+  m.impl("patch_hidden_backward", &acmix_mm::patch_hidden_backward);
+  m.impl("patch_aggregate", &acmix_mm::patch_aggregate_forward);
+  m.impl("patch_aggregate_backward", &acmix_mm::patch_aggregate_backward);
+}
