@@ -174,16 +174,14 @@ ACMIX_INLINE void forward_row_impl(const T* value, const T* hidden, const T* wei
   }
 }
 
-// One output row in the backward pass: its weights (kept in `w` for the value
-// gradients), their gradients, and from those the gradients of the hidden row and this
-// row's share of the weight and bias gradients (`partial`: G*k*k x hidden, then bias).
+// One output row in the backward pass: the gradients of its weights (rows `stride` apart
+// in `grad_w`, for the matrix products over the band that give the fc2 and hidden
+// gradients) and this row's share of the bias gradient (`partial`).
 template <typename T>
-ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* value, const T* hidden,
-                                          const T* weight, const T* bias, T* grad_hidden,
-                                          T* partial, const AggregateGeometry& g, int64_t b,
-                                          int64_t y, T* w, T* grad_w, Pairs<T>& s) {
-  const T* hidden_row = hidden + b * g.hidden * g.plane() + y * g.width;
-  weight_row_impl(weight, bias, hidden_row, g, w);
+ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* value, T* grad_w,
+                                          int64_t stride, T* partial,
+                                          const AggregateGeometry& g, int64_t b, int64_t y,
+                                          Pairs<T>& s) {
   const int64_t kk = g.window(), shared = g.channels / g.groups;
   // grad_w[g][j][x] = sum over the channels c of group g of dout[c][x] * v[c][j][x].
   for (int64_t group = 0; group < g.groups; ++group) {
@@ -194,34 +192,22 @@ ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* value, con
         s.a[m] = grad_out + (b * g.channels + c) * g.plane() + y * g.width;
         s.b[m] = value + (b * g.channels + c) * g.padded_plane() + y * g.padded_w + shift;
       }
-      T* row = grad_w + (group * kk + j) * g.width;
+      T* row = grad_w + (group * kk + j) * stride;
       std::fill(row, row + g.width, T(0));
       sum_products(row, s.a.data(), s.b.data(), shared, g.width);
     }
   }
-  const int64_t rows = g.weight_rows();
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* row = grad_w + r * g.width;
-    for (int64_t h = 0; h < g.hidden; ++h) {
-      partial[r * g.hidden + h] = dot(row, hidden_row + h * g.plane(), g.width);
-    }
-    partial[rows * g.hidden + r] = row_sum(row, g.width);
-  }
-  for (int64_t h = 0; h < g.hidden; ++h) {
-    T* out = grad_hidden + (b * g.hidden + h) * g.plane() + y * g.width;
-    std::fill(out, out + g.width, T(0));
-    combine_rows(out, weight + h, g.hidden, grad_w, g.width, rows, g.width);
-  }
+  for (int64_t r = 0; r < g.weight_rows(); ++r) partial[r] = row_sum(grad_w + r * stride, g.width);
 }
 
 // One padded value row: added to from the output rows [y_begin, y_end) whose patches
 // hold it (rows at a band's edge are reached from two bands). `weights` holds the
-// band's weights, (B, rows of the band, G*k*k, W).
+// band's weights, (B, G*k*k, rows of the band * W).
 template <typename T>
 ACMIX_INLINE void backward_value_row_impl(const T* grad_out, const T* weights, T* grad_value,
                                           const AggregateGeometry& g, int64_t b, int64_t py,
                                           int64_t y_begin, int64_t y_end, Pairs<T>& s) {
-  const int64_t kk = g.window(), band_rows = y_end - y_begin;
+  const int64_t kk = g.window(), pixels = (y_end - y_begin) * g.width;
   const int64_t i_first = std::max<int64_t>(0, py - (y_end - 1));
   const int64_t i_last = std::min<int64_t>(g.kernel, py - y_begin + 1);
   for (int64_t c = 0; c < g.channels; ++c) {
@@ -231,8 +217,8 @@ ACMIX_INLINE void backward_value_row_impl(const T* grad_out, const T* weights, T
       int64_t pairs = 0;
       for (int64_t i = i_first; i < i_last; ++i) {
         const int64_t y = py - i;
-        s.a[pairs] = weights + ((b * band_rows + y - y_begin) * g.weight_rows() +
-                                group * kk + i * g.kernel + jx) * g.width;
+        s.a[pairs] = weights + (b * g.weight_rows() + group * kk + i * g.kernel + jx) * pixels +
+                     (y - y_begin) * g.width;
         s.b[pairs++] = grad_out + (b * g.channels + c) * g.plane() + y * g.width;
       }
       // Column jx + x of the padded row is seen by output x at patch column jx.
@@ -249,12 +235,11 @@ ACMIX_INLINE void backward_value_row_impl(const T* grad_out, const T* weights, T
                               int64_t y, T* w, Pairs<T>& s) {                               \
     forward_row_impl<T>(value, hidden, weight, bias, out, g, b, y, w, s);                   \
   }                                                                                         \
-  ATTRIBUTES void backward_query_row(const T* grad_out, const T* value, const T* hidden,   \
-                                     const T* weight, const T* bias, T* grad_hidden,        \
-                                     T* partial, const AggregateGeometry& g, int64_t b,     \
-                                     int64_t y, T* w, T* grad_w, Pairs<T>& s) {             \
-    backward_query_row_impl<T>(grad_out, value, hidden, weight, bias, grad_hidden, partial, \
-                               g, b, y, w, grad_w, s);                                      \
+  ATTRIBUTES void backward_query_row(const T* grad_out, const T* value, T* grad_w,          \
+                                     int64_t stride, T* partial,                            \
+                                     const AggregateGeometry& g, int64_t b, int64_t y,      \
+                                     Pairs<T>& s) {                                         \
+    backward_query_row_impl<T>(grad_out, value, grad_w, stride, partial, g, b, y, s);       \
   }                                                                                         \
   ATTRIBUTES void backward_value_row(const T* grad_out, const T* weights, T* grad_value,   \
                                      const AggregateGeometry& g, int64_t b, int64_t py,     \
@@ -346,34 +331,31 @@ ACMIX_INLINE void hidden_row_impl(const T* query, const T* key, const T* scale,
   }
 }
 
-// One output row in the backward pass: for each patch channel, the gradient of its
-// normalised input (through ReLU and fc1), which gives this row's share of the fc1,
-// scale and shift gradients (added to `partial`: fc1 (hidden x patch), then scale, then
-// shift), the query gradient, and (times the scale) the gradients of the key rows it
-// was read from, written to `key_grads` (the band's (r * k*k) x W rows of this row).
+// One output row in the backward pass: for each patch channel, its normalised input
+// (written to `relu_rows` for the fc1 gradient's matrix product over the band) and
+// that input's gradient (in `grad_rows`, fc1's transpose times the hidden gradients,
+// passed through ReLU in place), which gives this row's share of the scale and shift
+// gradients (added to `partial`: scale, then shift), the query gradient, and (times the
+// scale) the gradients of the key rows it was read from, written to `key_grads` (the
+// band's (r * k*k) x W rows of this row). Rows of `relu_rows` and `grad_rows` are
+// `stride` apart.
 template <typename T>
-ACMIX_INLINE void hidden_backward_row_impl(const T* grad_hidden, const T* query,
-                                           const T* key, const T* scale, const T* shift,
-                                           const T* weight, T* grad_query, T* key_grads,
+ACMIX_INLINE void hidden_backward_row_impl(const T* query, const T* key, const T* scale,
+                                           const T* shift, T* grad_query, T* key_grads,
+                                           T* relu_rows, T* grad_rows, int64_t stride,
                                            T* partial, const HiddenGeometry& g, int64_t b,
-                                           int64_t y, T* rows) {
+                                           int64_t y) {
   const int64_t patch = g.patch_channels(), n = g.width;
-  const T* grads = grad_hidden + b * g.hidden * g.plane() + y * g.width;
-  T* relu_row = rows;
-  T* grad_row = rows + n;
   for (int64_t p = 0; p < patch; ++p) {
     const T* in = patch_row(query, key, g, b, y, p);
+    T* relu_row = relu_rows + p * stride;
+    T* grad_row = grad_rows + p * stride;
     affine_relu(relu_row, in, scale[p], shift[p], n);
-    std::fill(grad_row, grad_row + n, T(0));
-    combine_rows(grad_row, weight + p, patch, grads, g.plane(), g.hidden, n);
-    for (int64_t h = 0; h < g.hidden; ++h) {
-      partial[h * patch + p] += dot(grads + h * g.plane(), relu_row, n);
-    }
     // Where ReLU let the input through, the gradient passes (relu_row > 0 there, but
     // for inputs that normalise to exactly 0, as ReLU's derivative at 0 is 0).
     for (int64_t x = 0; x < n; ++x) grad_row[x] = relu_row[x] > T(0) ? grad_row[x] : T(0);
-    partial[g.hidden * patch + p] += dot(grad_row, in, n);
-    partial[(g.hidden + 1) * patch + p] += row_sum(grad_row, n);
+    partial[p] += dot(grad_row, in, n);
+    partial[patch + p] += row_sum(grad_row, n);
     T* out = p < g.channels ? grad_query + ((b * g.channels + p) * g.height + y) * g.width
                             : key_grads + (p - g.channels) * n;
     const T factor = scale[p];
@@ -427,13 +409,13 @@ ACMIX_INLINE void hidden_backward_key_row_impl(const T* key_grads, T* grad_key,
                              int64_t y, T* rows) {                                          \
     hidden_row_impl<T>(query, key, scale, shift, weight, hidden, g, b, y, rows);            \
   }                                                                                         \
-  ATTRIBUTES void hidden_backward_row(const T* grad_hidden, const T* query, const T* key,   \
-                                      const T* scale, const T* shift, const T* weight,      \
-                                      T* grad_query, T* key_grads, T* partial,              \
-                                      const HiddenGeometry& g, int64_t b, int64_t y,        \
-                                      T* rows) {                                            \
-    hidden_backward_row_impl<T>(grad_hidden, query, key, scale, shift, weight, grad_query,  \
-                                key_grads, partial, g, b, y, rows);                         \
+  ATTRIBUTES void hidden_backward_row(const T* query, const T* key, const T* scale,         \
+                                      const T* shift, T* grad_query, T* key_grads,          \
+                                      T* relu_rows, T* grad_rows, int64_t stride,           \
+                                      T* partial, const HiddenGeometry& g, int64_t b,       \
+                                      int64_t y) {                                          \
+    hidden_backward_row_impl<T>(query, key, scale, shift, grad_query, key_grads, relu_rows, \
+                                grad_rows, stride, partial, g, b, y);                       \
   }                                                                                         \
   ATTRIBUTES void hidden_backward_key_row(const T* key_grads, T* grad_key,                  \
                                           const HiddenGeometry& g, int64_t b, int64_t py,   \
@@ -518,48 +500,63 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_aggregate_backw
   at::Tensor grad_weight = at::zeros_like(fc, at::MemoryFormat::Contiguous);
   at::Tensor grad_bias = at::zeros_like(fb, at::MemoryFormat::Contiguous);
   if (g.batch == 0 || g.plane() == 0) return {grad_value, grad_hidden, grad_weight, grad_bias};
-  // Bands of output rows: their weights (needed complete by the value rows they cover)
-  // and each row's share of the weight gradients are the only scratch, about 16 MB in
-  // float32.
-  const int64_t rows = g.weight_rows(), partial_size = rows * (g.hidden + 1);
+  // Bands of output rows: their weights (fc2 of the hidden rows, needed complete by the
+  // value rows they cover) and the weights' gradients, both (G*k*k) x pixels of the
+  // band for the matrix products with fc2 and the hidden rows (the fc2 and hidden
+  // gradients), are the only scratch, about 16 MB in float32.
+  const int64_t rows = g.weight_rows();
   const int64_t band = std::clamp<int64_t>(
-      (int64_t{4} << 20) / (g.batch * (rows * g.width + partial_size)), 1, g.height);
+      (int64_t{4} << 20) / (g.batch * rows * (2 * g.width + 1)), 1, g.height);
+  at::Tensor weights = at::empty({g.batch, rows, band * g.width}, v.options());
+  at::Tensor grad_w = at::empty({g.batch, rows, band * g.width}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "patch_aggregate_backward", [&] {
     using T = scalar_t;
     const T* go_data = go.const_data_ptr<T>();
     const T* v_data = v.const_data_ptr<T>();
-    const T* h_data = h.const_data_ptr<T>();
-    const T* w_data = fc.const_data_ptr<T>();
-    const T* b_data = fb.const_data_ptr<T>();
     T* gv_data = grad_value.mutable_data_ptr<T>();
-    T* gh_data = grad_hidden.mutable_data_ptr<T>();
-    T* gw_data = grad_weight.mutable_data_ptr<T>();
     T* gb_data = grad_bias.mutable_data_ptr<T>();
-    std::vector<T> weights(g.batch * band * rows * g.width);
-    std::vector<T> partials(g.batch * band * partial_size);
+    T* w_band = weights.mutable_data_ptr<T>();
+    T* gw_band = grad_w.mutable_data_ptr<T>();
+    std::vector<T> partials(g.batch * band * rows);
     for (int64_t y_begin = 0; y_begin < g.height; y_begin += band) {
       const int64_t y_end = std::min(g.height, y_begin + band), band_rows = y_end - y_begin;
+      const int64_t pixels = band_rows * g.width;
+      auto band_of = [&](const at::Tensor& map, int64_t b) {  // (channels, pixels)
+        return map.select(0, b).narrow(1, y_begin, band_rows).reshape({map.size(1), pixels});
+      };
+      auto matrix = [&](T* data, int64_t b) {  // (G*k*k, pixels) of image b
+        return at::from_blob(data + b * rows * pixels, {rows, pixels}, v.options());
+      };
+      for (int64_t b = 0; b < g.batch; ++b) {
+        at::Tensor out = matrix(w_band, b);
+        at::addmm_out(out, fb.unsqueeze(1), fc, band_of(h, b));
+      }
       at::parallel_for(0, g.batch * band_rows, 1, [&](int64_t begin, int64_t end) {
-        std::vector<T> grad_w(rows * g.width);
-        Pairs<T> pairs(std::max(g.channels / g.groups, g.window()));
+        Pairs<T> pairs(g.channels / g.groups);
         for (int64_t index = begin; index < end; ++index) {
           const int64_t b = index / band_rows, row = index % band_rows;
-          backward_query_row(go_data, v_data, h_data, w_data, b_data, gh_data,
-                             partials.data() + index * partial_size, g, b, y_begin + row,
-                             weights.data() + index * rows * g.width, grad_w.data(), pairs);
+          backward_query_row(go_data, v_data, gw_band + b * rows * pixels + row * g.width,
+                             pixels, partials.data() + index * rows, g, b, y_begin + row,
+                             pairs);
         }
       });
-      // Each row's share, added in order: the same result on every run.
+      // Each row's share of the bias gradient, added in order: the same result on every
+      // run.
       for (int64_t index = 0; index < g.batch * band_rows; ++index) {
-        const T* partial = partials.data() + index * partial_size;
-        for (int64_t e = 0; e < rows * g.hidden; ++e) gw_data[e] += partial[e];
-        for (int64_t r = 0; r < rows; ++r) gb_data[r] += partial[rows * g.hidden + r];
+        const T* partial = partials.data() + index * rows;
+        for (int64_t r = 0; r < rows; ++r) gb_data[r] += partial[r];
+      }
+      for (int64_t b = 0; b < g.batch; ++b) {
+        const at::Tensor band_grads = matrix(gw_band, b);
+        grad_weight.addmm_(band_grads, band_of(h, b).t());
+        at::Tensor hidden_grads = band_of(grad_hidden, b);
+        at::mm_out(hidden_grads, fc.t(), band_grads);
       }
       const int64_t value_rows = band_rows + g.kernel - 1;
       at::parallel_for(0, g.batch * value_rows, 1, [&](int64_t begin, int64_t end) {
         Pairs<T> pairs(g.kernel);
         for (int64_t index = begin; index < end; ++index) {
-          backward_value_row(go_data, weights.data(), gv_data, g, index / value_rows,
+          backward_value_row(go_data, w_band, gv_data, g, index / value_rows,
                              y_begin + index % value_rows, y_begin, y_end, pairs);
         }
       });
@@ -602,36 +599,59 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hid
   at::Tensor grad_query = at::empty_like(q, at::MemoryFormat::Contiguous);
   // Zeroed: padded rows at a band's edge are added to from two bands.
   at::Tensor grad_key = at::zeros_like(k, at::MemoryFormat::Contiguous);
-  const int64_t patch = g.patch_channels(), partial_size = (g.hidden + 2) * patch;
-  // The fc1, scale and shift gradients: one share per thread (each thread of
+  const int64_t patch = g.patch_channels();
+  at::Tensor grad_weight = at::zeros_like(fc, at::MemoryFormat::Contiguous);
+  // The scale and shift gradients: one share per thread (each thread of
   // at::parallel_for takes one fixed chunk of rows), added in thread order: the same
   // result on every run with the same number of threads.
   const int64_t threads = at::get_num_threads();
-  at::Tensor partials = at::zeros({threads, partial_size}, q.options());
+  at::Tensor partials = at::zeros({threads, 2 * patch}, q.options());
   if (g.batch > 0 && g.plane() > 0) {
     // Bands of output rows: the key gradients of their patches (needed complete by the
-    // key rows they cover) are the only large scratch, about 16 MB in float32.
-    const int64_t row_elements = g.batch * g.channels * g.window() * g.width;
-    const int64_t band = std::clamp<int64_t>((int64_t{4} << 20) / row_elements, 1, g.height);
+    // key rows they cover), and the normalised patches and their gradients (patch
+    // channels x pixels of the band, for the matrix products with fc1 and the hidden
+    // gradients) are the only scratch, about 16 MB in float32.
+    const int64_t row_keys = g.channels * g.window() * g.width;
+    const int64_t band = std::clamp<int64_t>(
+        (int64_t{4} << 20) / (g.batch * (row_keys + 2 * patch * g.width)), 1, g.height);
+    at::Tensor relu = at::empty({g.batch, patch, band * g.width}, q.options());
+    at::Tensor patch_grads = at::empty({g.batch, patch, band * g.width}, q.options());
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "patch_hidden_backward", [&] {
       using T = scalar_t;
-      std::vector<T> key_grads(band * row_elements);
+      std::vector<T> key_grads(g.batch * band * row_keys);
       T* partial_data = partials.mutable_data_ptr<T>();
+      T* relu_data = relu.mutable_data_ptr<T>();
+      T* patch_grad_data = patch_grads.mutable_data_ptr<T>();
       for (int64_t y_begin = 0; y_begin < g.height; y_begin += band) {
         const int64_t y_end = std::min(g.height, y_begin + band), band_rows = y_end - y_begin;
+        const int64_t pixels = band_rows * g.width;
+        auto hidden_grads = [&](int64_t b) {  // (G', pixels) of the band of image b
+          return gh.select(0, b).narrow(1, y_begin, band_rows).reshape({g.hidden, pixels});
+        };
+        auto matrix = [&](T* data, int64_t b) {  // (patch channels, pixels) of image b
+          return at::from_blob(data + b * patch * pixels, {patch, pixels}, q.options());
+        };
+        for (int64_t b = 0; b < g.batch; ++b) {
+          at::Tensor out = matrix(patch_grad_data, b);
+          at::mm_out(out, fc.t(), hidden_grads(b));
+        }
         at::parallel_for(0, g.batch * band_rows, 1, [&](int64_t begin, int64_t end) {
-          std::vector<T> rows(2 * g.width);
-          T* partial = partial_data + at::get_thread_num() * partial_size;
+          T* partial = partial_data + at::get_thread_num() * 2 * patch;
           for (int64_t index = begin; index < end; ++index) {
             const int64_t b = index / band_rows, row = index % band_rows;
-            hidden_backward_row(gh.const_data_ptr<T>(), q.const_data_ptr<T>(),
-                                k.const_data_ptr<T>(), s.const_data_ptr<T>(),
-                                t.const_data_ptr<T>(), fc.const_data_ptr<T>(),
+            const int64_t at = b * patch * pixels + row * g.width;
+            hidden_backward_row(q.const_data_ptr<T>(), k.const_data_ptr<T>(),
+                                s.const_data_ptr<T>(), t.const_data_ptr<T>(),
                                 grad_query.mutable_data_ptr<T>(),
-                                key_grads.data() + index * g.channels * g.window() * g.width,
-                                partial, g, b, y_begin + row, rows.data());
+                                key_grads.data() + index * row_keys, relu_data + at,
+                                patch_grad_data + at, pixels, partial, g, b, y_begin + row);
           }
         });
+        // The fc1 gradient: the hidden gradients times the normalised patches, over the
+        // band's pixels.
+        for (int64_t b = 0; b < g.batch; ++b) {
+          grad_weight.addmm_(hidden_grads(b), matrix(relu_data, b).t());
+        }
         const int64_t key_rows = band_rows + g.kernel - 1;
         at::parallel_for(0, g.batch * key_rows, 1, [&](int64_t begin, int64_t end) {
           std::vector<const T*> list(g.kernel);
@@ -644,12 +664,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hid
       }
     });
   }
-  // Three tensors of their own (views of one would alias, which an operator's schema
+  // Two tensors of their own (views of one would alias, which an operator's schema
   // does not declare).
   const at::Tensor totals = partials.sum(0);
-  return {grad_query, grad_key, totals.narrow(0, g.hidden * patch, patch).clone(),
-          totals.narrow(0, (g.hidden + 1) * patch, patch).clone(),
-          totals.narrow(0, 0, g.hidden * patch).view({g.hidden, patch}).clone()};
+  return {grad_query, grad_key, totals.narrow(0, 0, patch).clone(),
+          totals.narrow(0, patch, patch).clone(), grad_weight};
 }
 
 }  // namespace acmix_mm
