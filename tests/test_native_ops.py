@@ -347,12 +347,25 @@ def hidden_inputs(batch, channels, hidden, size, kernel_size, dtype=torch.float6
             for shape in shapes]
 
 
+def moments_inputs(batch, channels, size, kernel_size, dtype=torch.float64, seed=0):
+    """Queries (B, r, H, W), padded keys (B, r, H + k - 1, W + k - 1) and the two
+    centres (r, ) (constants: no gradient)."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = size
+    shapes = ((batch, channels, height, width),
+              (batch, channels, height + kernel_size - 1, width + kernel_size - 1))
+    maps = [torch.randn(*shape, dtype=dtype, generator=generator, requires_grad=True) + 1
+            for shape in shapes]
+    return [x.detach().requires_grad_() for x in maps] + [
+        torch.randn(channels, dtype=dtype, generator=generator) for _ in range(2)]
+
+
 # Shapes of each op's inputs: maps just above the reflection limit (4x4 for kernel 7), odd
 # sizes, batches, hidden widths that are no multiple of the four rows combined at a
 # time, and (last) rows wide enough that the backward pass runs in several bands of
 # rows. patch_aggregate: (batch, channels, weight groups G, hidden G', map size, kernel),
 # with one group and groups sharing 3 channels; patch_hidden: (batch, channels r,
-# hidden G', map size, kernel).
+# hidden G', map size, kernel); patch_moments: (batch, channels r, map size, kernel).
 PATCHWISE_OPS = {
     'aggregate': (aggregate_inputs, ops.patch_aggregate, ops.patch_aggregate_reference,
                   [(1, 8, 2, 3, (4, 4), 7), (2, 16, 2, 4, (5, 9), 7),
@@ -363,6 +376,10 @@ PATCHWISE_OPS = {
                [(1, 2, 3, (4, 4), 7), (2, 3, 4, (5, 9), 7), (3, 5, 1, (2, 7), 3),
                 (2, 1, 6, (11, 6), 5), (1, 3, 2, (3, 5), 1), (1, 4, 2, (16, 500), 7)],
                (2, 4, 8, (9, 75), 7), (2, 3)),
+    'moments': (moments_inputs, ops.patch_moments, ops.patch_moments_reference,
+                [(1, 2, (4, 4), 7), (2, 3, (5, 9), 7), (3, 5, (2, 7), 3), (2, 1, (11, 6), 5),
+                 (1, 3, (3, 5), 1), (1, 4, (16, 500), 7)],
+                (2, 4, (9, 75), 7), (2, )),
 }
 
 
@@ -373,6 +390,8 @@ def assert_same_with_gradients(got, expected, inputs, expected_inputs, tolerance
     rtol, atol, grad_rtol, grad_atol = tolerances
     torch.testing.assert_close(got.double(), expected, rtol=rtol, atol=atol)
     grad = torch.randn_like(expected)
+    inputs = [x for x in inputs if x.requires_grad]
+    expected_inputs = [x for x in expected_inputs if x.requires_grad]
     for ours, theirs in zip(torch.autograd.grad(got, inputs, grad.to(got.dtype)),
                             torch.autograd.grad(expected, expected_inputs, grad)):
         torch.testing.assert_close(ours.double(), theirs, rtol=grad_rtol, atol=grad_atol)
@@ -395,7 +414,7 @@ def test_patchwise_op_equals_the_san_formulation_in_float64(name, shape):
 def test_patchwise_op_in_float32_is_close_to_float64(name):
     make_inputs, op, _, _, shape, _ = PATCHWISE_OPS[name]
     inputs = make_inputs(*shape)
-    singles = [x.detach().float().requires_grad_() for x in inputs]
+    singles = [x.detach().float().requires_grad_(x.requires_grad) for x in inputs]
     assert_same_with_gradients(op(*singles, shape[-1]), op(*inputs, shape[-1]), singles,
                                inputs, (1e-5, 1e-4, 1e-4, 1e-2))
 
@@ -411,7 +430,7 @@ def test_patchwise_op_gradcheck_and_opcheck(name, batch, kernel_size, size, fast
     make_inputs, op, _, _, _, widths = PATCHWISE_OPS[name]
     inputs = make_inputs(batch, *widths, size, kernel_size)
     assert torch.autograd.gradcheck(lambda *x: op(*x, kernel_size), inputs, fast_mode=fast)
-    singles = [x.detach().float().requires_grad_() for x in inputs]
+    singles = [x.detach().float().requires_grad_(x.requires_grad) for x in inputs]
     forward = getattr(torch.ops.acmix_mm, f'patch_{name}')
     torch.library.opcheck(forward.default, (*singles, kernel_size))
     out = op(*singles, kernel_size)

@@ -100,6 +100,27 @@ def patch_statistics(query, key_padded, kernel_size, norm):
     if synced:
         dist.all_reduce(centres)
         centres /= dist.get_world_size()
+    if native_usable(query):
+        dtype = native_dtype(query)
+        sums = ops.patch_moments(*(t.to(dtype) for t in (query, key_padded, *centres)),
+                                 kernel_size)
+    else:
+        sums = _patch_sums(query, key_padded, centres, kernel_size)
+    pixels = batch * height * width
+    if synced:
+        count = torch.full((2, 1), float(pixels), dtype=sums.dtype, device=sums.device)
+        totals = AllReduceSum.apply(torch.cat([sums, count], dim=1))
+        sums, pixels = totals[:, :-1], float(totals[0, -1].detach())  # every process's
+    moments = sums / pixels
+    centre = torch.cat([centres[0], centres[1].repeat_interleave(kernel_size**2)])
+    var = (moments[1] - moments[0].square()).clamp(min=0)
+    return (moments[0] + centre).to(query.dtype), var.to(query.dtype), pixels
+
+
+def _patch_sums(query, key_padded, centres, kernel_size):
+    """Sums of x - centre and (x - centre)^2 of every patch channel, (2, r * (k*k + 1))
+    in float64: the key windows' sums read from integral images."""
+    height, width = query.shape[-2:]
     q_centred = query - centres[0].view(-1, 1, 1)
     q_sums = torch.stack([q_centred.sum((0, 2, 3)), q_centred.square().sum((0, 2, 3))])
     k_centred = key_padded - centres[1].view(-1, 1, 1)
@@ -110,16 +131,7 @@ def patch_statistics(query, key_padded, kernel_size, norm):
     bottom, right = top + height, left + width
     k_sums = (integral[:, :, bottom, right] - integral[:, :, top, right] -
               integral[:, :, bottom, left] + integral[:, :, top, left])  # (2, r, k*k)
-    sums = torch.cat([q_sums.double(), k_sums.flatten(1)], dim=1)
-    pixels = batch * height * width
-    if synced:
-        count = torch.full((2, 1), float(pixels), dtype=sums.dtype, device=sums.device)
-        totals = AllReduceSum.apply(torch.cat([sums, count], dim=1))
-        sums, pixels = totals[:, :-1], float(totals[0, -1].detach())  # every process's
-    moments = sums / pixels
-    centre = torch.cat([centres[0], centres[1].repeat_interleave(kernel_size**2)])
-    var = (moments[1] - moments[0].square()).clamp(min=0)
-    return (moments[0] + centre).to(query.dtype), var.to(query.dtype), pixels
+    return torch.cat([q_sums.double(), k_sums.flatten(1)], dim=1)
 
 
 def _hidden_band(query, key_padded, scale, shift, fc1_weight, top, bottom,

@@ -13,6 +13,8 @@ from .patchwise import (
     patch_aggregate_reference,
     patch_hidden,
     patch_hidden_reference,
+    patch_moments,
+    patch_moments_reference,
 )
 from .sliding_window import (
     reflect_window_attention,
@@ -22,7 +24,8 @@ from .sliding_window import (
 
 __all__ = [
     'native_built', 'native_enabled', 'native_ops', 'native_status', 'patch_aggregate',
-    'patch_aggregate_reference', 'patch_hidden', 'patch_hidden_reference',
+    'patch_aggregate_reference', 'patch_hidden', 'patch_hidden_reference', 'patch_moments',
+    'patch_moments_reference',
     'reflect_window_attention', 'sliding_window_attention',
     'sliding_window_attention_reference'
 ]

@@ -4,7 +4,8 @@ references.
 ``patch_hidden`` is the first linear layer (fc1) of each pixel's patch: the query at the
 pixel and the ``k x k`` patch of keys whose top-left corner it is in a padded key map,
 normalised by an affine map per patch channel (the norm's scale and shift) and passed
-through ReLU, read in place rather than unfolded k*k-fold.
+through ReLU, read in place rather than unfolded k*k-fold. ``patch_moments`` gives the
+batch statistics of those patch channels that the norm needs.
 
 In ``patch_aggregate`` each output pixel sums the ``k x k`` patch of values whose
 top-left corner it is, in a map the caller has already padded (by reflection, for SAN),
@@ -20,6 +21,38 @@ from ._native import native_built
 
 OP = 'acmix_mm::patch_aggregate'
 HIDDEN_OP = 'acmix_mm::patch_hidden'
+MOMENTS_OP = 'acmix_mm::patch_moments'
+
+
+def patch_moments_reference(query, key, centres_q, centres_k, kernel_size):
+    """Sums of ``x - centre`` and of its square over the batch and the map for every
+    patch channel (ordered as :func:`patch_hidden_reference`'s), with the key patches
+    unfolded k*k-fold: the definition the native kernel is tested against.
+
+    Args:
+        query (Tensor): (B, r, H, W).
+        key (Tensor): Padded keys, (B, r, H + k - 1, W + k - 1).
+        centres_q (Tensor): A constant per query channel, (r, ), subtracted first (the
+            sums of squares then do not cancel); no gradient flows to it.
+        centres_k (Tensor): The same for the key channels.
+        kernel_size (int): Patch side k.
+
+    Returns:
+        Tensor: (2, r * (k*k + 1)) in float64.
+    """
+    batch, channels, height, width = query.shape
+    q = (query - centres_q.detach()[:, None, None]).double().transpose(0, 1).flatten(1)
+    k = F.unfold((key - centres_k.detach()[:, None, None]).double(), kernel_size)
+    k = k.view(batch, channels * kernel_size**2, -1).transpose(0, 1).flatten(1)
+    patches = torch.cat([q, k])
+    return torch.stack([patches.sum(1), patches.square().sum(1)])
+
+
+def patch_moments(query, key, centres_q, centres_k, kernel_size):
+    """The batch statistics of SAN's patch channels, the native kernel (CPU, float32 and
+    float64 inputs, sums in float64). Args and returns as
+    :func:`patch_moments_reference`; differentiable in ``query`` and ``key``."""
+    return torch.ops.acmix_mm.patch_moments(query, key, centres_q, centres_k, kernel_size)
 
 
 def patch_hidden_reference(query, key, scale, shift, weight, kernel_size):
@@ -140,3 +173,28 @@ if native_built():
 
     torch.library.register_autograd(HIDDEN_OP, _hidden_backward,
                                     setup_context=_hidden_setup_context)
+
+    @torch.library.register_fake(MOMENTS_OP)
+    def _moments_fake(query, key, centres_q, centres_k, kernel_size):
+        torch._check(query.dim() == 4 and key.dim() == 4)
+        return query.new_empty((2, query.shape[1] * (kernel_size**2 + 1)),
+                               dtype=torch.float64)
+
+    @torch.library.register_fake(MOMENTS_OP + '_backward')
+    def _moments_backward_fake(grad_sums, query, key, centres_q, centres_k, kernel_size):
+        return (torch.empty_like(query, memory_format=torch.contiguous_format),
+                torch.empty_like(key, memory_format=torch.contiguous_format))
+
+    def _moments_setup_context(ctx, inputs, output):
+        *tensors, kernel_size = inputs
+        ctx.save_for_backward(*tensors)
+        ctx.kernel_size = kernel_size
+
+    def _moments_backward(ctx, grad_sums):
+        grads = torch.ops.acmix_mm.patch_moments_backward(grad_sums, *ctx.saved_tensors,
+                                                          ctx.kernel_size)
+        # The centres are constants (as detached in the reference).
+        return grads + (None, None, None)
+
+    torch.library.register_autograd(MOMENTS_OP, _moments_backward,
+                                    setup_context=_moments_setup_context)

@@ -1,4 +1,4 @@
-// SAN's patchwise attention on CPU, forward and backward, in two operators.
+// SAN's patchwise attention on CPU, forward and backward, in three operators.
 //
 // patch_hidden: the first linear layer (fc1) of each pixel's patch, after its norm (an
 // affine map per patch channel, scale and shift) and ReLU:
@@ -9,18 +9,23 @@
 // key channel c at each patch position j (p = r + c * k*k + j) of a padded key map. The
 // patches are read in place, never unfolded.
 //
+// patch_moments: the batch statistics of those patch channels (sums of x - centre and
+// of its square, in double), read in place too.
+//
 // patch_aggregate: the aggregation with the last linear layer (fc2) folded in:
 //
 //   out[b][c][y][x] = sum_j w[b][c mod G][j][y][x] * value[b][c][y + j / k][x + j % k],
 //   w[b][g][j] = bias[g * k*k + j] + sum_h weight[g * k*k + j][h] * hidden[b][h],
 //
 // on a value map the caller has already padded (by reflection, for SAN). The weights
-// (G * k*k per pixel, several times the value map) are made one row of pixels at a
-// time and never stored: the forward pass keeps nothing but its inputs, and the
-// backward pass makes them again, a band of rows at a time.
+// (G * k*k per pixel, several times the value map) are never kept: the forward pass
+// makes them one row of pixels at a time and keeps nothing but its inputs; the backward
+// pass makes them again, a band of rows at a time.
 //
 // Layout: channels outermost, (B, C, H, W) contiguous, so that every inner loop runs
-// along a row of pixels and the compiler vectorises it.
+// along a row of pixels and the compiler vectorises it. In the backward passes the
+// products with fc1 and fc2 over a band's pixels are matrix products (BLAS): per row
+// they were dot products over rows of a few pixels in the late stages.
 #include <torch/library.h>
 #include <ATen/Parallel.h>
 #include <ATen/ATen.h>
@@ -457,6 +462,158 @@ HiddenGeometry hidden_geometry(const at::Tensor& query, const at::Tensor& key,
                         key.size(2),   key.size(3),   kernel_size,   weight.size(0)};
 }
 
+// Sums of one row of x - centre and of its squares, in double (in lanes, as dot).
+template <typename T>
+ACMIX_INLINE void centred_sums(const T* __restrict x, T centre, int64_t n, double* sums) {
+  double lanes[2][kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const double d = static_cast<double>(x[i + l] - centre);
+      lanes[0][l] += d;
+      lanes[1][l] += d * d;
+    }
+  }
+  for (; i < n; ++i) {
+    const double d = static_cast<double>(x[i] - centre);
+    sums[0] += d;
+    sums[1] += d * d;
+  }
+  for (int64_t l = 0; l < kLanes; ++l) {
+    sums[0] += lanes[0][l];
+    sums[1] += lanes[1][l];
+  }
+}
+
+// The moments of query channel c and of key channel c at every patch position:
+// sums[m][p] over the batch and the map, m = 0 for x - centre, 1 for its square.
+template <typename T>
+ACMIX_INLINE void moments_channel_impl(const T* query, const T* key, const T* centres_q,
+                                       const T* centres_k, double* sums,
+                                       const HiddenGeometry& g, int64_t c, double* rows) {
+  const int64_t patch = g.patch_channels(), kk = g.window();
+  double q_sums[2] = {0.0, 0.0};
+  for (int64_t b = 0; b < g.batch; ++b) {
+    centred_sums(query + (b * g.channels + c) * g.plane(), centres_q[c], g.plane(), q_sums);
+  }
+  sums[c] = q_sums[0];
+  sums[patch + c] = q_sums[1];
+  // rows[m][py][jx]: the sums of padded row py over the columns patch column jx sees.
+  std::fill(rows, rows + 2 * g.padded_h * g.kernel, 0.0);
+  for (int64_t b = 0; b < g.batch; ++b) {
+    for (int64_t py = 0; py < g.padded_h; ++py) {
+      const T* row = key + (b * g.channels + c) * g.padded_plane() + py * g.padded_w;
+      for (int64_t jx = 0; jx < g.kernel; ++jx) {
+        double pair[2] = {0.0, 0.0};
+        centred_sums(row + jx, centres_k[c], g.width, pair);
+        rows[py * g.kernel + jx] += pair[0];
+        rows[(g.padded_h + py) * g.kernel + jx] += pair[1];
+      }
+    }
+  }
+  for (int64_t m = 0; m < 2; ++m) {
+    for (int64_t j = 0; j < kk; ++j) {
+      const int64_t i = j / g.kernel, jx = j % g.kernel;
+      double total = 0.0;
+      for (int64_t py = i; py < i + g.height; ++py) total += rows[(m * g.padded_h + py) * g.kernel + jx];
+      sums[m * patch + g.channels + c * kk + j] = total;
+    }
+  }
+}
+
+// The gradients of one query plane and one padded key plane (image b, channel c) from
+// those of the sums: d/dx of sum (x - centre) and sum (x - centre)^2 over the patch
+// positions whose window holds x. `coefs` is scratch of 2 * (Hp * k + Wp).
+template <typename T>
+ACMIX_INLINE void moments_backward_plane_impl(const double* grad_sums, const T* query,
+                                              const T* key, const T* centres_q,
+                                              const T* centres_k, T* grad_query,
+                                              T* grad_key, const HiddenGeometry& g,
+                                              int64_t b, int64_t c, T* coefs) {
+  const int64_t patch = g.patch_channels(), kk = g.window();
+  {
+    const T g0 = static_cast<T>(grad_sums[c]), g1 = static_cast<T>(2.0 * grad_sums[patch + c]);
+    const T* x = query + (b * g.channels + c) * g.plane();
+    T* out = grad_query + (b * g.channels + c) * g.plane();
+    const T centre = centres_q[c];
+    for (int64_t i = 0; i < g.plane(); ++i) out[i] = g0 + g1 * (x[i] - centre);
+  }
+  T* row_coefs = coefs;                          // [m][py][jx]
+  T* line = coefs + 2 * g.padded_h * g.kernel;  // [m][px]
+  for (int64_t m = 0; m < 2; ++m) {
+    for (int64_t py = 0; py < g.padded_h; ++py) {
+      const int64_t i_first = std::max<int64_t>(0, py - g.height + 1);
+      const int64_t i_last = std::min<int64_t>(g.kernel - 1, py);
+      for (int64_t jx = 0; jx < g.kernel; ++jx) {
+        double total = 0.0;
+        for (int64_t i = i_first; i <= i_last; ++i) {
+          total += grad_sums[m * patch + g.channels + c * kk + i * g.kernel + jx];
+        }
+        row_coefs[(m * g.padded_h + py) * g.kernel + jx] = static_cast<T>(m ? 2.0 * total : total);
+      }
+    }
+  }
+  const T centre = centres_k[c];
+  for (int64_t py = 0; py < g.padded_h; ++py) {
+    for (int64_t m = 0; m < 2; ++m) {
+      T* acc = line + m * g.padded_w;
+      std::fill(acc, acc + g.padded_w, T(0));
+      for (int64_t jx = 0; jx < g.kernel; ++jx) {
+        const T coef = row_coefs[(m * g.padded_h + py) * g.kernel + jx];
+        T* __restrict span = acc + jx;
+        for (int64_t x = 0; x < g.width; ++x) span[x] += coef;
+      }
+    }
+    const T* x = key + (b * g.channels + c) * g.padded_plane() + py * g.padded_w;
+    T* out = grad_key + (b * g.channels + c) * g.padded_plane() + py * g.padded_w;
+    for (int64_t px = 0; px < g.padded_w; ++px) {
+      out[px] = line[px] + line[g.padded_w + px] * (x[px] - centre);
+    }
+  }
+}
+
+#define ACMIX_MOMENTS_KERNELS(T, ATTRIBUTES)                                                \
+  ATTRIBUTES void moments_channel(const T* query, const T* key, const T* centres_q,          \
+                                  const T* centres_k, double* sums, const HiddenGeometry& g, \
+                                  int64_t c, double* rows) {                                 \
+    moments_channel_impl<T>(query, key, centres_q, centres_k, sums, g, c, rows);             \
+  }                                                                                          \
+  ATTRIBUTES void moments_backward_plane(const double* grad_sums, const T* query,            \
+                                         const T* key, const T* centres_q,                   \
+                                         const T* centres_k, T* grad_query, T* grad_key,     \
+                                         const HiddenGeometry& g, int64_t b, int64_t c,      \
+                                         T* coefs) {                                         \
+    moments_backward_plane_impl<T>(grad_sums, query, key, centres_q, centres_k, grad_query,  \
+                                   grad_key, g, b, c, coefs);                                \
+  }
+ACMIX_MOMENTS_KERNELS(float, ACMIX_CLONES)
+ACMIX_MOMENTS_KERNELS(double, )
+#undef ACMIX_MOMENTS_KERNELS
+
+HiddenGeometry moments_geometry(const at::Tensor& query, const at::Tensor& key,
+                                const at::Tensor& centres_q, const at::Tensor& centres_k,
+                                int64_t kernel_size) {
+  TORCH_CHECK(query.device().is_cpu(), "patch_moments: CPU tensors only");
+  TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && centres_q.dim() == 1 &&
+                  centres_k.dim() == 1 && centres_q.size(0) == query.size(1) &&
+                  centres_k.size(0) == query.size(1),
+              "patch_moments: query (B, r, H, W), key (B, r, Hp, Wp), centres (r) each");
+  TORCH_CHECK(key.scalar_type() == query.scalar_type() &&
+                  centres_q.scalar_type() == query.scalar_type() &&
+                  centres_k.scalar_type() == query.scalar_type(),
+              "patch_moments: query, key and centres differ in dtype");
+  TORCH_CHECK(kernel_size >= 1, "patch_moments: kernel_size must be positive");
+  TORCH_CHECK(key.size(0) == query.size(0) && key.size(1) == query.size(1) &&
+                  key.size(2) == query.size(2) + kernel_size - 1 &&
+                  key.size(3) == query.size(3) + kernel_size - 1,
+              "patch_moments: keys padded for patches of ", kernel_size, " around a ",
+              query.size(2), "x", query.size(3), " map are (", query.size(0), ", ",
+              query.size(1), ", ", query.size(2) + kernel_size - 1, ", ",
+              query.size(3) + kernel_size - 1, "), got ", key.sizes());
+  return HiddenGeometry{query.size(0), query.size(1), query.size(2), query.size(3),
+                        key.size(2),   key.size(3),   kernel_size,   0};
+}
+
 }  // namespace
 
 at::Tensor patch_aggregate_forward(const at::Tensor& value, const at::Tensor& hidden,
@@ -671,9 +828,64 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hid
           totals.narrow(0, patch, patch).clone(), grad_weight};
 }
 
+at::Tensor patch_moments_forward(const at::Tensor& query, const at::Tensor& key,
+                                 const at::Tensor& centres_q, const at::Tensor& centres_k,
+                                 int64_t kernel_size) {
+  const HiddenGeometry g = moments_geometry(query, key, centres_q, centres_k, kernel_size);
+  const at::Tensor q = query.contiguous(), k = key.contiguous();
+  const at::Tensor cq = centres_q.contiguous(), ck = centres_k.contiguous();
+  at::Tensor sums = at::empty({2, g.patch_channels()}, q.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "patch_moments", [&] {
+    using T = scalar_t;
+    at::parallel_for(0, g.channels, 1, [&](int64_t begin, int64_t end) {
+      std::vector<double> rows(2 * g.padded_h * g.kernel);
+      for (int64_t c = begin; c < end; ++c) {
+        moments_channel(q.const_data_ptr<T>(), k.const_data_ptr<T>(), cq.const_data_ptr<T>(),
+                        ck.const_data_ptr<T>(), sums.mutable_data_ptr<double>(), g, c,
+                        rows.data());
+      }
+    });
+  });
+  return sums;
+}
+
+std::tuple<at::Tensor, at::Tensor> patch_moments_backward(
+    const at::Tensor& grad_sums, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& centres_q, const at::Tensor& centres_k, int64_t kernel_size) {
+  const HiddenGeometry g = moments_geometry(query, key, centres_q, centres_k, kernel_size);
+  TORCH_CHECK(grad_sums.dim() == 2 && grad_sums.size(0) == 2 &&
+                  grad_sums.size(1) == g.patch_channels(),
+              "patch_moments_backward: grad_sums must be (2, patch channels)");
+  const at::Tensor gs = grad_sums.to(at::kDouble).contiguous();
+  const at::Tensor q = query.contiguous(), k = key.contiguous();
+  const at::Tensor cq = centres_q.contiguous(), ck = centres_k.contiguous();
+  at::Tensor grad_query = at::empty_like(q, at::MemoryFormat::Contiguous);
+  at::Tensor grad_key = at::empty_like(k, at::MemoryFormat::Contiguous);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "patch_moments_backward", [&] {
+    using T = scalar_t;
+    at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> coefs(2 * (g.padded_h * g.kernel + g.padded_w));
+      for (int64_t plane = begin; plane < end; ++plane) {
+        moments_backward_plane(gs.const_data_ptr<double>(), q.const_data_ptr<T>(),
+                               k.const_data_ptr<T>(), cq.const_data_ptr<T>(),
+                               ck.const_data_ptr<T>(), grad_query.mutable_data_ptr<T>(),
+                               grad_key.mutable_data_ptr<T>(), g, plane / g.channels,
+                               plane % g.channels, coefs.data());
+      }
+    });
+  });
+  return {grad_query, grad_key};
+}
+
 }  // namespace acmix_mm
 
 TORCH_LIBRARY_FRAGMENT(acmix_mm, m) {
+  m.def(
+      "patch_moments(Tensor query, Tensor key, Tensor centres_q, Tensor centres_k, "
+      "int kernel_size) -> Tensor");
+  m.def(
+      "patch_moments_backward(Tensor grad_sums, Tensor query, Tensor key, Tensor centres_q, "
+      "Tensor centres_k, int kernel_size) -> (Tensor, Tensor)");
   m.def(
       "patch_hidden(Tensor query, Tensor key, Tensor scale, Tensor shift, Tensor weight, "
       "int kernel_size) -> Tensor");
@@ -690,6 +902,8 @@ TORCH_LIBRARY_FRAGMENT(acmix_mm, m) {
 }
 
 TORCH_LIBRARY_IMPL(acmix_mm, CPU, m) {
+  m.impl("patch_moments", &acmix_mm::patch_moments_forward);
+  m.impl("patch_moments_backward", &acmix_mm::patch_moments_backward);
   m.impl("patch_hidden", &acmix_mm::patch_hidden_forward);
   m.impl("patch_hidden_backward", &acmix_mm::patch_hidden_backward);
   m.impl("patch_aggregate", &acmix_mm::patch_aggregate_forward);
