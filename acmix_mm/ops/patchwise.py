@@ -134,19 +134,6 @@ if native_built():
             torch.empty_like(x, memory_format=torch.contiguous_format)
             for x in (value, hidden, weight, bias))
 
-    def _setup_context(ctx, inputs, output):
-        value, hidden, weight, bias, kernel_size = inputs
-        # The inputs only: the backward pass makes the weights again.
-        ctx.save_for_backward(value, hidden, weight, bias)
-        ctx.kernel_size = kernel_size
-
-    def _backward(ctx, grad_out):
-        grads = torch.ops.acmix_mm.patch_aggregate_backward(grad_out, *ctx.saved_tensors,
-                                                            ctx.kernel_size)
-        return grads + (None, )
-
-    torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
-
     @torch.library.register_fake(HIDDEN_OP)
     def _hidden_fake(query, key, scale, shift, weight, kernel_size):
         torch._check(query.dim() == 4 and key.dim() == 4 and weight.dim() == 2)
@@ -161,19 +148,6 @@ if native_built():
             torch.empty_like(x, memory_format=torch.contiguous_format)
             for x in (query, key, scale, shift, weight))
 
-    def _hidden_setup_context(ctx, inputs, output):
-        *tensors, kernel_size = inputs
-        ctx.save_for_backward(*tensors)
-        ctx.kernel_size = kernel_size
-
-    def _hidden_backward(ctx, grad_hidden):
-        grads = torch.ops.acmix_mm.patch_hidden_backward(grad_hidden, *ctx.saved_tensors,
-                                                         ctx.kernel_size)
-        return grads + (None, )
-
-    torch.library.register_autograd(HIDDEN_OP, _hidden_backward,
-                                    setup_context=_hidden_setup_context)
-
     @torch.library.register_fake(MOMENTS_OP)
     def _moments_fake(query, key, centres_q, centres_k, kernel_size):
         torch._check(query.dim() == 4 and key.dim() == 4)
@@ -185,16 +159,23 @@ if native_built():
         return (torch.empty_like(query, memory_format=torch.contiguous_format),
                 torch.empty_like(key, memory_format=torch.contiguous_format))
 
-    def _moments_setup_context(ctx, inputs, output):
-        *tensors, kernel_size = inputs
-        ctx.save_for_backward(*tensors)
-        ctx.kernel_size = kernel_size
+    def _register_autograd(op, constants=0):
+        """The autograd formula of an op whose backward op takes the output's gradient,
+        the op's tensor inputs (saved: the backward passes recompute the rest) and its
+        kernel size; the last ``constants`` tensor inputs get no gradient."""
+        backward_op = getattr(torch.ops.acmix_mm, op.split('::')[1] + '_backward')
 
-    def _moments_backward(ctx, grad_sums):
-        grads = torch.ops.acmix_mm.patch_moments_backward(grad_sums, *ctx.saved_tensors,
-                                                          ctx.kernel_size)
-        # The centres are constants (as detached in the reference).
-        return grads + (None, None, None)
+        def setup_context(ctx, inputs, output):
+            *tensors, kernel_size = inputs
+            ctx.save_for_backward(*tensors)
+            ctx.kernel_size = kernel_size
 
-    torch.library.register_autograd(MOMENTS_OP, _moments_backward,
-                                    setup_context=_moments_setup_context)
+        def backward(ctx, grad):
+            grads = backward_op(grad, *ctx.saved_tensors, ctx.kernel_size)
+            return tuple(grads) + (None, ) * (constants + 1)
+
+        torch.library.register_autograd(op, backward, setup_context=setup_context)
+
+    _register_autograd(OP)
+    _register_autograd(HIDDEN_OP)
+    _register_autograd(MOMENTS_OP, constants=2)  # the centres, as detached in the reference

@@ -432,34 +432,46 @@ ACMIX_HIDDEN_KERNELS(float, ACMIX_CLONES)
 ACMIX_HIDDEN_KERNELS(double, )
 #undef ACMIX_HIDDEN_KERNELS
 
-HiddenGeometry hidden_geometry(const at::Tensor& query, const at::Tensor& key,
-                               const at::Tensor& scale, const at::Tensor& shift,
-                               const at::Tensor& weight, int64_t kernel_size) {
-  TORCH_CHECK(query.device().is_cpu(), "patch_hidden: CPU tensors only");
-  TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && scale.dim() == 1 && shift.dim() == 1 &&
-                  weight.dim() == 2,
-              "patch_hidden: query (B, r, H, W), key (B, r, Hp, Wp), scale and shift "
-              "(r*(k*k+1)), weight (G', r*(k*k+1))");
-  TORCH_CHECK(key.scalar_type() == query.scalar_type() &&
-                  scale.scalar_type() == query.scalar_type() &&
-                  shift.scalar_type() == query.scalar_type() &&
-                  weight.scalar_type() == query.scalar_type(),
-              "patch_hidden: query, key, scale, shift and weight differ in dtype");
-  TORCH_CHECK(kernel_size >= 1, "patch_hidden: kernel_size must be positive");
-  const int64_t patch = query.size(1) * (kernel_size * kernel_size + 1);
-  TORCH_CHECK(scale.size(0) == patch && shift.size(0) == patch && weight.size(1) == patch,
-              "patch_hidden: ", query.size(1), " channels in patches of ", kernel_size,
-              " make ", patch, " patch channels; got scale ", scale.sizes(), ", shift ",
-              shift.sizes(), " and weight ", weight.sizes());
+// The query and padded key maps that patch_hidden and patch_moments read (`op` names
+// the operator in messages), with `extras` (parameters) of the same dtype; their
+// geometry, with `hidden` channels out.
+HiddenGeometry patch_maps_geometry(const char* op, const at::Tensor& query,
+                                   const at::Tensor& key, at::TensorList extras,
+                                   int64_t kernel_size, int64_t hidden) {
+  TORCH_CHECK(query.device().is_cpu(), op, ": CPU tensors only");
+  TORCH_CHECK(query.dim() == 4 && key.dim() == 4, op,
+              ": query (B, r, H, W) and key (B, r, Hp, Wp)");
+  bool same_dtype = key.scalar_type() == query.scalar_type();
+  for (const at::Tensor& extra : extras) {
+    same_dtype = same_dtype && extra.scalar_type() == query.scalar_type();
+  }
+  TORCH_CHECK(same_dtype, op, ": query, key and parameters differ in dtype");
+  TORCH_CHECK(kernel_size >= 1, op, ": kernel_size must be positive");
   TORCH_CHECK(key.size(0) == query.size(0) && key.size(1) == query.size(1) &&
                   key.size(2) == query.size(2) + kernel_size - 1 &&
                   key.size(3) == query.size(3) + kernel_size - 1,
-              "patch_hidden: keys padded for patches of ", kernel_size, " around a ",
-              query.size(2), "x", query.size(3), " map are (", query.size(0), ", ",
-              query.size(1), ", ", query.size(2) + kernel_size - 1, ", ",
-              query.size(3) + kernel_size - 1, "), got ", key.sizes());
+              op, ": keys padded for patches of ", kernel_size, " around a ", query.size(2),
+              "x", query.size(3), " map are (", query.size(0), ", ", query.size(1), ", ",
+              query.size(2) + kernel_size - 1, ", ", query.size(3) + kernel_size - 1,
+              "), got ", key.sizes());
   return HiddenGeometry{query.size(0), query.size(1), query.size(2), query.size(3),
-                        key.size(2),   key.size(3),   kernel_size,   weight.size(0)};
+                        key.size(2),   key.size(3),   kernel_size,   hidden};
+}
+
+HiddenGeometry hidden_geometry(const at::Tensor& query, const at::Tensor& key,
+                               const at::Tensor& scale, const at::Tensor& shift,
+                               const at::Tensor& weight, int64_t kernel_size) {
+  TORCH_CHECK(scale.dim() == 1 && shift.dim() == 1 && weight.dim() == 2,
+              "patch_hidden: scale and shift (r*(k*k+1)), weight (G', r*(k*k+1))");
+  const HiddenGeometry g = patch_maps_geometry("patch_hidden", query, key,
+                                               {scale, shift, weight}, kernel_size,
+                                               weight.size(0));
+  const int64_t patch = g.patch_channels();
+  TORCH_CHECK(scale.size(0) == patch && shift.size(0) == patch && weight.size(1) == patch,
+              "patch_hidden: ", g.channels, " channels in patches of ", kernel_size,
+              " make ", patch, " patch channels; got scale ", scale.sizes(), ", shift ",
+              shift.sizes(), " and weight ", weight.sizes());
+  return g;
 }
 
 // Sums of one row of x - centre and of its squares, in double (in lanes, as dot).
@@ -593,25 +605,11 @@ ACMIX_MOMENTS_KERNELS(double, )
 HiddenGeometry moments_geometry(const at::Tensor& query, const at::Tensor& key,
                                 const at::Tensor& centres_q, const at::Tensor& centres_k,
                                 int64_t kernel_size) {
-  TORCH_CHECK(query.device().is_cpu(), "patch_moments: CPU tensors only");
-  TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && centres_q.dim() == 1 &&
-                  centres_k.dim() == 1 && centres_q.size(0) == query.size(1) &&
-                  centres_k.size(0) == query.size(1),
-              "patch_moments: query (B, r, H, W), key (B, r, Hp, Wp), centres (r) each");
-  TORCH_CHECK(key.scalar_type() == query.scalar_type() &&
-                  centres_q.scalar_type() == query.scalar_type() &&
-                  centres_k.scalar_type() == query.scalar_type(),
-              "patch_moments: query, key and centres differ in dtype");
-  TORCH_CHECK(kernel_size >= 1, "patch_moments: kernel_size must be positive");
-  TORCH_CHECK(key.size(0) == query.size(0) && key.size(1) == query.size(1) &&
-                  key.size(2) == query.size(2) + kernel_size - 1 &&
-                  key.size(3) == query.size(3) + kernel_size - 1,
-              "patch_moments: keys padded for patches of ", kernel_size, " around a ",
-              query.size(2), "x", query.size(3), " map are (", query.size(0), ", ",
-              query.size(1), ", ", query.size(2) + kernel_size - 1, ", ",
-              query.size(3) + kernel_size - 1, "), got ", key.sizes());
-  return HiddenGeometry{query.size(0), query.size(1), query.size(2), query.size(3),
-                        key.size(2),   key.size(3),   kernel_size,   0};
+  TORCH_CHECK(centres_q.dim() == 1 && centres_k.dim() == 1 &&
+                  centres_q.size(0) == query.size(1) && centres_k.size(0) == query.size(1),
+              "patch_moments: centres (r) for the query and for the key");
+  return patch_maps_geometry("patch_moments", query, key, {centres_q, centres_k},
+                             kernel_size, 0);
 }
 
 }  // namespace
