@@ -362,10 +362,11 @@ def moments_inputs(batch, channels, size, kernel_size, dtype=torch.float64, seed
 
 # Shapes of each op's inputs: maps just above the reflection limit (4x4 for kernel 7), odd
 # sizes, batches, hidden widths that are no multiple of the four rows combined at a
-# time, and (last) rows wide enough that the backward pass runs in several bands of
-# rows. patch_aggregate: (batch, channels, weight groups G, hidden G', map size, kernel),
-# with one group and groups sharing 3 channels; patch_hidden: (batch, channels r,
-# hidden G', map size, kernel); patch_moments: (batch, channels r, map size, kernel).
+# time, and rows wide enough that the backward pass runs in several bands of rows.
+# patch_aggregate: (batch, channels, weight groups G, hidden G', map size, kernel), with
+# one group and groups sharing 3 channels; patch_hidden: (batch, channels r, hidden G',
+# map size, kernel), with 64 hidden channels (a backward pass by matrix products) last;
+# patch_moments: (batch, channels r, map size, kernel).
 PATCHWISE_OPS = {
     'aggregate': (aggregate_inputs, ops.patch_aggregate, ops.patch_aggregate_reference,
                   [(1, 8, 2, 3, (4, 4), 7), (2, 16, 2, 4, (5, 9), 7),
@@ -374,7 +375,8 @@ PATCHWISE_OPS = {
                   (2, 16, 2, 4, (9, 75), 7), (4, 2, 3)),
     'hidden': (hidden_inputs, ops.patch_hidden, ops.patch_hidden_reference,
                [(1, 2, 3, (4, 4), 7), (2, 3, 4, (5, 9), 7), (3, 5, 1, (2, 7), 3),
-                (2, 1, 6, (11, 6), 5), (1, 3, 2, (3, 5), 1), (1, 4, 2, (16, 500), 7)],
+                (2, 1, 6, (11, 6), 5), (1, 3, 2, (3, 5), 1), (1, 4, 2, (16, 500), 7),
+                (2, 2, 64, (4, 6), 3)],
                (2, 4, 8, (9, 75), 7), (2, 3)),
     'moments': (moments_inputs, ops.patch_moments, ops.patch_moments_reference,
                 [(1, 2, (4, 4), 7), (2, 3, (5, 9), 7), (3, 5, (2, 7), 3), (2, 1, (11, 6), 5),

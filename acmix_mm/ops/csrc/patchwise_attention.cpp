@@ -343,19 +343,27 @@ ACMIX_INLINE void hidden_row_impl(const T* query, const T* key, const T* scale,
 // gradients (added to `partial`: scale, then shift), the query gradient, and (times the
 // scale) the gradients of the key rows it was read from, written to `key_grads` (the
 // band's (r * k*k) x W rows of this row). Rows of `relu_rows` and `grad_rows` are
-// `stride` apart.
+// `stride` apart. `grad_hidden` null: `grad_rows` holds the products with fc1 already;
+// else they are made here, row by row (cheaper for few hidden channels, whose matrix
+// product only moves memory).
 template <typename T>
 ACMIX_INLINE void hidden_backward_row_impl(const T* query, const T* key, const T* scale,
-                                           const T* shift, T* grad_query, T* key_grads,
+                                           const T* shift, const T* weight,
+                                           const T* grad_hidden, T* grad_query, T* key_grads,
                                            T* relu_rows, T* grad_rows, int64_t stride,
                                            T* partial, const HiddenGeometry& g, int64_t b,
                                            int64_t y) {
   const int64_t patch = g.patch_channels(), n = g.width;
+  const T* grads = grad_hidden + b * g.hidden * g.plane() + y * g.width;
   for (int64_t p = 0; p < patch; ++p) {
     const T* in = patch_row(query, key, g, b, y, p);
     T* relu_row = relu_rows + p * stride;
     T* grad_row = grad_rows + p * stride;
     affine_relu(relu_row, in, scale[p], shift[p], n);
+    if (grad_hidden != nullptr) {
+      std::fill(grad_row, grad_row + n, T(0));
+      combine_rows(grad_row, weight + p, patch, grads, g.plane(), g.hidden, n);
+    }
     // Where ReLU let the input through, the gradient passes (relu_row > 0 there, but
     // for inputs that normalise to exactly 0, as ReLU's derivative at 0 is 0).
     for (int64_t x = 0; x < n; ++x) grad_row[x] = relu_row[x] > T(0) ? grad_row[x] : T(0);
@@ -415,12 +423,13 @@ ACMIX_INLINE void hidden_backward_key_row_impl(const T* key_grads, T* grad_key,
     hidden_row_impl<T>(query, key, scale, shift, weight, hidden, g, b, y, rows);            \
   }                                                                                         \
   ATTRIBUTES void hidden_backward_row(const T* query, const T* key, const T* scale,         \
-                                      const T* shift, T* grad_query, T* key_grads,          \
+                                      const T* shift, const T* weight,                      \
+                                      const T* grad_hidden, T* grad_query, T* key_grads,    \
                                       T* relu_rows, T* grad_rows, int64_t stride,           \
                                       T* partial, const HiddenGeometry& g, int64_t b,       \
                                       int64_t y) {                                          \
-    hidden_backward_row_impl<T>(query, key, scale, shift, grad_query, key_grads, relu_rows, \
-                                grad_rows, stride, partial, g, b, y);                       \
+    hidden_backward_row_impl<T>(query, key, scale, shift, weight, grad_hidden, grad_query,  \
+                                key_grads, relu_rows, grad_rows, stride, partial, g, b, y); \
   }                                                                                         \
   ATTRIBUTES void hidden_backward_key_row(const T* key_grads, T* grad_key,                  \
                                           const HiddenGeometry& g, int64_t b, int64_t py,   \
@@ -769,6 +778,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hid
     const int64_t row_keys = g.channels * g.window() * g.width;
     const int64_t band = std::clamp<int64_t>(
         (int64_t{4} << 20) / (g.batch * (row_keys + 2 * patch * g.width)), 1, g.height);
+    // The products of fc1's transpose with the hidden gradients: one matrix product per
+    // band for many hidden channels (SAN-19's last stage, 64), else row by row, which
+    // measured as fast or faster up to 32 (the matrix product writes and reads again
+    // patch channels x pixels).
+    const bool by_matrix = g.hidden >= 64;
     at::Tensor relu = at::empty({g.batch, patch, band * g.width}, q.options());
     at::Tensor patch_grads = at::empty({g.batch, patch, band * g.width}, q.options());
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "patch_hidden_backward", [&] {
@@ -786,9 +800,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hid
         auto matrix = [&](T* data, int64_t b) {  // (patch channels, pixels) of image b
           return at::from_blob(data + b * patch * pixels, {patch, pixels}, q.options());
         };
-        for (int64_t b = 0; b < g.batch; ++b) {
-          at::Tensor out = matrix(patch_grad_data, b);
-          at::mm_out(out, fc.t(), hidden_grads(b));
+        if (by_matrix) {
+          for (int64_t b = 0; b < g.batch; ++b) {
+            at::Tensor out = matrix(patch_grad_data, b);
+            at::mm_out(out, fc.t(), hidden_grads(b));
+          }
         }
         at::parallel_for(0, g.batch * band_rows, 1, [&](int64_t begin, int64_t end) {
           T* partial = partial_data + at::get_thread_num() * 2 * patch;
@@ -797,6 +813,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hid
             const int64_t at = b * patch * pixels + row * g.width;
             hidden_backward_row(q.const_data_ptr<T>(), k.const_data_ptr<T>(),
                                 s.const_data_ptr<T>(), t.const_data_ptr<T>(),
+                                fc.const_data_ptr<T>(),
+                                by_matrix ? nullptr : gh.const_data_ptr<T>(),
                                 grad_query.mutable_data_ptr<T>(),
                                 key_grads.data() + index * row_keys, relu_data + at,
                                 patch_grad_data + at, pixels, partial, g, b, y_begin + row);
