@@ -54,7 +54,7 @@ def test_layer_equals_the_unfold_formulation(native_on, acmix, mode, kernel_size
     x = torch.randn(2, 32, *size, dtype=torch.double) * 2 + 1
     x_ref, x_ours = x.clone().requires_grad_(), x.clone().requires_grad_()
     with ops.native_ops(native_on):
-        assert patchwise.native_usable(x) == native_on
+        assert patchwise.native_serves(x) == native_on
         out_ours = tokens_forward(ours, x_ours)
     out_ref = reference(x_ref)
     torch.testing.assert_close(out_ours, out_ref, rtol=1e-9, atol=1e-9)

@@ -52,6 +52,13 @@ def reflection_pad(x, kernel_size):
     return F.pad(x, (radius, ) * 4, mode='reflect')
 
 
+def native_serves(tensor):
+    """Whether the native patchwise operators (C++, CPU only) serve a call on ``tensor``:
+    a CPU tensor where the native operators serve (built, switched on, no export or
+    trace under way)."""
+    return tensor.device.type == 'cpu' and native_usable(tensor)
+
+
 def native_dtype(tensor):
     """The dtype the native operators run a tensor's computation in: float16 and
     bfloat16 (autocast) in float32, as the sliding-window operator."""
@@ -100,7 +107,7 @@ def patch_statistics(query, key_padded, kernel_size, norm):
     if synced:
         dist.all_reduce(centres)
         centres /= dist.get_world_size()
-    if native_usable(query):
+    if native_serves(query):
         dtype = native_dtype(query)
         sums = ops.patch_moments(*(t.to(dtype) for t in (query, key_padded, *centres)),
                                  kernel_size)
@@ -189,7 +196,7 @@ def patch_hidden(query, key, norm, fc1_weight, kernel_size):
     shift = -mean * scale
     if norm.bias is not None:
         shift = shift + norm.bias
-    if native_usable(query):
+    if native_serves(query):
         dtype = native_dtype(query)
         hidden = ops.patch_hidden(*(t.to(dtype) for t in (query, key_padded, scale, shift,
                                                           fc1_weight)), kernel_size)
@@ -242,7 +249,7 @@ def patch_aggregate(value, hidden, fc2_weight, fc2_bias, kernel_size):
     """
     height, width = value.shape[-2:]
     value_padded = reflection_pad(value, kernel_size)
-    if native_usable(value):
+    if native_serves(value):
         dtype = native_dtype(value)
         out = ops.patch_aggregate(*(t.to(dtype) for t in (value_padded, hidden, fc2_weight,
                                                            fc2_bias)), kernel_size)
