@@ -85,3 +85,12 @@ def test_status_names_the_cuda_path(monkeypatch):
     assert ops.native_status() == (cpu_part + '; CUDA: masked fused attention (Triton not '
                                    'loaded: ImportError: no triton)')
     assert not ops.triton_enabled()
+
+
+def test_gpu_check_script_parses():
+    """benchmarks/gpu_check.sh is valid bash and refuses an unknown mode (its GPU run
+    needs a GPU; ``--cpu-dry-run`` runs its checks on the CPU in minutes)."""
+    script = osp.join(osp.dirname(HERE), 'benchmarks', 'gpu_check.sh')
+    assert subprocess.run(['bash', '-n', script]).returncode == 0
+    proc = subprocess.run(['bash', script, '--bogus'], capture_output=True, text=True)
+    assert proc.returncode == 2 and 'usage' in proc.stdout

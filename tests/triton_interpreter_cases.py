@@ -18,6 +18,8 @@ from test_triton_ops import check_cuda_branch  # noqa: E402
 
 from acmix_mm.ops import triton_window  # noqa: E402  (imports Triton: after the check)
 
+from conftest import load_script  # noqa: E402
+
 
 def triton(query, key, value, kernel_size, stride, scale):
     return torch.ops.acmix_mm.triton_sliding_window_attention(query, key, value, kernel_size,
@@ -108,3 +110,13 @@ def test_layer_path_on_the_kernels_equals_the_pytorch_path(monkeypatch):
     monkeypatch.setattr(ops, 'sliding_window_attention', triton)
     check_cuda_branch(2, (7, 10))
     assert triton_window.INTERPRETED
+
+
+def test_gpu_check_kernel_stage():
+    """benchmarks/gpu_check.py's kernel check (what a GPU machine runs at real sizes) on
+    a tiny case: every dtype within its tolerance, one record each."""
+    gpu_check = load_script('benchmarks/gpu_check.py')
+    checks = gpu_check.Checks(torch.device('cpu'))
+    gpu_check.check_kernels(checks, torch.device('cpu'), gpu_check.DRY_KERNEL_CASES)
+    assert not checks.failed and len(checks.records) == len(gpu_check.TOLERANCES)
+    assert all(r['details']['passed'] for r in checks.records)

@@ -71,9 +71,10 @@ def _window_corners(plane, y, x, dims, key_w, keys, STRIDE: tl.constexpr,
 
 @triton.jit
 def _forward_kernel(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, dims, out_h, out_w, key_h, key_w,
-                    scale, KERNEL: tl.constexpr, STRIDE: tl.constexpr,
+                    scale_ptr, KERNEL: tl.constexpr, STRIDE: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr,
                     ACC: tl.constexpr):
+    scale = tl.load(scale_ptr)
     plane, y, x, inside, mask, q_at = _tile(out_h, out_w, dims, BLOCK_Q, BLOCK_W, BLOCK_D)
     q = tl.load(q_ptr + q_at, mask=mask, other=0.).to(ACC) * scale
     k_at = _window_corners(plane, y, x, dims, key_w, key_h * key_w, STRIDE, BLOCK_D)
@@ -99,11 +100,12 @@ def _forward_kernel(q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, dims, out_h, out_w, k
 
 @triton.jit
 def _backward_query_kernel(q_ptr, k_ptr, v_ptr, out_ptr, dout_ptr, lse_ptr, delta_ptr,
-                           dq_ptr, dims, out_h, out_w, key_h, key_w, scale,
+                           dq_ptr, dims, out_h, out_w, key_h, key_w, scale_ptr,
                            KERNEL: tl.constexpr, STRIDE: tl.constexpr,
                            BLOCK_Q: tl.constexpr, BLOCK_W: tl.constexpr,
                            BLOCK_D: tl.constexpr, ACC: tl.constexpr):
     """dq, and delta = dout . out of each query for the key pass."""
+    scale = tl.load(scale_ptr)
     plane, y, x, inside, mask, q_at = _tile(out_h, out_w, dims, BLOCK_Q, BLOCK_W, BLOCK_D)
     lse_at = plane * out_h * out_w + y * out_w + x
     q = tl.load(q_ptr + q_at, mask=mask, other=0.).to(ACC) * scale
@@ -125,10 +127,11 @@ def _backward_query_kernel(q_ptr, k_ptr, v_ptr, out_ptr, dout_ptr, lse_ptr, delt
 
 @triton.jit
 def _backward_key_kernel(q_ptr, k_ptr, v_ptr, dout_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
-                         dims, out_h, out_w, key_h, key_w, scale, KERNEL: tl.constexpr,
-                         STRIDE: tl.constexpr, BLOCK_K: tl.constexpr,
+                         dims, out_h, out_w, key_h, key_w, scale_ptr,
+                         KERNEL: tl.constexpr, STRIDE: tl.constexpr, BLOCK_K: tl.constexpr,
                          BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
     """dk and dv of a block of key pixels, from the queries whose windows hold them."""
+    scale = tl.load(scale_ptr)
     queries = out_h * out_w
     plane, key_y, key_x, inside, mask, k_at = _tile(key_h, key_w, dims, BLOCK_K, BLOCK_W,
                                                     BLOCK_D)
@@ -177,6 +180,13 @@ def _launch(height, width, dims):
                        num_warps=4 if block * block_d >= 1024 else 2), block
 
 
+def _scale_tensor(scale, like):
+    """The logits' factor as a one-element tensor of the accumulation type: a Python
+    float passed to a compiled Triton kernel becomes float32, which float64 cannot
+    afford."""
+    return torch.full((1, ), scale, dtype=like.dtype, device=like.device)
+
+
 def _check_inputs(query, key, value):
     torch._check(query.device.type == 'cuda' or INTERPRETED,
                  lambda: 'the Triton sliding-window attention takes CUDA tensors (CPU '
@@ -200,8 +210,9 @@ def triton_sliding_window_attention(query: torch.Tensor, key: torch.Tensor,
     planes, dims, out_h, out_w = query.shape
     tiles, launch, block = _launch(out_h, out_w, dims)
     _forward_kernel[(tiles, planes)](
-        query, key, value, out, lse, dims, out_h, out_w, *key.shape[2:], scale,
-        KERNEL=kernel_size, STRIDE=stride, BLOCK_Q=block, ACC=_TL_DTYPE[lse.dtype], **launch)
+        query, key, value, out, lse, dims, out_h, out_w, *key.shape[2:],
+        _scale_tensor(scale, lse), KERNEL=kernel_size, STRIDE=stride, BLOCK_Q=block,
+        ACC=_TL_DTYPE[lse.dtype], **launch)
     return out, lse
 
 
@@ -218,6 +229,7 @@ def triton_sliding_window_attention_backward(
     key_h, key_w = key.shape[2:]
     grads = window_grads_like(query, key, value)
     delta = torch.empty_like(lse)
+    scale = _scale_tensor(scale, lse)
     acc = _TL_DTYPE[lse.dtype]
     tiles, launch, block = _launch(out_h, out_w, dims)
     _backward_query_kernel[(tiles, planes)](
