@@ -22,6 +22,7 @@
 # whose every function raises is put beside it: an mmcv op that is called fails loudly.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1  # setup.py names its sources relative to the checkout
 PY=${PYTHON:-python3}
 WHEELS="$ROOT/.gpu_wheels"
 SITE=${ACMIX_MM_SITE:-/tmp/acmix_mm_site}
@@ -85,6 +86,8 @@ if [ "$MODE" = --cpu-dry-run ]; then
   done
 elif [ "$MODE" = run ]; then
   export ACMIX_MM_RECORDS=${ACMIX_MM_RECORDS:-${OUT:-$ROOT/benchmarks/results}}
+  # The whole log into the device tool's folder too (it returns only the output's tail).
+  if [ -n "${OUT:-}" ]; then exec > >(tee "$OUT/gpu_check.log") 2>&1; fi
   ls "$WHEELS"/*.whl >/dev/null 2>&1 || {
     echo "no wheels in $WHEELS: run 'bash benchmarks/gpu_check.sh --prepare' where pip" \
          "reaches the index, and carry .gpu_wheels"; exit 1; }

@@ -21,11 +21,15 @@ from acmix_mm.layers import sliding_window
 HERE = osp.dirname(osp.abspath(__file__))
 
 
-def test_kernels_under_the_triton_interpreter():
+def needs_triton():
     if importlib.util.find_spec('triton') is None:
         if sys.platform.startswith('linux'):
             pytest.fail('Triton is not installed (torch brings it on Linux)')
         pytest.skip(f'torch ships no Triton for {sys.platform}')
+
+
+def test_kernels_under_the_triton_interpreter():
+    needs_triton()
     env = dict(os.environ, TRITON_INTERPRET='1')
     env['PYTHONPATH'] = os.pathsep.join(
         [osp.dirname(HERE)] + [p for p in [env.get('PYTHONPATH')] if p])
@@ -73,7 +77,7 @@ def test_status_names_the_cuda_path(monkeypatch):
     line is the CPU's alone (Triton is not even imported)."""
     if not torch.cuda.is_available():
         assert not ops.triton_loaded() and 'CUDA' not in ops.native_status()
-        assert 'acmix_mm.ops.triton_window' not in sys.modules
+        assert ops._native.TRITON_ERROR == 'no CUDA device'  # not imported at all
     cpu_part = ops.native_status().split(';')[0]
     monkeypatch.setattr(ops._native, 'TRITON_ERROR', None)
     assert ops.native_status() == cpu_part + '; CUDA: Triton kernels'
@@ -94,3 +98,35 @@ def test_gpu_check_script_parses():
     assert subprocess.run(['bash', '-n', script]).returncode == 0
     proc = subprocess.run(['bash', script, '--bogus'], capture_output=True, text=True)
     assert proc.returncode == 2 and 'usage' in proc.stdout
+
+
+@pytest.mark.parametrize('dtype', ['fp16', 'bf16', 'fp64'])
+def test_kernels_compile_for_hopper(dtype):
+    """The interpreter runs the kernels' Python but checks no types: here Triton
+    compiles all three for sm_90 (H100, H200) down to machine code with its own ptxas,
+    no GPU needed, in half precision and in float64 (as benchmarks/gpu_check.py runs
+    them)."""
+    needs_triton()
+    if os.environ.get('TRITON_INTERPRET') == '1':
+        pytest.fail('TRITON_INTERPRET=1 is set for the whole test run')
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from acmix_mm.ops import triton_window
+    acc = 'fp64' if dtype == 'fp64' else 'fp32'
+    # Pointer arguments by name: the accumulation type's or the inputs'.
+    types = {name: f'*{acc}' for name in ('lse_ptr', 'delta_ptr', 'scale_ptr')}
+    types.update({name: 'i32' for name in triton_window._SIZES})
+    for kernel, block in ((triton_window._forward_kernel, 'BLOCK_Q'),
+                          (triton_window._backward_query_kernel, 'BLOCK_Q'),
+                          (triton_window._backward_key_kernel, 'BLOCK_K')):
+        signature = {name: types.get(name, f'*{dtype}') if name.endswith('_ptr') or
+                     name in types else 'constexpr' for name in kernel.arg_names}
+        constants = {'KERNEL': 7, 'STRIDE': 2, block: 64, 'BLOCK_W': 32, 'BLOCK_D': 32,
+                     'ACC': tl.float64 if dtype == 'fp64' else tl.float32}
+        compiled = triton.compile(ASTSource(kernel, signature, constants),
+                                  target=GPUTarget('cuda', 90, 32),
+                                  options=dict(num_warps=4))
+        assert compiled.asm['cubin'], kernel.__name__
