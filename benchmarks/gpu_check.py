@@ -40,10 +40,11 @@ BACKBONES = {
 }
 GPU_SIDE = 160
 STAGES = ['backbones', 'kernels', 'compile', 'amp']
-# (channels, map size, stride) of the kernel check: ResNet-ACmix's first stage on a
-# 1333x800 image (stride 4), its third (stride 16), and a strided block.
-KERNEL_CASES = [(64, (200, 336), 1), (256, (50, 84), 1), (64, (200, 336), 2)]
-DRY_KERNEL_CASES = [(8, (5, 6), 2)]
+# (channels, map size, stride, window) of the kernel check: ResNet-ACmix's first stage
+# on a 1333x800 image (stride 4), its third (stride 16), and a strided block. The dry
+# run's window is 3 (the interpreter takes seconds per 7x7 case).
+KERNEL_CASES = [(64, (200, 336), 1, 7), (256, (50, 84), 1, 7), (64, (200, 336), 2, 7)]
+DRY_KERNEL_CASES = [(8, (5, 6), 2, 3)]
 # Largest error, relative to the largest magnitude of the exact result, that each dtype
 # may leave: float32 rounding over a 49-term sum; float16 and bfloat16 a few units of
 # their last place (the kernels accumulate in float32 and round once at the end).
@@ -110,15 +111,15 @@ def check_backbones(checks, device, dry_run):
                        shape=list(x.shape))
 
 
-def padded_inputs(channels, size, stride, heads=4, device='cpu'):
+def padded_inputs(channels, size, stride, kernel_size, heads=4, device='cpu'):
     """q, k, v planes of one image as the layer makes them: (heads, d, H', W') queries,
-    keys and values padded by reflection for a 7x7 window, float64."""
+    keys and values padded by reflection for the window, float64."""
     generator = torch.Generator().manual_seed(0)
-    dims = channels // heads
+    dims, pad = channels // heads, kernel_size // 2
     maps = torch.randn(3, heads, dims, *size, dtype=torch.float64, generator=generator)
     query = maps[0, :, :, ::stride, ::stride].contiguous()
-    key, value = F.pad(maps[1:].flatten(0, 1), (3, ) * 4, mode='reflect').view(
-        2, heads, dims, size[0] + 6, size[1] + 6)
+    key, value = F.pad(maps[1:].flatten(0, 1), (pad, ) * 4, mode='reflect').view(
+        2, heads, dims, size[0] + 2 * pad, size[1] + 2 * pad)
     return [x.to(device) for x in (query, key, value)], dims**-0.5
 
 
@@ -133,27 +134,30 @@ def check_kernels(checks, device, cases):
     """The Triton op against the unfold definition (in float64 on the same rounded
     inputs): output and the three gradients, in each dtype."""
     op = kernel_call(device)
-    for channels, size, stride in cases:
-        exact, scale = padded_inputs(channels, size, stride, device=device)
+    for channels, size, stride, kernel_size in cases:
+        exact, scale = padded_inputs(channels, size, stride, kernel_size, device=device)
         grad = torch.randn(exact[0].shape, dtype=torch.float64,
                            generator=torch.Generator().manual_seed(1)).to(device)
-        case = f'c{channels}_{size[0]}x{size[1]}' + (f'_s{stride}' if stride > 1 else '')
+        case = (f'c{channels}_{size[0]}x{size[1]}' + (f'_s{stride}' if stride > 1 else '') +
+                (f'_k{kernel_size}' if kernel_size != 7 else ''))
         for dtype, tolerance in TOLERANCES.items():
             inputs = [x.to(dtype).requires_grad_() for x in exact]
             rounded = [x.detach().double().requires_grad_() for x in inputs]
-            expected = ops.sliding_window_attention_reference(*rounded, 7, stride, scale)
+            expected = ops.sliding_window_attention_reference(*rounded, kernel_size, stride,
+                                                              scale)
             expected_grads = torch.autograd.grad(expected, rounded, grad)
             start = time.perf_counter()
-            out = op(*inputs, 7, stride, scale)[0]
+            out = op(*inputs, kernel_size, stride, scale)[0]
             grads = torch.autograd.grad(out, inputs, grad.to(dtype))
             seconds = time.perf_counter() - start
             errors = dict(zip(['out', 'dq', 'dk', 'dv'],
                               [relative_error(a, b) for a, b in zip(
                                   (out, ) + grads, (expected, ) + expected_grads)]))
             checks.add(f'kernel.{case}.{str(dtype).split(".")[1]}', max(errors.values()),
-                       tolerance, f'Triton sliding-window attention, {channels} channels '
-                       f'(4 heads) at {size[0]}x{size[1]}, stride {stride}, {dtype} vs the '
-                       'unfold definition in float64: worst of output and gradients',
+                       tolerance, f'Triton sliding-window attention, {kernel_size}x'
+                       f'{kernel_size} window, {channels} channels (4 heads) at {size[0]}x'
+                       f'{size[1]}, stride {stride}, {dtype} vs the unfold definition in '
+                       'float64: worst of output and gradients',
                        errors=errors, first_call_seconds=round(seconds, 3))
             del expected, expected_grads, rounded
         if device.type == 'cuda':

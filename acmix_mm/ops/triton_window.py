@@ -27,6 +27,7 @@ Importing this module imports Triton. ``TRITON_INTERPRET=1``, set before Triton 
 imported, runs the kernels on CPU tensors (the tests do that); otherwise the op refuses
 CPU tensors, which the C++ op serves.
 """
+import contextlib
 import os
 
 import torch
@@ -192,6 +193,11 @@ def _scale_tensor(scale, like):
     return torch.full((1, ), scale, dtype=like.dtype, device=like.device)
 
 
+def _on_device_of(tensor):
+    """Kernels launch on the current CUDA device: make it the tensor's."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
 def _check_inputs(query, key, value):
     torch._check(query.device.type == 'cuda' or INTERPRETED,
                  lambda: 'the Triton sliding-window attention takes CUDA tensors (CPU '
@@ -214,10 +220,11 @@ def triton_sliding_window_attention(query: torch.Tensor, key: torch.Tensor,
     query, key, value = (x.contiguous() for x in (query, key, value))
     planes, dims, out_h, out_w = query.shape
     tiles, launch, block = _launch(out_h, out_w, dims)
-    _forward_kernel[(tiles, planes)](
-        query, key, value, out, lse, dims, out_h, out_w, *key.shape[2:],
-        _scale_tensor(scale, lse), KERNEL=kernel_size, STRIDE=stride, BLOCK_Q=block,
-        ACC=_TL_DTYPE[lse.dtype], **launch)
+    with _on_device_of(query):
+        _forward_kernel[(tiles, planes)](
+            query, key, value, out, lse, dims, out_h, out_w, *key.shape[2:],
+            _scale_tensor(scale, lse), KERNEL=kernel_size, STRIDE=stride, BLOCK_Q=block,
+            ACC=_TL_DTYPE[lse.dtype], **launch)
     return out, lse
 
 
@@ -236,15 +243,17 @@ def triton_sliding_window_attention_backward(
     delta = torch.empty_like(lse)
     scale = _scale_tensor(scale, lse)
     acc = _TL_DTYPE[lse.dtype]
-    tiles, launch, block = _launch(out_h, out_w, dims)
-    _backward_query_kernel[(tiles, planes)](
-        query, key, value, out, grad_out, lse, delta, grads[0], dims, out_h, out_w, key_h,
-        key_w, scale, KERNEL=kernel_size, STRIDE=stride, BLOCK_Q=block, ACC=acc, **launch)
-    tiles, launch, block = _launch(key_h, key_w, dims)
-    _backward_key_kernel[(tiles, planes)](
-        query, key, value, grad_out, lse, delta, grads[1], grads[2], dims, out_h, out_w,
-        key_h, key_w, scale, KERNEL=kernel_size, STRIDE=stride, BLOCK_K=block, ACC=acc,
-        **launch)
+    with _on_device_of(query):
+        tiles, launch, block = _launch(out_h, out_w, dims)
+        _backward_query_kernel[(tiles, planes)](
+            query, key, value, out, grad_out, lse, delta, grads[0], dims, out_h, out_w,
+            key_h, key_w, scale, KERNEL=kernel_size, STRIDE=stride, BLOCK_Q=block, ACC=acc,
+            **launch)
+        tiles, launch, block = _launch(key_h, key_w, dims)
+        _backward_key_kernel[(tiles, planes)](
+            query, key, value, grad_out, lse, delta, grads[1], grads[2], dims, out_h, out_w,
+            key_h, key_w, scale, KERNEL=kernel_size, STRIDE=stride, BLOCK_K=block, ACC=acc,
+            **launch)
     return tuple(grads)
 
 
