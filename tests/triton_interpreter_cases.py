@@ -98,7 +98,7 @@ def test_opcheck():
 
 def test_op_refuses_windows_past_the_keys():
     query, key, value = padded_inputs(1, 2, (6, 6), 7, 1)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match='need keys of at least 12x12'):
         triton(query, key[..., :-1, :], value[..., :-1, :], 7, 1, 1.0)
     with pytest.raises(RuntimeError, match='differ in dtype'):
         triton(query, key.float(), value, 7, 1, 1.0)

@@ -89,12 +89,24 @@ def reflect_window_attention(qkv, hw_shape, num_heads, kernel_size, stride, key_
 
 
 def window_outputs_like(query, key, value, kernel_size, stride, lse_dtype):
-    """The output (N, d, H', W') and log-sum-exp (N, H', W') of a sliding-window
-    attention op, uninitialised, after checking the shapes: the fake implementation of
-    every such op (C++ and Triton) and the Triton op's allocation."""
+    """The output and log-sum-exp of a sliding-window attention op, uninitialised, after
+    checking the shapes: the fake implementation of every such op (C++ and Triton) and
+    the Triton op's allocation.
+
+    Args:
+        query, key, value (Tensor): As :func:`sliding_window_attention_reference`.
+        kernel_size (int): Window side k.
+        stride (int): Step between the windows of neighbouring queries.
+        lse_dtype (torch.dtype): The log-sum-exp's dtype (the op's accumulation type).
+
+    Returns:
+        tuple[Tensor]: (N, d, H', W') like ``query``, and (N, H', W').
+    """
     torch._check(query.dim() == 4 and key.dim() == 4 and key.shape == value.shape)
-    torch._check((query.shape[2] - 1) * stride + kernel_size <= key.shape[2])
-    torch._check((query.shape[3] - 1) * stride + kernel_size <= key.shape[3])
+    needed = [(query.shape[i] - 1) * stride + kernel_size for i in (2, 3)]
+    for dim in (0, 1):  # one check each: under torch.compile the sizes may be symbols
+        torch._check(needed[dim] <= key.shape[2 + dim],
+                     lambda: f'the windows need keys of at least {needed[0]}x{needed[1]}')
     out = torch.empty_like(query, memory_format=torch.contiguous_format)
     lse = query.new_empty((query.shape[0], query.shape[2], query.shape[3]), dtype=lse_dtype)
     return out, lse
@@ -108,9 +120,15 @@ def window_grads_like(query, key, value):
 
 
 def register_window_autograd(op, backward_op):
-    """The autograd formula of a sliding-window attention op ``op`` (the C++ one, the
-    Triton one): saves the inputs, the output and the log-sum-exp, and calls
-    ``backward_op(grad_out, query, key, value, out, lse, kernel_size, stride, scale)``."""
+    """Registers the autograd formula of a sliding-window attention op (the C++ one, the
+    Triton one): saves the inputs, the output and the log-sum-exp, and backward calls
+    ``backward_op(grad_out, query, key, value, out, lse, kernel_size, stride, scale)``.
+
+    Args:
+        op (str): The forward op's qualified name, ``'namespace::name'``.
+        backward_op (callable): The backward op, returning the gradients of query, key
+            and value.
+    """
 
     def setup_context(ctx, inputs, output):
         query, key, value, kernel_size, stride, scale = inputs
