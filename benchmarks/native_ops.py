@@ -6,7 +6,7 @@ of SAN-19 (native, fallback), SAN-ACmix-19 and mmdet's ResNet-50.
     python benchmarks/native_ops.py [--parts resnet-layer san-layer san-step]
                                     [--cases 64:200x336 256:50x84] [--stride 1]
                                     [--san-cases 256:128x160 1024:32x40]
-                                    [--san-size 512 640] [--repeat 5]
+                                    [--san-size 512 640] [--repeat 5] [--device cpu]
 
 One forward + backward of each layer on a (1, C, H, W) map (64 channels at 200x336 is a
 1333x800 image at stride 4; 256 at 50x84 the same image at stride 16; a SAN case names
@@ -17,7 +17,9 @@ ResNet-50 at most 2.0, SAN-ACmix-19 / SAN-19 at most 1.10). The steps of a case 
 alternately after a warm-up each and the best time of each is kept, so that all see the
 same machine state; the ratios are what to compare between machines (times move with
 the CPU and with whatever else it runs). Also the peak of the bytes held through
-PyTorch's allocator during each layer step.
+PyTorch's allocator during each layer step. On a CUDA device only the ResNet-ACmix layer
+runs (SAN's native ops are CPU kernels): the native operator is the Triton kernel and
+the fallback the masked fused attention; the figures get a ``.cuda`` suffix.
 """
 import argparse
 
@@ -37,6 +39,17 @@ def parse_case(text):
     return int(channels), (int(height), int(width))
 
 
+def cuda_peak_bytes(step, device):
+    """Peak of the bytes allocated on ``device`` while ``step()`` runs, above what was
+    allocated before."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
 def measure_steps(steps, modules, x, repeat):
     """Best times (s) and allocation peaks (MiB) of named steps, run alternately."""
 
@@ -50,7 +63,9 @@ def measure_steps(steps, modules, x, repeat):
     peaks = {}
     for name, step in steps.items():
         reset()
-        peaks[name] = peak_allocated_bytes(step) / 2**20
+        peak = (cuda_peak_bytes(step, x.device) if x.device.type == 'cuda' else
+                peak_allocated_bytes(step))
+        peaks[name] = peak / 2**20
     return times, peaks
 
 
@@ -62,11 +77,11 @@ def switched(native, step):
     return run
 
 
-def measure(channels, size, stride, repeat):
+def measure(channels, size, stride, repeat, device=torch.device('cpu')):
     torch.manual_seed(0)
-    layer = ACmix(channels, channels, stride=stride)
-    conv = nn.Conv2d(channels, channels, 3, stride, 1, bias=False)
-    x = torch.randn(1, channels, *size, requires_grad=True)
+    layer = ACmix(channels, channels, stride=stride).to(device)
+    conv = nn.Conv2d(channels, channels, 3, stride, 1, bias=False).to(device)
+    x = torch.randn(1, channels, *size, device=device, requires_grad=True)
 
     def acmix_step():
         layer(x).sum().backward()
@@ -126,18 +141,26 @@ def main():
                         default=[(64, (200, 336)), (256, (50, 84))],
                         help='CHANNELS:HxW of each case')
     parser.add_argument('--stride', type=int, default=1)
-    parser.add_argument('--parts', nargs='+', default=PARTS, choices=PARTS)
+    parser.add_argument('--parts', nargs='+', choices=PARTS,
+                        help='what to measure (default: all; on CUDA resnet-layer)')
     parser.add_argument('--san-cases', nargs='+', type=parse_case,
                         default=[(256, (128, 160)), (1024, (32, 40))],
                         help='CHANNELS:HxW of each SAN block (san-layer)')
     parser.add_argument('--san-size', type=int, nargs=2, default=[512, 640],
                         help='input H W of the training steps (san-step)')
     parser.add_argument('--repeat', type=int, default=5)
+    parser.add_argument('--device', default='cpu',
+                        help='cpu (the C++ operators) or cuda (the Triton kernels)')
     args = parser.parse_args()
-    if not ops.native_built():
+    args.device = torch.device(args.device)
+    cuda = args.device.type == 'cuda'
+    args.parts = args.parts or (['resnet-layer'] if cuda else PARTS)
+    if cuda and args.parts != ['resnet-layer']:
+        parser.error('SAN\'s native ops are CPU kernels: on CUDA, --parts resnet-layer')
+    if not (ops.triton_loaded() if cuda else ops.native_built()):
         parser.error(f'the native ops are needed here: {ops.native_status()}')
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
-          f'{device_name(torch.device("cpu"))}; best of {args.repeat}, alternated')
+          f'{device_name(args.device)}; best of {args.repeat}, alternated')
     measured = []
     if 'resnet-layer' in args.parts:
         measured += resnet_layers(args)
@@ -153,21 +176,23 @@ def resnet_layers(args):
           f'vs the 3x3 convolution it replaces; forward + backward, batch 1')
     measured = []
     for channels, size in args.cases:
-        times, peaks = measure(channels, size, args.stride, args.repeat)
+        times, peaks = measure(channels, size, args.stride, args.repeat, args.device)
         conv = times['conv3x3']
         name = records.variant('native_ops', f'c{channels}_{size[0]}x{size[1]}',
-                               args.stride != 1 and f's{args.stride}')
+                               args.stride != 1 and f's{args.stride}',
+                               args.device.type == 'cuda' and 'cuda')
         details = dict(seconds={k: round(v, 4) for k, v in times.items()},
                        peak_allocated_mib={k: round(v) for k, v in peaks.items()})
         measured += [
             records.make(f'{name}.native_vs_conv3x3', round(times['native'] / conv, 2), 'x',
                          f'ResNet-ACmix layer, native op, {channels} channels at '
                          f'{size[0]}x{size[1]}, forward+backward / the 3x3 conv it replaces',
-                         details=details),
+                         details=details, device=args.device),
             records.make(f'{name}.fallback_vs_native',
                          round(times['fallback'] / times['native'], 2), 'x',
                          f'ResNet-ACmix layer, {channels} channels at {size[0]}x{size[1]}: '
-                         'PyTorch fallback time / native op time', details=details)]
+                         'PyTorch fallback time / native op time', details=details,
+                         device=args.device)]
         print(f'  {channels} channels, {size[0]}x{size[1]}: native {1e3 * times["native"]:.0f} '
               f'ms, fallback {1e3 * times["fallback"]:.0f} ms, conv3x3 {1e3 * conv:.0f} ms; '
               f'native / conv3x3 {times["native"] / conv:.2f}, fallback / conv3x3 '

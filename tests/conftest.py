@@ -1,5 +1,6 @@
 import contextlib
 import importlib.util
+import io
 import os
 import os.path as osp
 import shutil
@@ -20,6 +21,16 @@ def run_tool(*args, timeout=900):
     """Run ``python tools/<args>`` from the repository root; return the finished process."""
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def run_in_process(tool, *argv):
+    """``tools/<tool>``'s main() in this process: (exit status, stderr). For runs that
+    end in an error before training: they skip the ~7 s of imports of a new process
+    (the entry point itself is run as a process by the end-to-end tests)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = load_script(f'tools/{tool}').main(list(argv))
+    return status, err.getvalue()
 
 
 @contextlib.contextmanager

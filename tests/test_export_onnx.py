@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import ROOT, run_tool, scratch_dir
+from conftest import ROOT, run_in_process, run_tool, scratch_dir
 from test_compile import BACKBONES
 from test_swin_acmix import SMALL_ARCH
 
@@ -208,43 +208,39 @@ def assert_same_instances(a, b):
 def test_test_tool_refuses_foreign_onnx_files(exported, tiny_demo_data, tmp_path):
     config, _, _, _, onnx_file, _ = exported
     other = DET_DEMO if config == SEG_DEMO else SEG_DEMO
-    proc = run_tool('tools/test.py', other, onnx_file, '--work-dir', str(tmp_path),
-                    '--cfg-options', *data_options(other, tiny_demo_data))
-    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
-    assert f'holds another model than {other}' in proc.stderr
-    assert f'exported from {config}' in proc.stderr
+    status, err = run_in_process('test.py', other, onnx_file, '--work-dir', str(tmp_path),
+                                 '--cfg-options', *data_options(other, tiny_demo_data))
+    assert status == 1 and f'holds another model than {other}' in err, err
+    assert f'exported from {config}' in err
     not_onnx = tmp_path / 'broken.onnx'
     not_onnx.write_bytes(b'not a model')
-    proc = run_tool('tools/test.py', config, str(not_onnx), '--work-dir', str(tmp_path),
-                    '--cfg-options', *data_options(config, tiny_demo_data))
-    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
-    assert f'Cannot read {not_onnx} as an ONNX model' in proc.stderr
+    status, err = run_in_process('test.py', config, str(not_onnx), '--work-dir',
+                                 str(tmp_path), '--cfg-options',
+                                 *data_options(config, tiny_demo_data))
+    assert status == 1 and f'Cannot read {not_onnx} as an ONNX model' in err, err
 
 
 def test_unsupported_models_and_sizes_are_clear(tmp_path):
-    proc = run_tool('tools/export_onnx.py', 'configs/pretrain/pvt_t_in1k.py',
-                    str(tmp_path / 'x.pth'), '--out', str(tmp_path / 'x.onnx'))
-    assert proc.returncode == 1 and 'exports detectors (mmdet) and segmentors' in proc.stderr
-    assert 'Traceback' not in proc.stderr
+    checkpoint, out = str(tmp_path / 'x.pth'), str(tmp_path / 'x.onnx')
+    status, err = run_in_process('export_onnx.py', 'configs/pretrain/pvt_t_in1k.py',
+                                 checkpoint, '--out', out)
+    assert status == 1 and 'exports detectors (mmdet) and segmentors' in err, err
     # Swin's last stage shifts only maps larger than a window: free sizes from 225 up.
-    proc = run_tool('tools/export_onnx.py', 'configs/mask_rcnn_swin_acmix_t_3x.py',
-                    str(tmp_path / 'x.pth'), '--out', str(tmp_path / 'x.onnx'),
-                    '--shape', '224', '224', '--dynamic')
-    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
-    assert 'SwinACmix exports free sizes from 225 pixels a side up' in proc.stderr
+    status, err = run_in_process('export_onnx.py', 'configs/mask_rcnn_swin_acmix_t_3x.py',
+                                 checkpoint, '--out', out, '--shape', '224', '224',
+                                 '--dynamic')
+    assert status == 1 and 'SwinACmix exports free sizes from 225 pixels a side up' in err
     # graphs that depend on the input size: each size its own file
     for config, part in (
             ('configs/retinanet_r50_acmix_1x.py', 'ResNetACmix exports at fixed sizes only'),
             ('configs/upernet_swin_acmix_t_160k.py',
              'decode_head.psp_modules.1.0 pools to a fixed 2 grid')):
-        proc = run_tool('tools/export_onnx.py', config, str(tmp_path / 'x.pth'), '--out',
-                        str(tmp_path / 'x.onnx'), '--shape', '256', '256', '--dynamic')
-        assert proc.returncode == 1 and 'Traceback' not in proc.stderr
-        assert part in proc.stderr and '--shape H W instead of --dynamic' in proc.stderr
-    proc = run_tool('tools/export_onnx.py', 'configs/retinanet_pvt_acmix_t_1x.py',
-                    str(tmp_path / 'x.pth'), '--out', str(tmp_path / 'x.onnx'),
-                    '--shape', '300', '300')
-    assert proc.returncode == 1 and 'multiples of 32' in proc.stderr
+        status, err = run_in_process('export_onnx.py', config, checkpoint, '--out', out,
+                                     '--shape', '256', '256', '--dynamic')
+        assert status == 1 and part in err and '--shape H W instead of --dynamic' in err, err
+    status, err = run_in_process('export_onnx.py', 'configs/retinanet_pvt_acmix_t_1x.py',
+                                 checkpoint, '--out', out, '--shape', '300', '300')
+    assert status == 1 and 'multiples of 32' in err, err
 
 
 def shrink_cascade(model_cfg, channels=64):

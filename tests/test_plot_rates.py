@@ -6,7 +6,7 @@ import torch
 
 from acmix_mm.backbones import PVTACmix
 
-from conftest import run_tool
+from conftest import run_in_process, run_tool
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -80,33 +80,31 @@ def test_official_layout_and_default_labels(tmp_path):
     assert float(rows[0][4]) == pytest.approx(-0.6931, abs=1e-4)  # log(1/2)
 
 
-def check_error(proc, message):
-    assert proc.returncode == 1
-    assert message in proc.stderr
-    assert 'Traceback' not in proc.stderr + proc.stdout
+def check_error(*argv, message):
+    status, err = run_in_process('plot_rates.py', *argv)
+    assert status == 1 and message in err, err
 
 
 def test_errors(tmp_path, pvt_state):
     out = tmp_path / 'rates.png'
     missing = tmp_path / 'missing.pth'
-    check_error(run_tool('tools/plot_rates.py', str(missing), '--out', str(out)),
-                f'Checkpoint file not found: {missing}')
+    check_error(str(missing), '--out', str(out),
+                message=f'Checkpoint file not found: {missing}')
 
     broken = tmp_path / 'broken.pth'
     broken.write_text('not a checkpoint')
-    check_error(run_tool('tools/plot_rates.py', str(broken), '--out', str(out)),
-                f'Cannot read checkpoint {broken}')
+    check_error(str(broken), '--out', str(out),
+                message=f'Cannot read checkpoint {broken}')
 
     plain = tmp_path / 'plain.pth'
     torch.save({'state_dict': {'backbone.conv.weight': torch.zeros(4, 3, 3, 3)}},
                plain)
-    check_error(run_tool('tools/plot_rates.py', str(plain), '--out', str(out)),
-                f'no ACmix alpha/beta found in {plain}; is it an ACmix model?')
+    check_error(str(plain), '--out', str(out),
+                message=f'no ACmix alpha/beta found in {plain}; is it an ACmix model?')
 
     state, _ = pvt_state
     good = tmp_path / 'good.pth'
     save_segmentor(good, state, [(0.5, 0.5)] * 8)
-    check_error(run_tool('tools/plot_rates.py', str(good), str(good), '--out', str(out),
-                         '--labels', 'only-one'),
-                '1 labels for 2 checkpoints')
+    check_error(str(good), str(good), '--out', str(out), '--labels', 'only-one',
+                message='1 labels for 2 checkpoints')
     assert not out.exists()

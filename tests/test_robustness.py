@@ -1,8 +1,6 @@
 """Nothing lost, nothing silent (issue 26): a diverging run stops, kills never lose the
 last good checkpoint, resumed runs continue where they stopped, config mistakes and bad
 data are named in one line before they do harm."""
-import contextlib
-import io
 import json
 import os
 import os.path as osp
@@ -23,7 +21,7 @@ from acmix_mm.errors import DataError, UserError
 from acmix_mm.runner_utils import check_meta_file, claim_work_dir
 from acmix_mm.transforms import CheckedLoadImageFromFile
 
-from conftest import ROOT, load_script, run_tool
+from conftest import ROOT, load_script, run_in_process, run_tool
 from test_tools import DEMO, demo_data_options
 
 SEG_DEMO = 'configs/demo/sem_fpn_pvt_acmix_t_demo.py'
@@ -51,14 +49,6 @@ def model_checkpoint(config, path):
     with MODELS.switch_scope_and_registry(None) as registry:
         save_atomic({'state_dict': registry.build(cfg.model).state_dict()}, str(path))
     return str(path)
-
-
-def run_in_process(tool, *argv):
-    """A tool's main() in this process: (exit status, stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        status = load_script(f'tools/{tool}').main(list(argv))
-    return status, err.getvalue()
 
 
 # 1. A non-finite loss stops the run; non-finite weights are refused on load.

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, free_port, run_tool, scratch_dir
+from conftest import ROOT, free_port, run_in_process, run_tool, scratch_dir
 
 DEMO = 'configs/demo/retinanet_pvt_acmix_t_demo.py'
 
@@ -83,9 +83,8 @@ def test_test_reports_coco_map_and_paints_results(trained, tiny_demo_data, tmp_p
     ([DEMO, '--cfg-options', 'trian_cfg.max_epochs=1'], "'trian_cfg.max_epochs'"),
 ])
 def test_train_errors_are_clear(args, message):
-    proc = run_tool('tools/train.py', *args)
-    assert proc.returncode == 1
-    assert message in proc.stderr and 'Traceback' not in proc.stderr
+    status, err = run_in_process('train.py', *args)
+    assert status == 1 and message in err, err
 
 
 @pytest.mark.parametrize('text,message', [
@@ -98,10 +97,8 @@ def test_train_errors_are_clear(args, message):
 def test_broken_config_files_are_clear(tmp_path, text, message):
     config = tmp_path / 'broken.py'
     config.write_text(text)
-    proc = run_tool('tools/train.py', str(config))
-    assert proc.returncode == 1
-    assert f'Cannot read config {config}' in proc.stderr and message in proc.stderr
-    assert 'Traceback' not in proc.stderr
+    status, err = run_in_process('train.py', str(config))
+    assert status == 1 and f'Cannot read config {config}' in err and message in err, err
 
 
 @pytest.mark.parametrize('option,message', [
@@ -110,17 +107,15 @@ def test_broken_config_files_are_clear(tmp_path, text, message):
     ('model.backbone.out_indices=[5]', 'out_indices (5,) must name stages 0..3'),
 ])
 def test_bad_model_arguments_are_clear(tiny_demo_data, tmp_path, option, message):
-    proc = run_tool('tools/train.py', DEMO, '--work-dir', str(tmp_path), '--cfg-options',
-                    *demo_data_options(tiny_demo_data), option)
-    assert proc.returncode == 1
-    assert message in proc.stderr and 'Traceback' not in proc.stderr
+    status, err = run_in_process('train.py', DEMO, '--work-dir', str(tmp_path),
+                                 '--cfg-options', *demo_data_options(tiny_demo_data), option)
+    assert status == 1 and message in err, err
 
 
 def test_test_refuses_a_missing_checkpoint(tiny_demo_data, tmp_path):
-    proc = run_tool('tools/test.py', DEMO, str(tmp_path / 'none.pth'), '--cfg-options',
-                    *demo_data_options(tiny_demo_data))
-    assert proc.returncode == 1
-    assert 'Checkpoint file not found' in proc.stderr and 'Traceback' not in proc.stderr
+    status, err = run_in_process('test.py', DEMO, str(tmp_path / 'none.pth'),
+                                 '--cfg-options', *demo_data_options(tiny_demo_data))
+    assert status == 1 and 'Checkpoint file not found' in err, err
 
 
 def test_test_refuses_a_checkpoint_of_another_model(trained, tiny_demo_data, tmp_path):

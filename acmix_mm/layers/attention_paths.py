@@ -125,7 +125,7 @@ class SlidingWindowAttentionPath(BaseModule):
     for all its keys and cancels in the softmax (so does the projection's bias), which
     leaves ``q . (k - pe(key))``: the encoding folds into the keys and the attention
     runs as plain local attention: the native operator where it is built (see
-    ``acmix_mm.ops``), else :func:`local_attention`.
+    ``acmix_mm.ops``: C++ on CPU, Triton on CUDA), else :func:`local_attention`.
 
     Args:
         embed_dims (int): Channels C.

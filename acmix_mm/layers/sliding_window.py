@@ -289,36 +289,71 @@ def local_attention(qkv, hw_shape, num_heads, kernel_size=7, stride=1, block=8,
 
 
 def native_usable(tensor):
-    """Whether the native operator (``acmix_mm.ops``) serves a call on ``tensor``: built
-    and switched on, a CPU tensor, and no export or jit trace under way (those take the
+    """Whether a native operator (``acmix_mm.ops``) serves a call on ``tensor``: the C++
+    kernels for a CPU tensor, the Triton kernels for a CUDA tensor, each where it is
+    built (loaded) and switched on, and no export or jit trace under way (those take the
     PyTorch path, which exports to standard operators)."""
-    return (ops.native_enabled() and tensor.device.type == 'cpu' and
-            not torch.jit.is_tracing() and not torch.compiler.is_exporting())
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return False
+    if tensor.device.type == 'cuda':
+        return ops.triton_enabled()
+    return ops.native_enabled() and tensor.device.type == 'cpu'
 
 
 def native_local_attention(qkv, hw_shape, num_heads, kernel_size=7, stride=1,
                            key_offset=None, out_scale=None, channel_major=False):
-    """:func:`local_attention` as one native operator
+    """:func:`local_attention` as a native operator. On CPU one operator
     (``torch.ops.acmix_mm.reflect_window_attention``): the kernel takes q, k, v from the
     projection, subtracts the key offset, scales the values and pads by reflection
-    itself, so no padded map is made here or kept for backward.
+    itself, so no padded map is made here or kept for backward. On CUDA the planes are
+    made and padded here and the Triton kernels
+    (``torch.ops.acmix_mm.triton_sliding_window_attention``) attend over them.
 
-    Arguments and result as :func:`local_attention` (no dropout; float16 and bfloat16
-    run in float32). The output is a view of the kernel's planes, (B, H'*W', heads,
-    head_dims) in shape.
+    Arguments and result as :func:`local_attention` (no dropout). On CPU float16 and
+    bfloat16 run in float32; on CUDA they run as they are, accumulated in float32. The
+    output is a view of the kernel's planes, (B, H'*W', heads, head_dims) in shape.
     """
     height, width = hw_shape
     check_map_size(height, width, kernel_size)
     batch, _, channels = qkv.shape
     dims = channels // (3 * num_heads)
-    dtype = qkv.dtype if qkv.dtype in (torch.float32, torch.float64) else torch.float32
-    if key_offset is None:
-        key_offset = qkv.new_zeros(height * width, dims)
-    if out_scale is None:
-        out_scale = qkv.new_ones(1)
-    out = ops.reflect_window_attention(qkv.to(dtype), hw_shape, num_heads, kernel_size,
-                                       stride, key_offset.to(dtype), out_scale.to(dtype),
-                                       bool(channel_major), dims**-0.5)
+    if qkv.device.type == 'cuda':
+        out = _padded_window_attention(qkv, hw_shape, num_heads, kernel_size, stride,
+                                       key_offset, out_scale, channel_major)
+    else:
+        dtype = qkv.dtype if qkv.dtype in (torch.float32, torch.float64) else torch.float32
+        if key_offset is None:
+            key_offset = qkv.new_zeros(height * width, dims)
+        if out_scale is None:
+            out_scale = qkv.new_ones(1)
+        out = ops.reflect_window_attention(qkv.to(dtype), hw_shape, num_heads, kernel_size,
+                                           stride, key_offset.to(dtype),
+                                           out_scale.to(dtype), bool(channel_major),
+                                           dims**-0.5)
     out_h, out_w = out.shape[2:]
     out = out.view(batch, num_heads, dims, out_h * out_w).permute(0, 3, 1, 2)
     return out.to(qkv.dtype), (out_h, out_w)
+
+
+def _padded_window_attention(qkv, hw_shape, num_heads, kernel_size, stride, key_offset,
+                             out_scale, channel_major):
+    """What the CPU operator does inside, in PyTorch around
+    :func:`acmix_mm.ops.sliding_window_attention`: planes (B * heads, d, H, W) of q (every
+    ``stride`` pixels), of k less its offset and of v times ``out_scale``, k and v padded
+    by reflection. All in the projection's dtype (autocast gives float16 q, k, v beside a
+    float32 alpha)."""
+    batch = qkv.shape[0]
+    radius = kernel_size // 2
+    query, key, value = split_qkv(qkv, num_heads, channel_major)
+    dims = query.shape[-1]
+    if key_offset is not None:
+        key = key - key_offset.to(qkv.dtype)[:, None]
+    if out_scale is not None:
+        value = value * out_scale.to(qkv.dtype)
+
+    def planes(x):  # (B, H*W, heads, d) -> (B * heads, d, H, W)
+        return x.permute(0, 2, 3, 1).reshape(batch * num_heads, dims, *hw_shape)
+
+    query = planes(query)[:, :, ::stride, ::stride]
+    key, value = (F.pad(planes(x), (radius, ) * 4, mode='reflect') for x in (key, value))
+    return ops.sliding_window_attention(query, key, value, kernel_size, stride, dims**-0.5)

@@ -3,23 +3,31 @@
 The C++ CPU kernels (``csrc/``) are built by ``setup.py`` during the README's set-up
 and registered as ``torch.ops.acmix_mm.*`` custom operators, with fake (meta)
 implementations and autograd formulas registered here, so that torch.compile traces
-them without graph breaks. Where the extension is not built, or the environment sets
-``ACMIX_MM_NATIVE_OPS=0``, the layers run their pure-PyTorch paths instead;
-:func:`native_status` says which.
+them without graph breaks. The Triton kernels (``triton_window.py``) serve CUDA tensors
+the same way, loaded where a GPU is visible. Where the extension is not built (Triton
+missing, on CUDA), or the environment sets ``ACMIX_MM_NATIVE_OPS=0``, the layers run
+their pure-PyTorch paths instead; :func:`native_status` says which.
 """
-from ._native import native_built, native_enabled, native_ops, native_status
+from ._native import (
+                      native_built,
+                      native_enabled,
+                      native_ops,
+                      native_status,
+                      triton_enabled,
+                      triton_loaded,
+)
 from .patchwise import (
-    patch_aggregate,
-    patch_aggregate_reference,
-    patch_hidden,
-    patch_hidden_reference,
-    patch_moments,
-    patch_moments_reference,
+                      patch_aggregate,
+                      patch_aggregate_reference,
+                      patch_hidden,
+                      patch_hidden_reference,
+                      patch_moments,
+                      patch_moments_reference,
 )
 from .sliding_window import (
-    reflect_window_attention,
-    sliding_window_attention,
-    sliding_window_attention_reference,
+                      reflect_window_attention,
+                      sliding_window_attention,
+                      sliding_window_attention_reference,
 )
 
 __all__ = [
@@ -27,5 +35,5 @@ __all__ = [
     'patch_aggregate_reference', 'patch_hidden', 'patch_hidden_reference', 'patch_moments',
     'patch_moments_reference',
     'reflect_window_attention', 'sliding_window_attention',
-    'sliding_window_attention_reference'
+    'sliding_window_attention_reference', 'triton_enabled', 'triton_loaded'
 ]

@@ -1,6 +1,9 @@
-"""Loading of the native extension and the switch between it and the PyTorch paths."""
+"""Loading of the native extension and the Triton kernels, and the switch between them
+and the PyTorch paths."""
 import contextlib
 import os
+
+import torch
 
 LOAD_ERROR = None
 try:
@@ -22,14 +25,34 @@ def native_enabled():
     return LOAD_ERROR is None and _enabled
 
 
+def triton_loaded():
+    """Whether the Triton kernels for CUDA tensors are loaded (a GPU visible, Triton
+    importable, ``ACMIX_MM_NATIVE_OPS`` not 0 at import)."""
+    return TRITON_ERROR is None
+
+
+def triton_enabled():
+    """Whether layers use the Triton kernels on CUDA tensors: loaded and not switched
+    off."""
+    return TRITON_ERROR is None and _enabled
+
+
 def native_status():
     """A one-line account of which path the layers run, for tools and logs, e.g.
-    ``'native (C++ CPU kernels)'`` or ``'fallback: PyTorch (ACMIX_MM_NATIVE_OPS=0)'``."""
-    if LOAD_ERROR is not None:
-        return f'fallback: PyTorch (native ops not built: {LOAD_ERROR})'
+    ``'native (C++ CPU kernels)'``, ``'native (C++ CPU kernels); CUDA: Triton kernels'``
+    or ``'fallback: PyTorch (ACMIX_MM_NATIVE_OPS=0)'``. The CUDA part is there only where
+    a GPU is visible."""
     if not _enabled:
         return 'fallback: PyTorch (ACMIX_MM_NATIVE_OPS=0)'
-    return 'native (C++ CPU kernels)'
+    if LOAD_ERROR is not None:
+        status = f'fallback: PyTorch (native ops not built: {LOAD_ERROR})'
+    else:
+        status = 'native (C++ CPU kernels)'
+    if TRITON_ERROR is None:
+        return status + '; CUDA: Triton kernels'
+    if torch.cuda.is_available():
+        return status + f'; CUDA: masked fused attention (Triton not loaded: {TRITON_ERROR})'
+    return status
 
 
 @contextlib.contextmanager
@@ -42,3 +65,16 @@ def native_ops(enabled):
         yield
     finally:
         _enabled = previous
+
+
+# The Triton kernels for CUDA tensors, loaded at import where a GPU is visible: not
+# lazily (a first import inside a torch.compile trace would break the graph), and not on
+# CPU-only machines (they would pay Triton's import for nothing). Last in this module,
+# because triton_window imports its functions.
+TRITON_ERROR = 'no CUDA device'
+if _enabled and torch.cuda.is_available():
+    try:
+        from . import triton_window  # noqa: F401  (registers torch.ops.acmix_mm.triton_*)
+        TRITON_ERROR = None
+    except Exception as err:  # noqa: BLE001  (ImportError, or a Triton without a backend)
+        TRITON_ERROR = f'{type(err).__name__}: {err}'

@@ -6,11 +6,12 @@ reflection, for ResNet-ACmix): no masks and no border logic in the kernel. Maps 
 laid out as planes of one head, ``(N, d, H, W)`` with ``N = batch * heads``.
 
 The native forward keeps only the log-sum-exp of each query; its backward recomputes
-the attention weights from it (``csrc/sliding_window_attention.cpp``).
+the attention weights from it (``csrc/sliding_window_attention.cpp``, and for CUDA
+tensors ``triton_window.py``).
 """
 import torch
 
-from ._native import native_built
+from ._native import native_built, triton_loaded
 
 OP = 'acmix_mm::sliding_window_attention'
 FUSED_OP = 'acmix_mm::reflect_window_attention'
@@ -44,14 +45,20 @@ def sliding_window_attention_reference(query, key, value, kernel_size, stride, s
 
 def sliding_window_attention(query, key, value, kernel_size, stride, scale):
     """Sliding-window attention on padded maps; the native kernel for CPU tensors
-    where it is built, else :func:`sliding_window_attention_reference`.
+    where it is built and the Triton kernel for CUDA tensors where it is loaded, else
+    :func:`sliding_window_attention_reference`.
 
     Args and returns as :func:`sliding_window_attention_reference`. Differentiable in
-    ``query``, ``key`` and ``value``; float32 and float64.
+    ``query``, ``key`` and ``value``; float32 and float64 (and float16 and bfloat16 on
+    CUDA, accumulated in float32).
     """
     if native_built() and query.device.type == 'cpu':
         return torch.ops.acmix_mm.sliding_window_attention(query, key, value, kernel_size,
                                                            stride, scale)[0]
+    if triton_loaded() and query.device.type == 'cuda':
+        return torch.ops.acmix_mm.triton_sliding_window_attention(query, key, value,
+                                                                  kernel_size, stride,
+                                                                  scale)[0]
     return sliding_window_attention_reference(query, key, value, kernel_size, stride, scale)
 
 
@@ -81,24 +88,49 @@ def reflect_window_attention(qkv, hw_shape, num_heads, kernel_size, stride, key_
                                                        channel_major, scale)[0]
 
 
-if native_built():
+def window_outputs_like(query, key, value, kernel_size, stride, lse_dtype):
+    """The output and log-sum-exp of a sliding-window attention op, uninitialised, after
+    checking the shapes: the fake implementation of every such op (C++ and Triton) and
+    the Triton op's allocation.
 
-    @torch.library.register_fake(OP)
-    def _forward_fake(query, key, value, kernel_size, stride, scale):
-        torch._check(query.dim() == 4 and key.dim() == 4 and key.shape == value.shape)
-        torch._check((query.shape[2] - 1) * stride + kernel_size <= key.shape[2])
-        torch._check((query.shape[3] - 1) * stride + kernel_size <= key.shape[3])
-        out = torch.empty_like(query, memory_format=torch.contiguous_format)
-        lse = query.new_empty((query.shape[0], query.shape[2], query.shape[3]))
-        return out, lse
+    Args:
+        query, key, value (Tensor): As :func:`sliding_window_attention_reference`.
+        kernel_size (int): Window side k.
+        stride (int): Step between the windows of neighbouring queries.
+        lse_dtype (torch.dtype): The log-sum-exp's dtype (the op's accumulation type).
 
-    @torch.library.register_fake(OP + '_backward')
-    def _backward_fake(grad_out, query, key, value, out, lse, kernel_size, stride, scale):
-        return tuple(
-            torch.empty_like(x, memory_format=torch.contiguous_format)
-            for x in (query, key, value))
+    Returns:
+        tuple[Tensor]: (N, d, H', W') like ``query``, and (N, H', W').
+    """
+    torch._check(query.dim() == 4 and key.dim() == 4 and key.shape == value.shape)
+    needed = [(query.shape[i] - 1) * stride + kernel_size for i in (2, 3)]
+    for dim in (0, 1):  # one check each: under torch.compile the sizes may be symbols
+        torch._check(needed[dim] <= key.shape[2 + dim],
+                     lambda: f'the windows need keys of at least {needed[0]}x{needed[1]}')
+    out = torch.empty_like(query, memory_format=torch.contiguous_format)
+    lse = query.new_empty((query.shape[0], query.shape[2], query.shape[3]), dtype=lse_dtype)
+    return out, lse
 
-    def _setup_context(ctx, inputs, output):
+
+def window_grads_like(query, key, value):
+    """The gradients of query, key and value, uninitialised: the fake implementation of
+    every sliding-window attention backward op."""
+    return tuple(
+        torch.empty_like(x, memory_format=torch.contiguous_format) for x in (query, key, value))
+
+
+def register_window_autograd(op, backward_op):
+    """Registers the autograd formula of a sliding-window attention op (the C++ one, the
+    Triton one): saves the inputs, the output and the log-sum-exp, and backward calls
+    ``backward_op(grad_out, query, key, value, out, lse, kernel_size, stride, scale)``.
+
+    Args:
+        op (str): The forward op's qualified name, ``'namespace::name'``.
+        backward_op (callable): The backward op, returning the gradients of query, key
+            and value.
+    """
+
+    def setup_context(ctx, inputs, output):
         query, key, value, kernel_size, stride, scale = inputs
         out, lse = output
         # The log-sum-exp is for the backward pass only.
@@ -106,13 +138,25 @@ if native_built():
         ctx.save_for_backward(query, key, value, out, lse)
         ctx.options = (kernel_size, stride, scale)
 
-    def _backward(ctx, grad_out, grad_lse):
+    def backward(ctx, grad_out, grad_lse):
         query, key, value, out, lse = ctx.saved_tensors
-        grads = torch.ops.acmix_mm.sliding_window_attention_backward(
-            grad_out, query, key, value, out, lse, *ctx.options)
-        return grads + (None, None, None)
+        grads = backward_op(grad_out, query, key, value, out, lse, *ctx.options)
+        return tuple(grads) + (None, None, None)
 
-    torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
+    torch.library.register_autograd(op, backward, setup_context=setup_context)
+
+
+if native_built():
+
+    @torch.library.register_fake(OP)
+    def _forward_fake(query, key, value, kernel_size, stride, scale):
+        return window_outputs_like(query, key, value, kernel_size, stride, query.dtype)
+
+    @torch.library.register_fake(OP + '_backward')
+    def _backward_fake(grad_out, query, key, value, out, lse, kernel_size, stride, scale):
+        return window_grads_like(query, key, value)
+
+    register_window_autograd(OP, torch.ops.acmix_mm.sliding_window_attention_backward)
 
     @torch.library.register_fake(FUSED_OP)
     def _fused_forward_fake(qkv, key_offset, out_scale, num_heads, height, width,
