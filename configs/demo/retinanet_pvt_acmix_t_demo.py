@@ -1,12 +1,13 @@
 # RetinaNet PVT-ACmix-T on the bundled demo data (tools/make_demo_data.py), a short
-# schedule for 2 CPU cores. Same model as the paper config except the 3 demo classes and
-# no ImageNet weights (they would need a download); only data and schedule differ.
+# schedule for 2 CPU cores. The paper config's backbone and detector with the 3 demo
+# classes, no ImageNet weights (they would need a download) and a neck and head of 128
+# channels instead of 256: the head's 3x3 convolutions at stride 8 took a third of the
+# step, and at 128 channels a step takes under two thirds of the time on 2 cores.
 # From scratch, 7 epochs of 60 iterations at 256x256 (the demo images are 320x320,
-# shapes of radius 18-70 px) train in about 11 minutes on 2 cores and reach a bbox mAP
-# of 0.418 on the demo val split (AMD EPYC, 2026-12-02; at 320x320 the same schedule took
-# 16.5 minutes for 0.362 that day, 0.398-0.476 on earlier code and machines). Runs repeat
-# exactly on one machine; the seed is fixed: from scratch, a transformer at this learning
-# rate diverges on some seeds (seen once at lr 1e-3 with warm-up 100).
+# shapes of radius 18-70 px); what it reached, and in what time, is in
+# benchmarks/results/demo.jsonl (bash tools/demo.sh writes it).
+# Runs repeat exactly on one machine; the seed is fixed: from scratch, a transformer at
+# this learning rate diverges on some seeds (seen once at lr 1e-3 with warm-up 100).
 _base_ = '../retinanet_pvt_acmix_t_1x.py'
 
 data_root = 'data/demo/coco/'
@@ -16,7 +17,9 @@ image_scale = (256, 256)
 # From scratch, so the official initial rates (0.5, 0.5) rather than the paper
 # configs' (1, 0), which only make sense on top of pretrained PVT weights.
 model = dict(
-    backbone=dict(init_cfg=None, rate_init=(0.5, 0.5)), bbox_head=dict(num_classes=3))
+    backbone=dict(init_cfg=None, rate_init=(0.5, 0.5)),
+    neck=dict(out_channels=128),
+    bbox_head=dict(num_classes=3, in_channels=128, feat_channels=128))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -48,7 +51,9 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
 max_epochs = 7
-train_cfg = dict(max_epochs=max_epochs, val_interval=1)  # the log shows the mAP curve
+# One evaluation, at the end (tools/test.py gives the same): each one costs as much
+# as five training steps.
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=0.0008), clip_grad=dict(max_norm=10, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=150),
