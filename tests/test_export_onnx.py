@@ -68,11 +68,14 @@ SMALL_RESNET_ACMIX = ("model = dict(backbone=dict(_delete_=True, type='ResNetACm
                       "             neck=dict(in_channels=[64, 128, 256, 512]))")
 
 # Without layer scales (a fresh AttNet's start at 1e-6, which leaves its features nearly
-# the same for every input, and neighbouring anchors' scores tied), at a fixed size.
+# the same for every input, and neighbouring anchors' scores tied), at a fixed size, and
+# with the paper's 256-channel neck and head: through the demo's 128 channels, scores
+# still tie within float rounding and ONNX Runtime and PyTorch keep different boxes at NMS.
 SMALL_ATTNET = ("model = dict(backbone=dict(_delete_=True, type='AttNet', arch=dict(\n"
                 "    depths=[1, 1, 1, 1], embed_dims=[16, 32, 64, 128], ffn_ratios=[4] * 4,\n"
                 "    ffn_norm=True, layer_scale=False), init_cfg=None),\n"
-                "    neck=dict(in_channels=[16, 32, 64, 128]))")
+                "    neck=dict(in_channels=[16, 32, 64, 128], out_channels=256),\n"
+                "    bbox_head=dict(in_channels=256, feat_channels=256))")
 
 # SAN-ACmix-10 (the smallest) works at full resolution in its first stage: the demo
 # images test at 128x128 (its export at 256x256 takes minutes).

@@ -128,7 +128,7 @@ def test_test_refuses_a_checkpoint_of_another_model(trained, tiny_demo_data, tmp
     assert proc.returncode == 1
     assert 'does not fit the RetinaNet of this config' in proc.stderr
     assert 'shape mismatches (2)' in proc.stderr
-    assert 'bbox_head.retina_cls.weight: checkpoint (27, 256, 3, 3) vs model (45, 256, 3, 3)' \
+    assert 'bbox_head.retina_cls.weight: checkpoint (27, 128, 3, 3) vs model (45, 128, 3, 3)' \
         in proc.stderr
     assert 'Traceback' not in proc.stderr and 'coco/bbox_mAP' not in proc.stdout
 
