@@ -1,3 +1,4 @@
+import atexit
 import contextlib
 import importlib.util
 import io
@@ -15,6 +16,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # The benchmarks and tools the tests run write their measurement records here (and
 # the tools they start inherit it), never into benchmarks/results/ (acmix_mm.records).
 os.environ['ACMIX_MM_RECORDS'] = tempfile.mkdtemp(prefix='acmix_mm_records_')
+atexit.register(shutil.rmtree, os.environ['ACMIX_MM_RECORDS'], ignore_errors=True)
 
 
 def run_tool(*args, timeout=900):

@@ -53,11 +53,14 @@ def native(query, key, value, kernel_size, stride, scale):
 
 
 # (planes, head_dims, map size before padding, kernel, stride): maps just above the
-# reflection limit (4x4 for kernel 7), odd sizes, rows wider than the kernel's 64-pixel
-# tiles, head widths that are no multiple of the four products summed at a time.
+# reflection limit (4x4 for kernel 7), odd sizes, rows wider than the kernel's 128-pixel
+# tiles, head widths that are no multiple of the four products (or channels) summed at a
+# time; at stride 1 and kernels 3, 5 and 7 the register-blocked kernels take whole
+# vectors of 16 (float32) or 8 (float64) pixels and the row kernels the rest.
 SHAPES = [(1, 4, (4, 4), 7, 1), (3, 5, (9, 13), 7, 2), (2, 8, (11, 6), 3, 1),
           (2, 3, (4, 5), 7, 2), (2, 16, (7, 70), 7, 1), (4, 1, (5, 131), 5, 2),
-          (1, 6, (8, 8), 1, 1)]
+          (1, 6, (8, 8), 1, 1), (2, 5, (6, 37), 5, 1), (1, 7, (5, 140), 3, 1),
+          (1, 2, (3, 9), 9, 1)]
 
 
 @needs_native
@@ -101,15 +104,20 @@ def test_backward_in_bands_adds_up(stride, planes, rows, threads):
 def test_op_in_float32_is_close_to_float64(stride):
     """float32 runs a polynomial exp; it stays within float32 rounding of the exact
     result."""
-    inputs = padded_inputs(2, 16, (23, 75), 7, stride)
-    expected = native(*inputs, 7, stride, 0.25)
+    assert_float32_follows_float64(lambda *x: native(*x, 7, stride, 0.25),
+                                   padded_inputs(2, 16, (23, 75), 7, stride), 1e-5, 1e-5)
+
+
+def assert_float32_follows_float64(op, inputs, out_tol, grad_tol):
+    """``op`` in float32 gives its float64 outputs within atol ``out_tol`` (rtol 1e-5)
+    and its gradients within atol ``grad_tol`` (rtol 1e-4)."""
     singles = [x.detach().float().requires_grad_() for x in inputs]
-    got = native(*singles, 7, stride, 0.25)
-    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    expected, got = op(*inputs), op(*singles)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=out_tol)
     grad = torch.randn_like(expected)
     for ours, theirs in zip(torch.autograd.grad(got, singles, grad.float()),
                             torch.autograd.grad(expected, inputs, grad)):
-        torch.testing.assert_close(ours.double(), theirs, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours.double(), theirs, rtol=1e-4, atol=grad_tol)
 
 
 @needs_native
@@ -176,8 +184,9 @@ def test_op_refuses_windows_past_the_keys():
 
 
 # (in, out channels, heads, stride, batch, map size)
+# The last: groups of 8 channels, where float64 runs the native convolution path.
 LAYERS = [(16, 16, 4, 1, 2, (4, 4)), (8, 16, 1, 2, 3, (9, 7)), (32, 32, 8, 1, 1, (13, 5)),
-          (16, 24, 2, 2, 2, (5, 10)), (16, 16, 4, 1, 1, (12, 80))]
+          (16, 24, 2, 2, 2, (5, 10)), (16, 16, 4, 1, 1, (12, 80)), (16, 32, 4, 1, 2, (7, 9))]
 
 
 @pytest.mark.parametrize('native_on', [True, False])
@@ -308,6 +317,77 @@ def test_export_takes_the_pytorch_path():
     targets = [str(node.target) for node in program.graph.nodes if node.op == 'call_function']
     assert targets and not any('acmix_mm' in target for target in targets)
     torch.testing.assert_close(program.module()(x), layer(x), rtol=1e-5, atol=1e-6)
+
+
+def pieces_inputs(batch, size, head_dims, pieces, dtype=torch.float64, seed=0):
+    """Piece-major tokens (B, H*W, P * d) and a weight (4 * d, P, 3, 3)."""
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(batch, size[0] * size[1], pieces * head_dims, dtype=dtype,
+                         generator=generator)
+    weight = torch.randn(4 * head_dims, pieces, 3, 3, dtype=dtype, generator=generator)
+    return tokens.requires_grad_(), weight.requires_grad_()
+
+
+# (batch, map size, d, pieces): maps narrower than a tile of 4 pixels and one pixel high,
+# piece counts that are no multiple of three, two vectors of groups, batch > 1.
+PIECES_SHAPES = [(2, (5, 7), 8, 12), (1, (1, 3), 16, 12), (1, (6, 9), 16, 5),
+                 (3, (9, 21), 8, 6), (1, (3, 2), 8, 12)]
+
+
+@needs_native
+@pytest.mark.parametrize('batch,size,head_dims,pieces', PIECES_SHAPES)
+def test_pieces_conv_equals_conv2d_in_float64(batch, size, head_dims, pieces):
+    """The native convolution path gives F.conv2d's grouped convolution (oneDNN) and its
+    gradients of the tokens and the weight."""
+    tokens, weight = pieces_inputs(batch, size, head_dims, pieces)
+    assert ops.pieces_conv_usable(tokens, weight, 1)
+    got = ops.pieces_conv(tokens, weight, size)
+    expected = ops.pieces_conv_reference(tokens, weight, size)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(expected)
+    for ours, theirs in zip(torch.autograd.grad(got, (tokens, weight), grad),
+                            torch.autograd.grad(expected, (tokens, weight), grad)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+@needs_native
+def test_pieces_conv_gradcheck_and_opcheck():
+    tokens, weight = pieces_inputs(2, (3, 4), 8, 3)
+    assert torch.autograd.gradcheck(lambda t, w: ops.pieces_conv(t, w, (3, 4)), (tokens, weight))
+    singles = [x.detach().float().requires_grad_() for x in pieces_inputs(1, (5, 6), 16, 12)]
+    torch.library.opcheck(torch.ops.acmix_mm.pieces_conv, (*singles, 5, 6))
+
+
+@needs_native
+def test_pieces_conv_in_float32_is_close_to_float64():
+    # sums of 108 products of unit normals: absolute tolerances
+    assert_float32_follows_float64(lambda *x: ops.pieces_conv(*x, (9, 40)),
+                                   pieces_inputs(1, (9, 40), 32, 12), 1e-4, 1e-3)
+
+
+@needs_native
+def test_convolution_paths_use_the_native_op_where_it_fits():
+    """ResNet-ACmix's (fused) convolution path runs the native op where the groups fit
+    (4 heads, d a multiple of the lanes, stride 1), F.conv2d elsewhere (heads 2, stride
+    2, export), with the same outputs and parameter gradients either way."""
+    from acmix_mm.layers.acmix import conv_of_pieces
+    torch.manual_seed(0)
+    for heads, stride, native_op in [(4, 1, True), (2, 1, False), (4, 2, False)]:
+        layer = ACmix(16, 32, head=heads, stride=stride).double()
+        path = layer.conv_path
+        qkv = torch.randn(2, 7 * 9, path.num_pieces * path.head_dims, dtype=torch.float64)
+        weight = path.fused_weights()[0]
+        assert ops.pieces_conv_usable(qkv, weight, path.dep_conv.stride) == native_op
+        results = []
+        for native_on in (True, False):
+            with ops.native_ops(native_on):
+                out = conv_of_pieces(qkv, (7, 9), path.num_pieces, path.fused_weights()[0],
+                                     None, path.dep_conv.stride, channel_major=True)
+            grads = torch.autograd.grad(out.square().sum(),
+                                        [path.fc.weight, path.dep_conv.weight])
+            results.append((out, *grads))
+        for ours, theirs in zip(*results):
+            torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
 
 
 def aggregate_inputs(batch, channels, groups, hidden, size, kernel_size, dtype=torch.float64,

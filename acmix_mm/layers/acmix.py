@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from ..errors import ConfigError
+from ..ops.pieces_conv import pieces_conv, pieces_conv_usable
 from ..registry import ATTENTION_PATHS, register_model
 
 
@@ -215,12 +216,14 @@ class ShiftConvPath(nn.Module):
 
 def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
                    channel_major=False):
-    """The convolution path as one grouped conv from the projection's pieces.
+    """The convolution path as one grouped conv from the projection's pieces: the
+    native operator where :func:`~acmix_mm.ops.pieces_conv_usable` (it reads the
+    projection piece-major), else ``F.conv2d`` on channels-last maps (channel-major).
 
     Args:
         qkv (Tensor): The projection, (B, H*W, num_pieces * d), piece-major or (with
-            ``channel_major``) channel-major; given the former, it is laid out here
-            (a copy).
+            ``channel_major``) channel-major; given the other layout than the one the
+            convolution reads, it is laid out here (a copy).
         hw_shape (tuple[int]): (H, W).
         num_pieces (int): Pieces in the projection.
         weight (Tensor): (C, num_pieces, k, k), one group per channel d.
@@ -235,6 +238,15 @@ def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
     batch, num_tokens, channels = qkv.shape
     head_dims = channels // num_pieces
     height, width = hw_shape
+    if pieces_conv_usable(qkv, weight, stride):
+        if channel_major:  # the native op reads piece-major
+            qkv = qkv.view(batch, num_tokens, head_dims, num_pieces).transpose(2, 3).reshape(
+                qkv.shape)
+        out = pieces_conv(qkv, weight, hw_shape)
+        if bias_kernel is not None:
+            ones = qkv.new_ones(1, 1, height, width)
+            out = out + F.conv2d(ones, bias_kernel, None, 1, 1).flatten(2).transpose(1, 2)
+        return out
     if not channel_major:
         qkv = qkv.view(batch, num_tokens, num_pieces, head_dims).transpose(2, 3).reshape(
             qkv.shape)

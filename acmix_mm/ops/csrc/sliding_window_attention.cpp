@@ -118,10 +118,165 @@ ACMIX_INLINE void weights_and_grads(const T* __restrict logits, T* __restrict gr
 
 struct Geometry {
   int64_t planes, dims, out_h, out_w, key_h, key_w, kernel, stride;
+  // The backward pass's band buffers: rows of `pitch`, the row's pixels from `lead` on,
+  // zeros around them (so that the key-side sums read whole vectors at the row's ends),
+  // `band` rows per window offset or channel.
+  int64_t band = 0, pitch = 0, lead = 0;
   int64_t out_plane() const { return out_h * out_w; }
   int64_t key_plane() const { return key_h * key_w; }
   int64_t window() const { return kernel * kernel; }
+  // Row `row` of the band buffers' block `block` (a window offset, or a channel).
+  int64_t band_at(int64_t block, int64_t row) const { return (block * band + row) * pitch + lead; }
+  // Register-blocked row kernels exist for stride 1 and kernels 3, 5 and 7.
+  bool blocked() const {
+#ifdef ACMIX_VECTORS
+    return stride == 1 && (kernel == 3 || kernel == 5 || kernel == 7);
+#else
+    return false;
+#endif
+  }
+  // ... and the key side reads the band copies, which needs keys exactly as wide as the
+  // windows of the row (as the operators pack them).
+  bool blocked_keys() const { return blocked() && key_w == out_w + kernel - 1; }
 };
+
+// The blocked kernels' template argument K for g.kernel (3, 5 or 7): a plain switch,
+// as a lambda would be compiled apart from the caller's clone, for the baseline CPU.
+#define ACMIX_WITH_KERNEL(kernel, CALL) \
+  switch (kernel) {                     \
+    case 3: {                           \
+      constexpr int K = 3;              \
+      CALL;                             \
+      break;                            \
+    }                                   \
+    case 5: {                           \
+      constexpr int K = 5;              \
+      CALL;                             \
+      break;                            \
+    }                                   \
+    default: {                          \
+      constexpr int K = 7;              \
+      CALL;                             \
+    }                                   \
+  }
+
+#ifdef ACMIX_VECTORS
+// The register-blocked forms of the row sums below, for stride 1 and a fixed kernel K,
+// over the first `n` (a multiple of the vector's lanes) queries of a tile.
+
+// window_dots: for each key row i, the K dot products of a vector of queries with
+// their keys are summed in registers over the channels: per channel one load of the
+// queries, K of the keys, K fused multiply-adds.
+template <typename T, int K>
+ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, const T* b,
+                                      const Geometry& g, int64_t y, int64_t x0, int64_t n) {
+  using V = vec_t<T>;
+  for (int64_t i = 0; i < K; ++i) {
+    const T* queries = a + y * g.out_w + x0;
+    const T* keys = b + (y + i) * g.key_w + x0;
+    for (int64_t t = 0; t < n; t += kLanes<T>) {
+      V acc[K] = {};
+      for (int64_t c = 0; c < g.dims; ++c) {
+        const V q = load(queries + c * g.out_plane() + t);
+        const T* k = keys + c * g.key_plane() + t;
+        for (int j = 0; j < K; ++j) acc[j] += q * load(k + j);
+      }
+      for (int j = 0; j < K; ++j) store(logits + (i * K + j) * kTile + t, acc[j]);
+    }
+  }
+}
+
+// window_sums for channels [c0, c0 + C): each weight vector loaded once for C channels.
+template <typename T, int K, int C>
+ACMIX_INLINE void blocked_window_sums(T* out, const T* weights, const T* b,
+                                      const Geometry& g, int64_t y, int64_t x0, int64_t n,
+                                      int64_t c0) {
+  using V = vec_t<T>;
+  const T* values = b + c0 * g.key_plane() + y * g.key_w + x0;
+  for (int64_t t = 0; t < n; t += kLanes<T>) {
+    V acc[C] = {};
+    for (int64_t i = 0; i < K; ++i) {
+      for (int j = 0; j < K; ++j) {
+        const V w = load(weights + (i * K + j) * kTile + t);
+        const T* v = values + i * g.key_w + j + t;
+        for (int c = 0; c < C; ++c) acc[c] += w * load(v + c * g.key_plane());
+      }
+    }
+    T* dst = out + c0 * g.out_plane() + y * g.out_w + x0 + t;
+    for (int c = 0; c < C; ++c) store(dst + c * g.out_plane(), acc[c]);
+  }
+}
+
+template <typename T, int K>
+ACMIX_INLINE void blocked_window_sums(T* out, const T* weights, const T* b,
+                                      const Geometry& g, int64_t y, int64_t x0, int64_t n) {
+  int64_t c = 0;
+  for (; c + 4 <= g.dims; c += 4) blocked_window_sums<T, K, 4>(out, weights, b, g, y, x0, n, c);
+  for (; c < g.dims; ++c) blocked_window_sums<T, K, 1>(out, weights, b, g, y, x0, n, c);
+}
+
+// The key and value gradients of channels [c0, c0 + C) of one key row, from the band's
+// weights and logit gradients and its copies of the queries and output gradients (all
+// zero beside their rows): key column p gets query p - j's share at window column j.
+// rows holds (i, band row) pairs.
+template <typename T, int K, int C>
+ACMIX_INLINE void blocked_key_grads(const T* go_rows, const T* q_rows, const T* probs,
+                                    const T* dlogits, T* grad_k, T* grad_v,
+                                    const Geometry& g, int64_t key_row,
+                                    const std::vector<int64_t>& rows, int64_t c0) {
+  using V = vec_t<T>;
+  constexpr int64_t L = kLanes<T>;
+  for (int64_t p0 = 0; p0 < g.key_w; p0 += L) {
+    V acc_k[C] = {}, acc_v[C] = {};
+    for (size_t r = 0; r < rows.size(); r += 2) {
+      const int64_t i = rows[r], row = rows[r + 1];
+      for (int j = 0; j < K; ++j) {
+        const int64_t at = g.band_at(i * K + j, row) + p0 - j;
+        const V dl = load(dlogits + at), p = load(probs + at);
+        const int64_t from = g.band_at(c0, row) + p0 - j;
+        for (int c = 0; c < C; ++c) {
+          acc_k[c] += dl * load(q_rows + from + c * g.band * g.pitch);
+          acc_v[c] += p * load(go_rows + from + c * g.band * g.pitch);
+        }
+      }
+    }
+    const int64_t n = std::min(L, g.key_w - p0);
+    for (int c = 0; c < C; ++c) {
+      // Added, not stored: rows at a band's edge are reached from two bands.
+      T* gk = grad_k + (c0 + c) * g.key_plane() + key_row * g.key_w + p0;
+      T* gv = grad_v + (c0 + c) * g.key_plane() + key_row * g.key_w + p0;
+      if (n == L) {
+        store(gk, load(gk) + acc_k[c]);
+        store(gv, load(gv) + acc_v[c]);
+      } else {
+        T k_sums[L], v_sums[L];
+        store(k_sums, acc_k[c]);
+        store(v_sums, acc_v[c]);
+        for (int64_t t = 0; t < n; ++t) {
+          gk[t] += k_sums[t];
+          gv[t] += v_sums[t];
+        }
+      }
+    }
+  }
+}
+
+template <typename T, int K>
+ACMIX_INLINE void blocked_key_grads(const T* go_rows, const T* q_rows, const T* probs,
+                                    const T* dlogits, T* grad_k, T* grad_v,
+                                    const Geometry& g, int64_t key_row,
+                                    const std::vector<int64_t>& rows) {
+  int64_t c = 0;
+  for (; c + 4 <= g.dims; c += 4) {
+    blocked_key_grads<T, K, 4>(go_rows, q_rows, probs, dlogits, grad_k, grad_v, g, key_row,
+                               rows, c);
+  }
+  for (; c < g.dims; ++c) {
+    blocked_key_grads<T, K, 1>(go_rows, q_rows, probs, dlogits, grad_k, grad_v, g, key_row,
+                               rows, c);
+  }
+}
+#endif
 
 // Scratch of one thread: tiles of k*k rows, the pointer lists of the row sums (with
 // room to pad them to a multiple of four), a row of zeros to pad them with, and the
@@ -165,6 +320,16 @@ template <typename T>
 ACMIX_INLINE void window_dots(T* __restrict logits, const T* a, const T* b,
                               const Geometry& g, int64_t y, int64_t x0, int64_t n,
                               Scratch<T>& s) {
+#ifdef ACMIX_VECTORS
+  if (g.blocked()) {  // whole vectors blocked, the rest below
+    const int64_t whole = n - n % kLanes<T>;
+    ACMIX_WITH_KERNEL(g.kernel, (blocked_window_dots<T, K>(logits, a, b, g, y, x0, whole)))
+    logits += whole;
+    x0 += whole;
+    n -= whole;
+  }
+#endif
+  if (n == 0) return;
   for (int64_t i = 0; i < g.kernel; ++i) {
     for (int64_t j = 0; j < g.kernel; ++j) {
       T* row = logits + (i * g.kernel + j) * kTile;
@@ -183,6 +348,16 @@ ACMIX_INLINE void window_dots(T* __restrict logits, const T* a, const T* b,
 template <typename T>
 ACMIX_INLINE void window_sums(T* out, const T* weights, const T* b, const Geometry& g,
                               int64_t y, int64_t x0, int64_t n, Scratch<T>& s) {
+#ifdef ACMIX_VECTORS
+  if (g.blocked()) {
+    const int64_t whole = n - n % kLanes<T>;
+    ACMIX_WITH_KERNEL(g.kernel, (blocked_window_sums<T, K>(out, weights, b, g, y, x0, whole)))
+    weights += whole;
+    x0 += whole;
+    n -= whole;
+  }
+#endif
+  if (n == 0) return;
   T* __restrict acc = s.acc.data();
   for (int64_t w = 0; w < g.window(); ++w) s.pa[w] = weights + w * kTile;
   for (int64_t c = 0; c < g.dims; ++c) {
@@ -241,14 +416,13 @@ ACMIX_INLINE void forward_row_impl(const T* q, const T* k, const T* v, T* out, T
 
 // One query row of one plane in the backward pass: the query gradient, and the
 // weights and scaled logit gradients of the row's windows (for the key and value
-// gradients, gathered per key row afterwards), written to probs and dlogits, laid out
-// (N, k*k, rows of the band, W').
+// gradients, gathered per key row afterwards), written to row band_row of probs and
+// dlogits (g.band_at).
 template <typename T>
 ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* q, const T* k,
                                           const T* v, const T* out, const T* lse, T* grad_q,
                                           T* probs, T* dlogits, const Geometry& g, int64_t y,
-                                          int64_t band_row, int64_t band_rows, T scale,
-                                          Scratch<T>& s) {
+                                          int64_t band_row, T scale, Scratch<T>& s) {
   for (int64_t x0 = 0; x0 < g.out_w; x0 += kTile) {
     const int64_t n = std::min(kTile, g.out_w - x0);
     T* p = s.logits.data();
@@ -263,7 +437,7 @@ ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* q, const T
       add_products(delta, grad_out + at, out + at, n);
     }
     for (int64_t w = 0; w < g.window(); ++w) {
-      const int64_t at = (w * band_rows + band_row) * g.out_w + x0;
+      const int64_t at = g.band_at(w, band_row) + x0;
       weights_and_grads(p + w * kTile, dp + w * kTile, lse + y * g.out_w + x0, delta,
                         probs + at, dlogits + at, scale, n);
     }
@@ -273,13 +447,31 @@ ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* q, const T
 
 // One key row of one plane: the key and value gradients from the queries of the band
 // [y_begin, y_end) whose windows cover it (added, as rows near a band's edge are seen
-// from two bands).
+// from two bands). go_rows and q_rows are the band's copies of the output gradients and
+// queries (g.band_at), for the blocked kernels.
 template <typename T>
-ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* probs,
-                                        const T* dlogits, T* grad_k, T* grad_v,
-                                        const Geometry& g, int64_t key_row, int64_t y_begin,
-                                        int64_t y_end, Scratch<T>& s) {
-  const int64_t band_rows = y_end - y_begin;
+ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* go_rows,
+                                        const T* q_rows, const T* probs, const T* dlogits,
+                                        T* grad_k, T* grad_v, const Geometry& g,
+                                        int64_t key_row, int64_t y_begin, int64_t y_end,
+                                        Scratch<T>& s) {
+#ifdef ACMIX_VECTORS
+  if (g.blocked_keys()) {
+    // (i, band row) of the band's query rows whose windows hold this key row.
+    std::vector<int64_t>& pairs = s.rows;
+    pairs.clear();
+    for (int64_t i = 0; i < g.kernel; ++i) {
+      const int64_t y = key_row - i;
+      if (y < y_begin || y >= y_end) continue;
+      pairs.push_back(i);
+      pairs.push_back(y - y_begin);
+    }
+    if (pairs.empty()) return;
+    ACMIX_WITH_KERNEL(g.kernel, (blocked_key_grads<T, K>(go_rows, q_rows, probs, dlogits,
+                                                         grad_k, grad_v, g, key_row, pairs)))
+    return;
+  }
+#endif
   // The query rows of the band whose windows hold this key row, and at which i.
   int64_t rows = 0;
   std::vector<int64_t>& ys = s.rows;
@@ -308,7 +500,7 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
       auto gather = [&](T* acc, const T* weights, const T* factors) {
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t i = ys[2 * r], y = ys[2 * r + 1];
-          s.pa[r] = weights + ((i * g.kernel + j) * band_rows + (y - y_begin)) * g.out_w;
+          s.pa[r] = weights + g.band_at(i * g.kernel + j, y - y_begin);
           s.pb[r] = factors + c * g.out_plane() + y * g.out_w;
         }
         sum_products(acc + start, s.pa.data(), s.pb.data(), s.pad(rows), g.out_w,
@@ -345,17 +537,17 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
   ATTRIBUTES void backward_query_row(const T* grad_out, const T* q, const T* k,            \
                                      const T* v, const T* out, const T* lse, T* grad_q,     \
                                      T* probs, T* dlogits, const Geometry& g, int64_t y,    \
-                                     int64_t band_row, int64_t band_rows, T scale,          \
-                                     Scratch<T>& s) {                                       \
+                                     int64_t band_row, T scale, Scratch<T>& s) {            \
     backward_query_row_impl<T>(grad_out, q, k, v, out, lse, grad_q, probs, dlogits, g, y,   \
-                               band_row, band_rows, scale, s);                              \
+                               band_row, scale, s);                                         \
   }                                                                                         \
-  ATTRIBUTES void backward_key_row(const T* grad_out, const T* q, const T* probs,          \
-                                   const T* dlogits, T* grad_k, T* grad_v,                  \
-                                   const Geometry& g, int64_t key_row, int64_t y_begin,     \
-                                   int64_t y_end, Scratch<T>& s) {                          \
-    backward_key_row_impl<T>(grad_out, q, probs, dlogits, grad_k, grad_v, g, key_row,       \
-                             y_begin, y_end, s);                                            \
+  ATTRIBUTES void backward_key_row(const T* grad_out, const T* q, const T* go_rows,        \
+                                   const T* q_rows, const T* probs, const T* dlogits,       \
+                                   T* grad_k, T* grad_v, const Geometry& g,                 \
+                                   int64_t key_row, int64_t y_begin, int64_t y_end,         \
+                                   Scratch<T>& s) {                                         \
+    backward_key_row_impl<T>(grad_out, q, go_rows, q_rows, probs, dlogits, grad_k, grad_v,  \
+                             g, key_row, y_begin, y_end, s);                                \
   }
 ACMIX_ROW_KERNELS(float, ACMIX_CLONES)
 ACMIX_ROW_KERNELS(double, )
@@ -439,7 +631,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
               "sliding_window_attention_backward: all tensors must share one dtype");
   const at::Tensor q = query.contiguous(), k = key.contiguous(), v = value.contiguous();
   const at::Tensor go = grad_out.contiguous(), o = out.contiguous(), m = lse.contiguous();
-  const Geometry g = geometry(q, k, kernel_size, stride);
+  Geometry g = geometry(q, k, kernel_size, stride);
+  // Band rows with k - 1 zeros on the left and k - 1 plus a vector's lanes on the right:
+  // the key-side sums read a window's width and a vector beyond the row.
+  g.lead = g.kernel - 1;
+  g.pitch = g.out_w + 2 * (g.kernel - 1) + 64 / q.element_size();
+  // Per band row: the weights and logit gradients, and the blocked kernels' copies of
+  // the queries and output gradients.
+  const int64_t blocks = 2 * g.window() + (g.blocked_keys() ? 2 * g.dims : 0);
   at::Tensor grad_q = at::empty_like(q, at::MemoryFormat::Contiguous);
   // Zeroed: key rows at a band's edge are added to from two bands.
   at::Tensor grad_k = at::zeros_like(k, at::MemoryFormat::Contiguous);
@@ -448,7 +647,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
   const int64_t threads = at::get_num_threads();
   // Bands of query rows: their weights and logit gradients are the only scratch (each
   // band's key rows need them complete), at most about 4 MB a plane.
-  const int64_t plane_row_bytes = 2 * g.window() * g.out_w * q.element_size();
+  const int64_t plane_row_bytes = blocks * g.pitch * q.element_size();
   // With a plane for every thread, each thread takes whole planes, band after band, and
   // no thread waits for another. With fewer planes, all threads work on each band of
   // all planes: a barrier per band, so bands are large (each wait costs more on a
@@ -457,6 +656,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
   const int64_t budget = (by_plane ? int64_t{4} : 4 * threads) << 20;
   const int64_t row_bytes = plane_row_bytes * (by_plane ? 1 : g.planes);
   const int64_t band = std::clamp<int64_t>(budget / row_bytes, 1, g.out_h);
+  g.band = band;
+  const int64_t band_plane = blocks * band * g.pitch;  // one plane's band buffers
   AT_DISPATCH_FLOATING_TYPES(dtype, "sliding_window_attention_backward", [&] {
     using T = scalar_t;
     const T* q_data = q.const_data_ptr<T>();
@@ -470,23 +671,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
     T* gv_data = grad_v.mutable_data_ptr<T>();
     const int64_t q_plane = g.dims * g.out_plane(), k_plane = g.dims * g.key_plane();
     const T typed_scale = static_cast<T>(scale);
-    // The query rows [y_begin, y_end) of plane n, then the key rows their windows
-    // cover; probs and dlogits hold the band's (k*k, rows, W') of that plane.
-    auto query_rows = [&](int64_t n, int64_t y_begin, int64_t y_end, int64_t first,
-                          int64_t last, T* probs, T* dlogits, Scratch<T>& scratch) {
+    // Plane n's band buffers: the weights, the logit gradients, then (blocked kernels)
+    // the copies of the queries and of the output gradients.
+    struct Band {
+      T *probs, *dlogits, *q_rows, *go_rows;
+    };
+    auto band_of = [&](T* buffers) {
+      const int64_t weights = g.window() * band * g.pitch, rows = g.dims * band * g.pitch;
+      return Band{buffers, buffers + weights, buffers + 2 * weights,
+                  buffers + 2 * weights + rows};
+    };
+    // The query rows [y_begin + first, y_begin + last) of plane n.
+    auto query_rows = [&](int64_t n, int64_t y_begin, int64_t first, int64_t last,
+                          const Band& b, Scratch<T>& scratch) {
       for (int64_t y = y_begin + first; y < y_begin + last; ++y) {
         backward_query_row(go_data + n * q_plane, q_data + n * q_plane, k_data + n * k_plane,
                            v_data + n * k_plane, o_data + n * q_plane,
-                           lse_data + n * g.out_plane(), gq_data + n * q_plane, probs,
-                           dlogits, g, y, y - y_begin, y_end - y_begin, typed_scale, scratch);
+                           lse_data + n * g.out_plane(), gq_data + n * q_plane, b.probs,
+                           b.dlogits, g, y, y - y_begin, typed_scale, scratch);
+        if (!g.blocked_keys()) continue;
+        for (int64_t c = 0; c < g.dims; ++c) {
+          const int64_t from = n * q_plane + c * g.out_plane() + y * g.out_w;
+          std::copy(q_data + from, q_data + from + g.out_w, b.q_rows + g.band_at(c, y - y_begin));
+          std::copy(go_data + from, go_data + from + g.out_w,
+                    b.go_rows + g.band_at(c, y - y_begin));
+        }
       }
     };
+    // The key rows [first, last) of plane n, from the band [y_begin, y_end).
     auto key_rows = [&](int64_t n, int64_t y_begin, int64_t y_end, int64_t first,
-                        int64_t last, const T* probs, const T* dlogits, Scratch<T>& scratch) {
+                        int64_t last, const Band& b, Scratch<T>& scratch) {
       for (int64_t key_row = first; key_row < last; ++key_row) {
-        backward_key_row(go_data + n * q_plane, q_data + n * q_plane, probs, dlogits,
-                         gk_data + n * k_plane, gv_data + n * k_plane, g, key_row, y_begin,
-                         y_end, scratch);
+        backward_key_row(go_data + n * q_plane, q_data + n * q_plane, b.go_rows, b.q_rows,
+                         b.probs, b.dlogits, gk_data + n * k_plane, gv_data + n * k_plane,
+                         g, key_row, y_begin, y_end, scratch);
       }
     };
     auto key_range = [&](int64_t y_begin, int64_t y_end) {
@@ -495,33 +713,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
     if (by_plane) {
       at::parallel_for(0, g.planes, 1, [&](int64_t begin, int64_t end) {
         Scratch<T> scratch(g);
-        std::vector<T> buffer(2 * g.window() * band * g.out_w);
-        T* probs = buffer.data();
-        T* dlogits = buffer.data() + g.window() * band * g.out_w;
+        std::vector<T> buffer(band_plane);  // zeros, and the margins stay so
+        const Band b = band_of(buffer.data());
         for (int64_t n = begin; n < end; ++n) {
           for (int64_t y_begin = 0; y_begin < g.out_h; y_begin += band) {
             const int64_t y_end = std::min(g.out_h, y_begin + band);
-            query_rows(n, y_begin, y_end, 0, y_end - y_begin, probs, dlogits, scratch);
+            query_rows(n, y_begin, 0, y_end - y_begin, b, scratch);
             const auto [key_begin, key_end] = key_range(y_begin, y_end);
-            key_rows(n, y_begin, y_end, key_begin, key_end, probs, dlogits, scratch);
+            key_rows(n, y_begin, y_end, key_begin, key_end, b, scratch);
           }
         }
       });
       return;
     }
-    at::Tensor buffers = at::empty({2, g.planes * g.window() * band * g.out_w}, q.options());
-    T* probs = buffers[0].mutable_data_ptr<T>();
-    T* dlogits = buffers[1].mutable_data_ptr<T>();
+    at::Tensor buffers = at::zeros({g.planes * band_plane}, q.options());
+    T* buffer = buffers.mutable_data_ptr<T>();
     for (int64_t y_begin = 0; y_begin < g.out_h; y_begin += band) {
       const int64_t y_end = std::min(g.out_h, y_begin + band);
       const int64_t rows = y_end - y_begin;
-      const int64_t band_plane = g.window() * rows * g.out_w;
       at::parallel_for(0, g.planes * rows, 1, [&](int64_t begin, int64_t end) {
         Scratch<T> scratch(g);
         for (int64_t index = begin; index < end; ++index) {
           const int64_t n = index / rows, row = index % rows;
-          query_rows(n, y_begin, y_end, row, row + 1, probs + n * band_plane,
-                     dlogits + n * band_plane, scratch);
+          query_rows(n, y_begin, row, row + 1, band_of(buffer + n * band_plane), scratch);
         }
       });
       const auto [key_begin, key_end] = key_range(y_begin, y_end);
@@ -530,8 +744,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
         Scratch<T> scratch(g);
         for (int64_t index = begin; index < end; ++index) {
           const int64_t n = index / keys, key_row = key_begin + index % keys;
-          key_rows(n, y_begin, y_end, key_row, key_row + 1, probs + n * band_plane,
-                   dlogits + n * band_plane, scratch);
+          key_rows(n, y_begin, y_end, key_row, key_row + 1, band_of(buffer + n * band_plane),
+                   scratch);
         }
       });
     }

@@ -16,3 +16,39 @@
 #else
 #define ACMIX_INLINE inline
 #endif
+
+// Fixed-width vectors (GCC and clang vector extensions): 64 bytes, which each clone
+// lowers to its own registers (one AVX-512 register, two AVX2 ones, four SSE ones). The
+// register-blocked row kernels keep their sums in these across a whole reduction, where
+// loops over memory rows would load and store the sum once per step.
+#if defined(__GNUC__) || defined(__clang__)
+#define ACMIX_VECTORS 1
+#include <cstdint>
+namespace acmix_mm {
+template <typename T>
+struct Vector;
+template <>
+struct Vector<float> {
+  typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct Vector<double> {
+  typedef double type __attribute__((vector_size(64)));
+};
+template <typename T>
+using vec_t = typename Vector<T>::type;
+template <typename T>
+constexpr int64_t kLanes = 64 / sizeof(T);
+
+template <typename T>
+ACMIX_INLINE vec_t<T> load(const T* p) {
+  vec_t<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+ACMIX_INLINE void store(T* p, const vec_t<T>& v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+}  // namespace acmix_mm
+#endif

@@ -1,0 +1,92 @@
+"""ACmix's convolution path as one grouped convolution from the projection's pieces
+(fc and the shift convolution fused): the native CPU operator and its reference.
+
+The projection holds ``P`` pieces (q, k and v heads) of ``d`` channels each; group ``g``
+of the convolution reads channel ``g`` of every piece and writes outputs
+``g * M .. g * M + M - 1``. The native operator (``csrc/pieces_conv.cpp``) reads the
+tokens piece-major and runs across groups in vectors, where oneDNN's grouped
+convolution runs groups of 12 inputs and 4 outputs far below its arithmetic rate. It
+covers ResNet-ACmix's case: stride 1, a 3x3 kernel, four outputs per group and ``d`` a
+multiple of the vector's lanes (16 float32, 8 float64 values); other cases take
+:func:`pieces_conv_reference`.
+"""
+import torch
+import torch.nn.functional as F
+
+from ._native import native_built, native_enabled
+
+OP = 'acmix_mm::pieces_conv'
+OUTPUTS_PER_GROUP = 4
+# An extension built from older sources lacks the op: the layers then take F.conv2d.
+BUILT = native_built() and hasattr(torch.ops.acmix_mm, 'pieces_conv')
+
+
+def pieces_conv_reference(tokens, weight, hw_shape):
+    """The convolution with ``F.conv2d`` on channels-last maps of the pieces: the
+    definition the native kernel is tested against.
+
+    Args:
+        tokens (Tensor): The projection, piece-major, (B, H*W, P * d).
+        weight (Tensor): (M * d, P, k, k), one group per channel d.
+        hw_shape (tuple[int]): (H, W).
+
+    Returns:
+        Tensor: (B, H*W, M * d), zero padding k // 2, stride 1.
+    """
+    batch, num_tokens, columns = tokens.shape
+    pieces = weight.shape[1]
+    head_dims = columns // pieces
+    maps = tokens.view(batch, num_tokens, pieces, head_dims).transpose(2, 3).reshape(
+        batch, *hw_shape, columns).permute(0, 3, 1, 2)
+    out = F.conv2d(maps, weight, None, 1, weight.shape[-1] // 2, groups=head_dims)
+    return out.flatten(2).transpose(1, 2)
+
+
+def pieces_conv_usable(tokens, weight, stride):
+    """Whether :func:`pieces_conv` runs the native operator for these arguments."""
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return False  # exports take F.conv2d, a standard operator
+    if not (BUILT and native_enabled()) or tokens.device.type != 'cpu':
+        return False
+    if torch.is_autocast_enabled('cpu') or tokens.dtype not in (torch.float32, torch.float64):
+        return False
+    if stride not in (1, (1, 1)) or tuple(weight.shape[2:]) != (3, 3):
+        return False
+    head_dims = tokens.shape[-1] // weight.shape[1]
+    lanes = 64 // tokens.element_size()
+    return (weight.dtype == tokens.dtype
+            and weight.shape[0] == OUTPUTS_PER_GROUP * head_dims
+            and head_dims % lanes == 0)
+
+
+def pieces_conv(tokens, weight, hw_shape):
+    """The native operator (see :func:`pieces_conv_usable`). Args and returns as
+    :func:`pieces_conv_reference` (k = 3, M = 4); differentiable in ``tokens`` and
+    ``weight``."""
+    return torch.ops.acmix_mm.pieces_conv(tokens, weight, *hw_shape)
+
+
+if BUILT:
+
+    @torch.library.register_fake(OP)
+    def _forward_fake(tokens, weight, height, width):
+        torch._check(tokens.dim() == 3 and tokens.shape[1] == height * width)
+        return tokens.new_empty((tokens.shape[0], tokens.shape[1], weight.shape[0]))
+
+    @torch.library.register_fake(OP + '_backward')
+    def _backward_fake(grad_out, tokens, weight, height, width):
+        return (torch.empty_like(tokens, memory_format=torch.contiguous_format),
+                torch.empty_like(weight, memory_format=torch.contiguous_format))
+
+    def _setup_context(ctx, inputs, output):
+        tokens, weight, height, width = inputs
+        ctx.save_for_backward(tokens, weight)
+        ctx.hw_shape = (height, width)
+
+    def _backward(ctx, grad_out):
+        tokens, weight = ctx.saved_tensors
+        grad_tokens, grad_weight = torch.ops.acmix_mm.pieces_conv_backward(
+            grad_out.contiguous(), tokens, weight, *ctx.hw_shape)
+        return grad_tokens, grad_weight, None, None
+
+    torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
