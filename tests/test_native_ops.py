@@ -378,6 +378,8 @@ def test_convolution_paths_use_the_native_op_where_it_fits():
         qkv = torch.randn(2, 7 * 9, path.num_pieces * path.head_dims, dtype=torch.float64)
         weight = path.fused_weights()[0]
         assert ops.pieces_conv_usable(qkv, weight, path.dep_conv.stride) == native_op
+        # the layer then projects piece-major, the native op's layout: no copy
+        assert path.reads_channel_major_for(qkv) == (not native_op)
         results = []
         for native_on in (True, False):
             with ops.native_ops(native_on):

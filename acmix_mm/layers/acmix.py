@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from ..errors import ConfigError
-from ..ops.pieces_conv import pieces_conv, pieces_conv_usable
+from ..ops.pieces_conv import pieces_conv, pieces_conv_fits, pieces_conv_usable
 from ..registry import ATTENTION_PATHS, register_model
 
 
@@ -171,6 +171,12 @@ class ShiftConvPath(nn.Module):
         """Whether :meth:`forward` needs the channel-major layout (the fused form)."""
         return self.runs_fused
 
+    def reads_channel_major_for(self, x):
+        """The layout :meth:`forward` reads without a copy for input tokens ``x``:
+        piece-major where the fused form runs the native operator (which reads that),
+        else :attr:`reads_channel_major`."""
+        return self.reads_channel_major and not native_conv_fits(self.dep_conv, x)
+
     def forward(self, qkv, hw_shape, channel_major=False, scale=None):
         """Apply the path to token-layout projections.
 
@@ -212,6 +218,14 @@ class ShiftConvPath(nn.Module):
         out = F.conv2d(maps, weight, None, self.dep_conv.stride, self.dep_conv.padding,
                        groups=self.head_dims)
         return out.flatten(2).transpose(1, 2)
+
+
+def native_conv_fits(conv, x):
+    """Whether a fused convolution path whose grouped conv has ``conv``'s shape (the
+    group conv of a :class:`ShiftConvPath`, or a :class:`FusedConvPath`'s own) runs the
+    native operator on the projection of tokens ``x``."""
+    return pieces_conv_fits(x.device, x.dtype, conv.groups, conv.out_channels,
+                            conv.kernel_size, conv.stride)
 
 
 def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
@@ -272,8 +286,12 @@ class FusedConvPath(nn.Module):
         conv_path (ShiftConvPath): The path to fold.
         scale (Tensor): beta, folded into the weights.
     """
-    # Reads the projection channel-major, as ShiftConvPath's fused training form.
+    # Reads the projection as ShiftConvPath's fused training form does.
     reads_channel_major = True
+
+    def reads_channel_major_for(self, x):
+        """As :meth:`ShiftConvPath.reads_channel_major_for`."""
+        return not native_conv_fits(self.conv, x)
 
     def __init__(self, conv_path, scale):
         super().__init__()
@@ -412,7 +430,11 @@ class TokenACmix(BaseModule):
         if self.conv_path is None:
             return self.attn_path(x, self.project(x, path_channel_major), hw_shape,
                                   self.qkv, **path_kwargs)
-        conv_channel_major = self.conv_path.reads_channel_major
+        conv_channel_major = self.conv_path.reads_channel_major_for(x)
+        if getattr(self.attn_path, 'reads_either_layout', False):
+            # The path follows the convolution path's layout: no copy for either.
+            path_channel_major = conv_channel_major
+            path_kwargs = dict(path_kwargs, channel_major=conv_channel_major)
         qkv = self.project(x, path_channel_major or conv_channel_major)
         path_qkv = qkv
         if conv_channel_major and not path_channel_major:

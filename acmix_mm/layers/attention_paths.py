@@ -11,7 +11,9 @@ the backward pass.
 Each path declares the layout of ``qkv`` it reads in ``channel_major``: False for the
 projection's own order (q heads, k heads, v heads), True for the channel-major order
 (the pieces of each channel side by side, see ``acmix.to_channel_major``),
-which the convolution path reads without a copy.
+which the convolution path reads without a copy. A path that also declares
+``reads_either_layout`` takes the layout as its ``channel_major`` argument, and gets the
+one the convolution path reads (piece-major for the native operator).
 """
 import torch
 import torch.nn as nn
@@ -157,8 +159,10 @@ class SlidingWindowAttentionPath(BaseModule):
 
     # q, k and v heads are strided views of the channel-major projection, which the
     # (fused) convolution path reads too: the attention gathers from the views, so
-    # neither path copies the projection.
+    # neither path copies the projection. The path reads the other layout as well (the
+    # native convolution path reads piece-major): TokenACmix then passes that.
     channel_major = True
+    reads_either_layout = True
 
     def position_encoding(self, hw_shape, like):
         """pe(p) without bias for every pixel p: shape (H*W, head_dims)."""
@@ -174,7 +178,7 @@ class SlidingWindowAttentionPath(BaseModule):
         out_pixels = -(-hw_shape[0] // self.stride) * -(-hw_shape[1] // self.stride)
         return 2 * batch * out_pixels * self.kernel_size**2 * self.embed_dims
 
-    def forward(self, x, qkv, hw_shape, projection, out_scale=None):
+    def forward(self, x, qkv, hw_shape, projection, out_scale=None, channel_major=True):
         # The native operator where it serves (it packs and pads the keys itself),
         # else blocks of queries in PyTorch. Either way the encodings are subtracted
         # from the keys and alpha applied to the values as they are gathered: no key map
@@ -190,7 +194,7 @@ class SlidingWindowAttentionPath(BaseModule):
             self.stride,
             key_offset=self.position_encoding(hw_shape, qkv),
             out_scale=out_scale,
-            channel_major=True,
+            channel_major=channel_major,
             **options)
         return out.flatten(2)
 

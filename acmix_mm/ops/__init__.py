@@ -24,7 +24,12 @@ from .patchwise import (
                       patch_moments,
                       patch_moments_reference,
 )
-from .pieces_conv import pieces_conv, pieces_conv_reference, pieces_conv_usable
+from .pieces_conv import (
+                      pieces_conv,
+                      pieces_conv_fits,
+                      pieces_conv_reference,
+                      pieces_conv_usable,
+)
 from .sliding_window import (
                       reflect_window_attention,
                       sliding_window_attention,
@@ -34,7 +39,8 @@ from .sliding_window import (
 __all__ = [
     'native_built', 'native_enabled', 'native_ops', 'native_status', 'patch_aggregate',
     'patch_aggregate_reference', 'patch_hidden', 'patch_hidden_reference', 'patch_moments',
-    'patch_moments_reference', 'pieces_conv', 'pieces_conv_reference', 'pieces_conv_usable',
+    'patch_moments_reference', 'pieces_conv', 'pieces_conv_fits', 'pieces_conv_reference',
+    'pieces_conv_usable',
     'reflect_window_attention', 'sliding_window_attention',
     'sliding_window_attention_reference', 'triton_enabled', 'triton_loaded'
 ]

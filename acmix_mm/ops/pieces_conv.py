@@ -42,21 +42,29 @@ def pieces_conv_reference(tokens, weight, hw_shape):
     return out.flatten(2).transpose(1, 2)
 
 
+def pieces_conv_fits(device, dtype, head_dims, channels, kernel_size, stride):
+    """Whether the native operator serves a convolution path of this shape, on this
+    device and dtype: CPU, float32 or float64 without autocast, 3x3 at stride 1, four
+    outputs per group (``channels == 4 * head_dims``), ``head_dims`` a multiple of the
+    lanes, no export or jit trace under way (those take ``F.conv2d``, a standard
+    operator)."""
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return False
+    if not (BUILT and native_enabled()) or torch.device(device).type != 'cpu':
+        return False
+    if torch.is_autocast_enabled('cpu') or dtype not in (torch.float32, torch.float64):
+        return False
+    lanes = 512 // torch.finfo(dtype).bits  # 64-byte vectors
+    return (stride in (1, (1, 1)) and kernel_size in (3, (3, 3))
+            and channels == OUTPUTS_PER_GROUP * head_dims and head_dims % lanes == 0)
+
+
 def pieces_conv_usable(tokens, weight, stride):
     """Whether :func:`pieces_conv` runs the native operator for these arguments."""
-    if torch.jit.is_tracing() or torch.compiler.is_exporting():
-        return False  # exports take F.conv2d, a standard operator
-    if not (BUILT and native_enabled()) or tokens.device.type != 'cpu':
-        return False
-    if torch.is_autocast_enabled('cpu') or tokens.dtype not in (torch.float32, torch.float64):
-        return False
-    if stride not in (1, (1, 1)) or tuple(weight.shape[2:]) != (3, 3):
-        return False
     head_dims = tokens.shape[-1] // weight.shape[1]
-    lanes = 64 // tokens.element_size()
-    return (weight.dtype == tokens.dtype
-            and weight.shape[0] == OUTPUTS_PER_GROUP * head_dims
-            and head_dims % lanes == 0)
+    return weight.dtype == tokens.dtype and weight.shape[2] == weight.shape[3] and (
+        pieces_conv_fits(tokens.device, tokens.dtype, head_dims, weight.shape[0],
+                         weight.shape[2], stride))
 
 
 def pieces_conv(tokens, weight, hw_shape):
