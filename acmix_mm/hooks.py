@@ -21,16 +21,19 @@ class NonFiniteLossError(AcmixError, FloatingPointError):
 
 
 class _RemovalsDeferred:
-    """A file backend whose ``remove`` and ``rmtree`` only record what they were asked."""
+    """A file backend whose ``remove`` and ``rmtree`` only record what they were asked,
+    and tell ``on_change`` the list so far."""
 
-    def __init__(self, backend):
-        self.backend, self.deferred = backend, []
+    def __init__(self, backend, on_change):
+        self.backend, self.deferred, self.on_change = backend, [], on_change
 
     def remove(self, path):
         self.deferred.append(('remove', path))
+        self.on_change(self.deferred)
 
     def rmtree(self, path):
         self.deferred.append(('rmtree', path))
+        self.on_change(self.deferred)
 
     def __getattr__(self, name):
         return getattr(self.backend, name)
@@ -46,28 +49,49 @@ class SafeCheckpointHook(CheckpointHook):
     checkpoint at all and ``last_checkpoint`` names a deleted file. Here the removals
     are deferred until the new file is in place and the pointer names it. Takes the
     same arguments as :class:`~mmengine.hooks.CheckpointHook`.
+
+    The removals due are also noted in the new checkpoint (its message hub), before it
+    is written: a run killed after the save but before the removals leaves them to the
+    run that resumes from it, which makes them first.
     """
+    PENDING = 'deferred_ckpt_removals'
 
     @contextlib.contextmanager
-    def _removals_deferred(self):
+    def _removals_deferred(self, runner):
         backend = self.file_backend
+
+        def note(deferred):
+            runner.message_hub.update_info(self.PENDING, list(deferred))
+
         with interrupts_deferred():
-            self.file_backend = _RemovalsDeferred(backend)
+            self.file_backend = _RemovalsDeferred(backend, note)
             try:
                 yield
             finally:
                 deferred, self.file_backend = self.file_backend.deferred, backend
             # Reached only when the save succeeded: now the old files may go.
-            if is_main_process():
-                for name, path in deferred:
-                    getattr(backend, name)(path)
+            self._remove(deferred)
+            note([])
+
+    def _remove(self, removals):
+        if not is_main_process():
+            return
+        for name, path in removals:
+            if self.file_backend.exists(path):
+                getattr(self.file_backend, name)(path)
+
+    def before_train(self, runner):
+        super().before_train(runner)
+        # Removals a killed run had due (see above), now that this run resumed after it.
+        self._remove(runner.message_hub.runtime_info.get(self.PENDING, []))
+        runner.message_hub.update_info(self.PENDING, [])
 
     def _save_checkpoint_with_step(self, runner, step, meta):
-        with self._removals_deferred():
+        with self._removals_deferred(runner):
             super()._save_checkpoint_with_step(runner, step, meta)
 
     def _save_best_checkpoint(self, runner, metrics):
-        with self._removals_deferred():
+        with self._removals_deferred(runner):
             super()._save_best_checkpoint(runner, metrics)
 
 

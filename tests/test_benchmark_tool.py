@@ -36,3 +36,25 @@ def test_benchmark_missing_config_is_a_clear_error():
     assert proc.returncode == 1
     assert 'Config file not found' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_demo_step_benchmark_records_its_ratio(tmp_path, monkeypatch):
+    """benchmarks/demo_step.py builds the demo detector and its paper-width twin, runs
+    their steps and records the ratio (at a small size: timings are not asserted)."""
+    import torch
+
+    from acmix_mm import records
+
+    from conftest import load_script
+    monkeypatch.setenv('ACMIX_MM_RECORDS', str(tmp_path))
+    bench = load_script('benchmarks/demo_step.py')
+    demo, paper = bench.build()[0], bench.build(bench.PAPER_CHANNELS)[0]
+    assert demo.neck.fpn_convs[0].conv.out_channels == 128
+    assert paper.bbox_head.retina_cls.in_channels == bench.PAPER_CHANNELS
+    assert sum(p.numel() for p in paper.parameters()) > sum(p.numel() for p in demo.parameters())
+    # the same backbone, as initialised from the same seed
+    torch.testing.assert_close(next(paper.backbone.parameters()),
+                               next(demo.backbone.parameters()))
+    assert bench.main(['--repeat', '1', '--batch', '1', '--size', '96']) == 0
+    rec, = records.read()
+    assert rec['figure'] == 'demo.det.step_vs_paper_head.b1_96' and rec['value'] > 0

@@ -160,6 +160,39 @@ def test_runs_killed_at_many_moments_lose_nothing_and_resume_to_the_exact_count(
     assert sorted(f for f in os.listdir(work_dir) if f.endswith('.pth')) == ['iter_6.pth']
 
 
+def test_removals_a_kill_cut_short_are_made_by_the_resumed_run(tmp_path):
+    """Killed after a save but before the removals it made due (max_keep_ckpts), a run
+    leaves the old file; the run resuming from the new checkpoint removes it first."""
+    import logging
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+
+    from acmix_mm.hooks import SafeCheckpointHook
+
+    def save_checkpoint(out_dir, filename, *args, **kwargs):
+        (tmp_path / filename).write_bytes(b'weights')
+
+    runner = SimpleNamespace(work_dir=str(tmp_path), logger=logging.getLogger(__name__),
+                             message_hub=MessageHub('removals_test'),
+                             save_checkpoint=save_checkpoint)
+    hook = SafeCheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=1)
+    hook.before_train(runner)
+    hook._save_checkpoint_with_step(runner, 1, {})
+
+    def killed(removals):
+        raise KeyboardInterrupt
+    hook._remove = killed
+    with pytest.raises(KeyboardInterrupt):
+        hook._save_checkpoint_with_step(runner, 2, {})
+    assert sorted(os.listdir(tmp_path)) == ['iter_1.pth', 'iter_2.pth', 'last_checkpoint']
+    # the message hub as iter_2.pth holds it: the removal of iter_1 was due
+    resumed = SafeCheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=1)
+    resumed.before_train(runner)
+    assert sorted(os.listdir(tmp_path)) == ['iter_2.pth', 'last_checkpoint']
+    assert runner.message_hub.get_info(SafeCheckpointHook.PENDING) == []
+
+
 def test_a_stale_pointer_resumes_from_the_newest_complete_checkpoint(tmp_path):
     from acmix_mm.runner import resumable_checkpoint
     save_atomic({'meta': {}}, str(tmp_path / 'iter_3.pth'))
