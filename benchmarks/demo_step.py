@@ -78,8 +78,8 @@ def main(argv=None):
              for model in (demo, paper)]
     demo_s, paper_s = best_times(steps, args.repeat, device)
     ratio = demo_s / paper_s
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
-          f'{records.machine()}; best of {args.repeat}, alternated')
+    print(f'torch {torch.__version__}, {records.machine()}; best of {args.repeat}, '
+          'alternated')
     print(f'Detection demo training step, batch {args.batch} at {args.size}x{args.size}: '
           f'128-channel neck and head {demo_s:.3f} s / {PAPER_CHANNELS} channels '
           f'{paper_s:.3f} s = {ratio:.2f}')

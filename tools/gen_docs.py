@@ -35,7 +35,9 @@ SETUP = (('first run on a machine (builds mmcv)', 'setup.first'),
 # docs/benchmarks.md: (title, what it is, figure prefixes).
 SECTIONS = (
     ('Demos, set-up and tests', '`bash tools/demo.sh [seg|cls]` records its metric and '
-     'times; set-up and test-suite times.', ('demo.', 'setup.', 'tests.')),
+     'times; `benchmarks/demo_step.py` the detection demo\'s step against the paper '
+     'config\'s 256-channel neck and head; set-up and test-suite times.',
+     ('demo.', 'setup.', 'tests.')),
     ('Training step, ACmix / baseline', 'One forward and backward of the backbone alone on '
      'one 1x3x512x640 image (`benchmarks/train_step.py`).', ('train_step.', )),
     ('Backbone forward, ACmix / baseline', 'Eval mode, one 1x3x800x1344 image '
