@@ -380,11 +380,16 @@ def test_convolution_paths_use_the_native_op_where_it_fits():
         assert ops.pieces_conv_usable(qkv, weight, path.dep_conv.stride) == native_op
         # the layer then projects piece-major, the native op's layout: no copy
         assert path.reads_channel_major_for(qkv) == (not native_op)
+        # with fc's bias (Swin-ACmix has one), as the map of ones it becomes
+        bias = torch.randn(9, dtype=torch.float64)
         results = []
         for native_on in (True, False):
             with ops.native_ops(native_on):
-                out = conv_of_pieces(qkv, (7, 9), path.num_pieces, path.fused_weights()[0],
-                                     None, path.dep_conv.stride, channel_major=True)
+                weight, bias_kernel = path.fused_weights()
+                bias_kernel = torch.einsum('csyx,s->cyx', path.dep_conv.weight,
+                                           bias).unsqueeze(1)
+                out = conv_of_pieces(qkv, (7, 9), path.num_pieces, weight, bias_kernel,
+                                     path.dep_conv.stride, channel_major=True)
             grads = torch.autograd.grad(out.square().sum(),
                                         [path.fc.weight, path.dep_conv.weight])
             results.append((out, *grads))

@@ -252,26 +252,23 @@ def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
     batch, num_tokens, channels = qkv.shape
     head_dims = channels // num_pieces
     height, width = hw_shape
+    dtype = torch.get_autocast_dtype(qkv.device.type) if \
+        torch.is_autocast_enabled(qkv.device.type) else qkv.dtype
+    padding = weight.shape[-1] // 2
     if pieces_conv_usable(qkv, weight, stride):
         if channel_major:  # the native op reads piece-major
             qkv = qkv.view(batch, num_tokens, head_dims, num_pieces).transpose(2, 3).reshape(
                 qkv.shape)
-        out = pieces_conv(qkv, weight, hw_shape)
-        if bias_kernel is not None:
-            ones = qkv.new_ones(1, 1, height, width)
-            out = out + F.conv2d(ones, bias_kernel, None, 1, 1).flatten(2).transpose(1, 2)
-        return out
-    if not channel_major:
-        qkv = qkv.view(batch, num_tokens, num_pieces, head_dims).transpose(2, 3).reshape(
-            qkv.shape)
-    # Channels-last maps: each group's pieces are adjacent, no copy.
-    maps = qkv.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
-    dtype = torch.get_autocast_dtype(maps.device.type) if \
-        torch.is_autocast_enabled(maps.device.type) else maps.dtype
-    padding = weight.shape[-1] // 2
-    out = F.conv2d(maps, weight.to(dtype), None, stride, padding, groups=head_dims)
+        out = pieces_conv(qkv, weight, hw_shape).transpose(1, 2).unflatten(2, hw_shape)
+    else:
+        if not channel_major:
+            qkv = qkv.view(batch, num_tokens, num_pieces, head_dims).transpose(2, 3).reshape(
+                qkv.shape)
+        # Channels-last maps: each group's pieces are adjacent, no copy.
+        maps = qkv.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+        out = F.conv2d(maps, weight.to(dtype), None, stride, padding, groups=head_dims)
     if bias_kernel is not None:
-        ones = maps.new_ones(1, 1, height, width, dtype=dtype)
+        ones = qkv.new_ones(1, 1, height, width, dtype=dtype)
         out = out + F.conv2d(ones, bias_kernel.to(dtype), None, stride, padding)
     return out.flatten(2).transpose(1, 2)
 
