@@ -58,3 +58,30 @@ def test_demo_step_benchmark_records_its_ratio(tmp_path, monkeypatch):
     assert bench.main(['--repeat', '1', '--batch', '1', '--size', '96']) == 0
     rec, = records.read()
     assert rec['figure'] == 'demo.det.step_vs_paper_head.b1_96' and rec['value'] > 0
+
+
+def test_onnxruntime_backend_times_eager_with_and_without_native_operators(tmp_path,
+                                                                          monkeypatch):
+    """ResNet-ACmix through ONNX Runtime beside eager with its native operators and with
+    the PyTorch fallback they replaced: three rates, two ratios, two records."""
+    from acmix_mm import records
+    config = 'configs/retinanet_r50_acmix_1x.py'
+    monkeypatch.setenv('ACMIX_MM_RECORDS', str(tmp_path))
+    proc = run_tool('tools/benchmark.py', config, '--shape', '128', '128', '--iters', '1',
+                    '--warmup', '1', '--backend', 'onnxruntime', '--cfg-options',
+                    'model.backbone.depth=26', 'model.backbone.init_cfg=None')
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'sliding-window attention: native (C++ CPU kernels)' in proc.stdout
+    name = 'retinanet_r50_acmix_1x'
+    for run in ('onnxruntime', 'eager', 'eager, PyTorch fallback'):
+        match = re.search(f'^{name} \\({run}\\)' + RATE.format(1), proc.stdout, re.M)
+        assert match and float(match.group(1)) > 0, proc.stdout
+    for other in ('eager', 'eager, PyTorch fallback'):
+        assert re.search(rf'^ratio {name} \(onnxruntime\) / {name} \({other}\): '
+                         r'\d+\.\d+x images/s$', proc.stdout, re.M), proc.stdout
+    written = {r['figure']: r for r in records.read(str(tmp_path))}
+    figure = f'benchmark.{name}.128x128.onnxruntime'
+    assert set(written) == {figure, figure + '.vs_fallback'}
+    rates = written[figure]['details']['images_per_s']
+    assert written[figure + '.vs_fallback']['value'] == round(
+        rates[f'{name} (onnxruntime)'] / rates[f'{name} (eager, PyTorch fallback)'], 3)

@@ -19,7 +19,9 @@ time of one iteration is printed too. Warm-up iterations are not timed.
 
 With ``--backend onnxruntime`` the config's network (up to its raw head outputs, as
 tools/export_onnx.py exports it; single-stage detectors and segmentors) runs through
-ONNX Runtime beside PyTorch eager, measured alternately in the same run; with
+ONNX Runtime beside PyTorch eager, measured alternately in the same run (for models
+with native operators, ResNet-ACmix and SAN, eager also with the PyTorch fallback, the
+path the native operators replaced: ONNX Runtime runs the export of that path); with
 ``--backend compile`` through ``torch.compile`` (its compilation falls in the warm-up).
 """
 import argparse
@@ -42,6 +44,7 @@ from acmix_mm.analysis import (
 from acmix_mm.deploy import RawOutputs, export_friendly_upsampling, export_network
 from acmix_mm.errors import ConfigError
 from acmix_mm.layers import fuse_acmix
+from acmix_mm.layers.attention_paths import PatchwiseAttentionPath, SlidingWindowAttentionPath
 from acmix_mm.runner_utils import (
     check_input_shape,
     init_scope,
@@ -65,7 +68,8 @@ def build_runner(cfg, shape, batch, device, deploy=False, backend='eager'):
             network exported to ONNX, on the CPU). Default: 'eager'.
 
     Returns:
-        Callable[[], Any]: Runs the model's tensor-mode forward on a fixed batch.
+        tuple[Callable[[], Any], nn.Module]: A callable running the model's tensor-mode
+        forward on a fixed batch, and the model.
     """
     init_scope(cfg)
     from mmengine.registry import MODELS
@@ -87,10 +91,24 @@ def build_runner(cfg, shape, batch, device, deploy=False, backend='eager'):
     inputs = inputs.to(device)
     if backend == 'compile':
         compiled = torch.compile(wrapped)
-        return lambda: compiled(inputs)
+        return (lambda: compiled(inputs)), model
     if backend == 'onnxruntime':
-        return onnxruntime_runner(model, inputs)
-    return lambda: wrapped(inputs)
+        return onnxruntime_runner(model, inputs), model
+    return (lambda: wrapped(inputs)), model
+
+
+def holds_native_layers(model):
+    """Whether ``model`` has layers that run native operators where they are on."""
+    return any(isinstance(m, (SlidingWindowAttentionPath, PatchwiseAttentionPath))
+               for m in model.modules())
+
+
+def with_native_ops(step, enabled):
+    """``step`` with the native operators switched on or off."""
+    def run():
+        with ops.native_ops(enabled):
+            return step()
+    return run
 
 
 def onnxruntime_runner(model, inputs):
@@ -183,14 +201,20 @@ def run_benchmark(args, paths):
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {where}; '
           f'sliding-window attention: {ops.native_status()}', flush=True)
     if args.backend:
-        names = [f'{config_name(paths[0])} ({args.backend})',
-                 f'{config_name(paths[0])} (eager)']
+        base = config_name(paths[0])
+        names = [f'{base} ({args.backend})', f'{base} (eager)']
         runners = [build_runner(cfgs[0], args.shape, args.batch, device, args.deploy,
                                 backend) for backend in (args.backend, 'eager')]
+        eager, model = runners[1]
+        if args.backend == 'onnxruntime' and ops.native_enabled() and holds_native_layers(
+                model):
+            names.append(f'{base} (eager, PyTorch fallback)')
+            runners.append((with_native_ops(eager, False), model))
     else:
         names = [config_name(path) for path in paths]
         runners = [build_runner(cfg, args.shape, args.batch, device, args.deploy)
                    for cfg in cfgs]
+    runners = [step for step, _ in runners]
     times = benchmark(runners, args.iters, args.warmup, device)
 
     height, width = args.shape
@@ -201,13 +225,14 @@ def run_benchmark(args, paths):
         print(f'{name}: {rate:.2f} img/s (median '
               f'{statistics.median(record):.3f} s/iter, batch {args.batch}, '
               f'{height}x{width}, {args.iters} iters after {args.warmup} warm-up)')
-    if len(names) == 2:
-        print(f'ratio {names[0]} / {names[1]}: {rates[0] / rates[1]:.2f}x images/s')
-    records.write('benchmark', [benchmark_record(args, paths, names, rates, device)])
+    for other in range(1, len(names)):
+        print(f'ratio {names[0]} / {names[other]}: {rates[0] / rates[other]:.2f}x images/s')
+    records.write('benchmark', benchmark_records(args, paths, names, rates, device))
 
 
-def benchmark_record(args, paths, names, rates, device):
-    """The record of one run: images/s of the config, or the ratio to the second one."""
+def benchmark_records(args, paths, names, rates, device):
+    """The records of one run: images/s of the config, or its ratio to each other run
+    (the second config; eager, then eager with the PyTorch fallback)."""
     height, width = args.shape
     size = f'{height}x{width}'
     figure = f'benchmark.{config_name(paths[0])}.{size}'
@@ -217,17 +242,22 @@ def benchmark_record(args, paths, names, rates, device):
         figure += f'.vs.{config_name(args.vs)}'
     if args.deploy:
         figure += '.deploy'
-    figure = records.variant(figure, args.batch != 1 and f'batch{args.batch}',
-                             device.type == 'cuda' and 'cuda')
     details = dict(images_per_s={name: round(rate, 3) for name, rate in zip(names, rates)},
-                   iters=args.iters, warmup=args.warmup, batch=args.batch)
-    if len(names) == 1:
-        return records.make(figure, round(rates[0], 3), 'img/s',
-                            f'{names[0]} at {size}', details=details, device=device)
-    return records.make(figure, round(rates[0] / rates[1], 3), 'x',
-                        f'{names[0]} / {names[1]} images/s at {size}', details=details,
-                        device=device)
+                   iters=args.iters, warmup=args.warmup, batch=args.batch,
+                   operators=ops.native_status())
 
+    def variant(*parts):
+        return records.variant(figure, *parts, args.batch != 1 and f'batch{args.batch}',
+                               device.type == 'cuda' and 'cuda')
+
+    if len(names) == 1:
+        return [records.make(variant(), round(rates[0], 3), 'img/s', f'{names[0]} at {size}',
+                             details=details, device=device)]
+    return [records.make(variant(other == 2 and 'vs_fallback'),
+                         round(rates[0] / rates[other], 3), 'x',
+                         f'{names[0]} / {names[other]} images/s at {size}', details=details,
+                         device=device)
+            for other in range(1, len(names))]
 
 
 if __name__ == '__main__':
