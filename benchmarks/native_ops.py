@@ -69,14 +69,6 @@ def measure_steps(steps, modules, x, repeat):
     return times, peaks
 
 
-def switched(native, step):
-    """``step`` with the native operators on or off."""
-    def run():
-        with ops.native_ops(native):
-            step()
-    return run
-
-
 def measure(channels, size, stride, repeat, device=torch.device('cpu')):
     torch.manual_seed(0)
     layer = ACmix(channels, channels, stride=stride).to(device)
@@ -86,7 +78,8 @@ def measure(channels, size, stride, repeat, device=torch.device('cpu')):
     def acmix_step():
         layer(x).sum().backward()
 
-    steps = {'native': switched(True, acmix_step), 'fallback': switched(False, acmix_step),
+    steps = {'native': ops.with_native_ops(acmix_step, True),
+             'fallback': ops.with_native_ops(acmix_step, False),
              'conv3x3': lambda: conv(x).sum().backward()}
     return measure_steps(steps, [layer, conv], x, repeat)
 
@@ -104,7 +97,8 @@ def measure_san_layer(channels, size, repeat):
     def san_step():
         layer(x, size).sum().backward()
 
-    steps = {'native': switched(True, san_step), 'fallback': switched(False, san_step)}
+    steps = {'native': ops.with_native_ops(san_step, True),
+             'fallback': ops.with_native_ops(san_step, False)}
     return measure_steps(steps, [layer], x, repeat)
 
 
@@ -122,9 +116,9 @@ def measure_san_steps(size, repeat):
     def train_step(model):
         return lambda: sum(out.sum() for out in model(x)).backward()
 
-    steps = {'SAN-19': switched(True, train_step(models['SAN-19'])),
-             'SAN-19 fallback': switched(False, train_step(models['SAN-19'])),
-             'SAN-ACmix-19': switched(True, train_step(models['SAN-ACmix-19'])),
+    steps = {'SAN-19': ops.with_native_ops(train_step(models['SAN-19']), True),
+             'SAN-19 fallback': ops.with_native_ops(train_step(models['SAN-19']), False),
+             'SAN-ACmix-19': ops.with_native_ops(train_step(models['SAN-ACmix-19']), True),
              'ResNet-50': train_step(models['ResNet-50'])}
 
     def reset():

@@ -555,3 +555,11 @@ def test_san_export_takes_the_pytorch_path():
     targets = [str(node.target) for node in program.graph.nodes if node.op == 'call_function']
     assert targets and not any('acmix_mm' in target for target in targets)
     torch.testing.assert_close(program.module()(x), layer(x, (6, 6)), rtol=1e-5, atol=1e-6)
+
+
+def test_with_native_ops_switches_for_the_call_and_restores():
+    seen = []
+    step = ops.with_native_ops(lambda value: seen.append(ops.native_enabled()) or value,
+                               False)
+    before = ops.native_enabled()
+    assert step(3) == 3 and seen == [False] and ops.native_enabled() == before

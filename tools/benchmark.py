@@ -103,14 +103,6 @@ def holds_native_layers(model):
                for m in model.modules())
 
 
-def with_native_ops(step, enabled):
-    """``step`` with the native operators switched on or off."""
-    def run():
-        with ops.native_ops(enabled):
-            return step()
-    return run
-
-
 def onnxruntime_runner(model, inputs):
     """Export the model's raw network at the inputs' size; run it in ONNX Runtime."""
     import tempfile
@@ -209,7 +201,7 @@ def run_benchmark(args, paths):
         if args.backend == 'onnxruntime' and ops.native_enabled() and holds_native_layers(
                 model):
             names.append(f'{base} (eager, PyTorch fallback)')
-            runners.append((with_native_ops(eager, False), model))
+            runners.append((ops.with_native_ops(eager, False), model))
     else:
         names = [config_name(path) for path in paths]
         runners = [build_runner(cfg, args.shape, args.batch, device, args.deploy)

@@ -15,6 +15,7 @@ from ._native import (
                       native_status,
                       triton_enabled,
                       triton_loaded,
+                      with_native_ops,
 )
 from .patchwise import (
                       patch_aggregate,
@@ -42,5 +43,6 @@ __all__ = [
     'patch_moments_reference', 'pieces_conv', 'pieces_conv_fits', 'pieces_conv_reference',
     'pieces_conv_usable',
     'reflect_window_attention', 'sliding_window_attention',
-    'sliding_window_attention_reference', 'triton_enabled', 'triton_loaded'
+    'sliding_window_attention_reference', 'triton_enabled', 'triton_loaded',
+    'with_native_ops'
 ]

@@ -67,6 +67,15 @@ def native_ops(enabled):
         _enabled = previous
 
 
+def with_native_ops(step, enabled):
+    """``step`` (a callable) run with the native operators switched on or off, for
+    benchmarks that alternate both paths in one process."""
+    def run(*args, **kwargs):
+        with native_ops(enabled):
+            return step(*args, **kwargs)
+    return run
+
+
 # The Triton kernels for CUDA tensors, loaded at import where a GPU is visible: not
 # lazily (a first import inside a torch.compile trace would break the graph), and not on
 # CPU-only machines (they would pay Triton's import for nothing). Last in this module,
