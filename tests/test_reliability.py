@@ -133,7 +133,7 @@ def test_each_backbone_trains_under_float16_with_loss_scaling(backbone, device):
     torch.manual_seed(0)
     model = backbone()
     model.init_weights()
-    train_a_few_steps(model, device, torch.float16, torch.amp.GradScaler(device), steps=5)
+    train_a_few_steps(model, device, torch.float16, torch.amp.GradScaler(device), steps=4)
 
 
 @pytest.mark.parametrize('has_gpu, wrapper', [(True, 'AmpOptimWrapper'),
