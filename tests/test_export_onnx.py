@@ -94,7 +94,7 @@ SMALL_SAN_ACMIX = (
 
 # PVT-ACmix (RetinaNet, fused Semantic FPN) at free sizes; Swin-ACmix (Mask R-CNN),
 # ResNet-ACmix, SAN-ACmix and AttNet (RetinaNet) at fixed ones (Swin-ACmix's free sizes
-# are checked on the backbone alone, below: the whole Mask R-CNN takes minutes).
+# are checked on the backbone alone, below: the whole Mask R-CNN took about two minutes).
 # The last element: the last layers' spread (SAN-10's fresh features give RetinaNet
 # class logits of std 7e-4, all scores 0.0100 without it).
 @pytest.fixture(scope='module', params=[(DET_DEMO, ['--dynamic'], None, 1.0),
@@ -349,8 +349,8 @@ BACKBONES_TO_EXPORT = dict(BACKBONES, FreeSwinACmix=two_stage_swin_acmix)
     ('SwinACmix', True, [(128, 160)])],
     ids=['ResNetACmix', 'SwinACmix-free', 'SwinACmix-fused'])
 def test_backbones_export_with_parity(name, fused, sizes, tmp_path):
-    """The graph in ONNX Runtime equals PyTorch at the exported size (and at a second one
-    where the sizes are free), and eager calls after the export still give plain tensors
+    """The graph in ONNX Runtime equals PyTorch at the exported size (and at the other
+    sizes where they are free), and eager calls after the export still give plain tensors
     (no tracer tensors cached)."""
     import onnxruntime as ort
 
