@@ -90,10 +90,6 @@ OURS = {
 # ImageNet schedules (the configs' own; Appendix B of the paper).
 PRETRAIN_SCHEDULE = {'resnet': '100 ep, SGD', 'san': '100 ep, SGD', 'pvt': '300 ep, AdamW',
                      'swin': '300 ep, AdamW'}
-DEMO_SCHEDULE = {
-    'demo/retinanet_pvt_acmix_t_demo': '7 ep', 'demo/retinanet_attnet_t1_demo': '7 ep',
-    'demo/sem_fpn_pvt_acmix_t_demo': '400 it', 'demo/pvt_acmix_t_in1k_demo': '10 ep',
-    'demo/mask_rcnn_swin_acmix_t_demo': '7 ep'}
 TASKS = (
     ('detection', 'COCO detection (mmdet)', 'box mAP on COCO val2017'),
     ('segmentation', 'ADE20K segmentation (mmseg)', 'mIoU on ADE20K val, single scale'),
@@ -138,9 +134,18 @@ def task(name):
     return 'detection'
 
 
+def demo_schedule(name):
+    """A demo config's schedule as its train_cfg gives it: '6 ep' or '400 it'."""
+    from mmengine.config import Config
+    train_cfg = Config.fromfile(osp.join(ROOT, 'configs', name + '.py')).train_cfg
+    if 'max_epochs' in train_cfg:
+        return f'{train_cfg.max_epochs} ep'
+    return f'{train_cfg.max_iters} it'
+
+
 def schedule(name):
-    if name in DEMO_SCHEDULE:
-        return DEMO_SCHEDULE[name]
+    if name.startswith('demo/'):
+        return demo_schedule(name)
     if name.startswith('pretrain/'):
         family = re.match(r'pretrain/([a-z]+)', name).group(1)
         return PRETRAIN_SCHEDULE[family]
