@@ -5,6 +5,7 @@ attention module as the official code (hszhao/SAN) computes it (patches unfolded
 k*k-fold), with ResNet-ACmix's convolution path for ACmix, and a SAN built from them in
 the official key layout, whose state dicts therefore are official-layout checkpoints.
 """
+import inspect
 import os.path as osp
 import re
 from collections import OrderedDict
@@ -73,6 +74,40 @@ def test_layer_equals_the_unfold_formulation(native_on, acmix, mode, kernel_size
         torch.testing.assert_close(ours.conv_path.fc.weight.grad, reference.fc.weight.grad)
         torch.testing.assert_close(ours.beta.grad, reference.rate2.grad)
 
+
+
+@pytest.mark.parametrize('native_on', [True, False], ids=['native', 'fallback'])
+def test_both_paths_read_the_projection_in_one_layout(native_on, monkeypatch):
+    """SAN-ACmix projects once, in the layout its convolution path reads (piece-major
+    for the native grouped convolution, channel-major for F.conv2d), and the patchwise
+    path reads that same tensor: no reordered copy of the projection for either."""
+    from acmix_mm.layers import acmix as acmix_layer
+    # Not built, or ACMIX_MM_NATIVE_OPS=0: both cases check the fallback. Six pieces
+    # (q, k and 4 heads of v) of 16 channels, four outputs per group.
+    native_on = native_on and ops.pieces_conv_usable(
+        torch.empty(1, 1, 6 * 16), torch.empty(64, 6, 3, 3), 1)
+    layouts = []
+    conv_of_pieces = acmix_layer.conv_of_pieces
+
+    def spy(*args, **kwargs):
+        bound = inspect.signature(conv_of_pieces).bind(*args, **kwargs)
+        layouts.append(bound.arguments.get('channel_major', False))
+        return conv_of_pieces(*args, **kwargs)
+
+    monkeypatch.setattr(acmix_layer, 'conv_of_pieces', spy)
+    torch.manual_seed(0)
+    layer = TokenACmix(64, 4, dict(type='PatchwiseAttentionPath', kernel_size=7),
+                       in_dims=128, qk_dims=16, fc_bias=False)
+    x = torch.randn(1, 9 * 10, 128)
+    with ops.native_ops(native_on):
+        out = layer(x, (9, 10))
+        projections = [layer.project(x, channel_major) for channel_major in (False, True)]
+    assert layouts == [not native_on]
+    # and the path reads either layout alike
+    path_outs = [layer.attn_path(x, qkv, (9, 10), layer.qkv, channel_major=channel_major)
+                 for qkv, channel_major in zip(projections, (False, True))]
+    torch.testing.assert_close(path_outs[0], path_outs[1])
+    assert out.shape == (1, 90, 64)
 
 def test_layer_keeps_no_unfolded_patches_for_backward():
     """The unfold formulation keeps k*k-fold copies of k and v (and of the attention

@@ -347,16 +347,22 @@ class PatchwiseAttentionPath(BaseModule):
         layers that make the weights are counted as the linear layers they are)."""
         return batch * hw_shape[0] * hw_shape[1] * self.embed_dims * self.kernel_size**2
 
-    # The maps are a copy of the projection in either layout; this one spares the
-    # convolution path (fused in SAN-ACmix, 4 heads of 6 pieces) a copy of its own.
+    # The maps are a copy of the projection in either layout, so the path reads the one
+    # the convolution path reads (fused in SAN-ACmix: channel-major for F.conv2d,
+    # piece-major for the native operator) and neither copies it again.
     channel_major = True
+    reads_either_layout = True
 
-    def forward(self, x, qkv, hw_shape, projection, out_scale=None):
+    def forward(self, x, qkv, hw_shape, projection, out_scale=None, channel_major=True):
         batch, length, channels = qkv.shape
         piece_dims = self.embed_dims // self.num_heads
-        # Channel-major (B, N, d, pieces) -> piece-major maps (B, pieces * d, H, W).
-        maps = qkv.view(batch, length, piece_dims, -1).permute(0, 3, 2, 1).reshape(
-            batch, channels, *hw_shape)
+        # Channel-major (B, N, d, pieces) or piece-major (B, N, pieces, d) -> piece-major
+        # maps (B, pieces * d, H, W).
+        if channel_major:
+            maps = qkv.view(batch, length, piece_dims, -1).permute(0, 3, 2, 1)
+        else:
+            maps = qkv.view(batch, length, -1, piece_dims).permute(0, 2, 3, 1)
+        maps = maps.reshape(batch, channels, *hw_shape)
         query, key, value = maps.split([self.qk_dims, self.qk_dims, self.embed_dims], 1)
         hidden = patch_hidden(query, key, self.norm_in, self.fc1.weight, self.kernel_size)
         hidden = F.relu(self.norm_mid(hidden))
