@@ -214,7 +214,7 @@ def test_a_stale_pointer_resumes_from_the_newest_complete_checkpoint(tmp_path):
      "CosineAnnealingLR has no argument 'eta_mn' (did you mean eta_min"),
     (DEMO, 'train_cfg.max_epochs=abc',
      "train_cfg.max_epochs='abc': train_cfg.max_epochs expects an integer (the config "
-     'has 7)'),
+     'has 6)'),
     (DEMO, 'optim_wrapper.optimizer.lr=fast', 'expects a number'),
     (DEMO, 'default_hooks.checkpoint.max_keep_ckpts=two', 'expects an integer'),
     ('configs/pretrain/pvt_acmix_t_in1k.py', 'train_cfg.max_epochs=1',

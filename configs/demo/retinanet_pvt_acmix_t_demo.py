@@ -15,14 +15,17 @@ _base_ = '../retinanet_pvt_acmix_t_1x.py'
 data_root = 'data/demo/coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle'))
 image_scale = (256, 256)
-group_norm = dict(type='GN', num_groups=32, requires_grad=True)
 
 # From scratch, so the official initial rates (0.5, 0.5) rather than the paper
 # configs' (1, 0), which only make sense on top of pretrained PVT weights.
 model = dict(
     backbone=dict(init_cfg=None, rate_init=(0.5, 0.5)),
-    neck=dict(out_channels=128, norm_cfg=group_norm),
-    bbox_head=dict(num_classes=3, in_channels=128, feat_channels=128, norm_cfg=group_norm))
+    neck=dict(out_channels=128, norm_cfg=dict(type='GN', num_groups=32, requires_grad=True)),
+    bbox_head=dict(
+        num_classes=3,
+        in_channels=128,
+        feat_channels=128,
+        norm_cfg=dict(type='GN', num_groups=32, requires_grad=True)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
