@@ -75,7 +75,6 @@ def test_layer_equals_the_unfold_formulation(native_on, acmix, mode, kernel_size
         torch.testing.assert_close(ours.beta.grad, reference.rate2.grad)
 
 
-
 @pytest.mark.parametrize('native_on', [True, False], ids=['native', 'fallback'])
 def test_both_paths_read_the_projection_in_one_layout(native_on, monkeypatch):
     """SAN-ACmix projects once, in the layout its convolution path reads (piece-major
@@ -108,6 +107,7 @@ def test_both_paths_read_the_projection_in_one_layout(native_on, monkeypatch):
                  for qkv, channel_major in zip(projections, (False, True))]
     torch.testing.assert_close(path_outs[0], path_outs[1])
     assert out.shape == (1, 90, 64)
+
 
 def test_layer_keeps_no_unfolded_patches_for_backward():
     """The unfold formulation keeps k*k-fold copies of k and v (and of the attention
