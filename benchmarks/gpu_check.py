@@ -1,10 +1,11 @@
 """What a GPU machine checks of acmix_mm, in one process: each backbone on CUDA against
-the CPU, the Triton kernels against the unfold definition at real sizes, the layer
-compiled, and a few float16 autocast training steps. Run by benchmarks/gpu_check.sh
+the CPU, the Triton kernels (attention, patch aggregation) against the unfold
+definitions at real sizes, the layer compiled, and a few float16 autocast training
+steps. Run by benchmarks/gpu_check.sh
 (which installs and builds first; see docs/get_started.md), or alone:
 
     python benchmarks/gpu_check.py [--device cuda] [--dry-run]
-                                   [--only backbones kernels compile amp]
+                                   [--only backbones kernels aggregation compile amp]
 
 Every check writes a record (``gpu_check.*``: the error against its tolerance, with
 the details) and prints one line; the exit status is 1 when any check failed, after all
@@ -39,12 +40,16 @@ BACKBONES = {
     'AttNet': (lambda: AttNet('xxs'), 64),
 }
 GPU_SIDE = 160
-STAGES = ['backbones', 'kernels', 'compile', 'amp']
+STAGES = ['backbones', 'kernels', 'aggregation', 'compile', 'amp']
 # (channels, map size, stride, window) of the kernel check: ResNet-ACmix's first stage
 # on a 1333x800 image (stride 4), its third (stride 16), and a strided block. The dry
 # run's window is 3 (the interpreter takes seconds per 7x7 case).
 KERNEL_CASES = [(64, (200, 336), 1, 7), (256, (50, 84), 1, 7), (64, (200, 336), 2, 7)]
 DRY_KERNEL_CASES = [(8, (5, 6), 2, 3)]
+# (channels, map size, patch side) of the patch aggregation's check: SAN-19's first
+# stage (64 channels in 8 groups) on a 1333x800 image, and its third.
+AGGREGATE_CASES = [(64, (200, 336), 7), (256, (50, 84), 7)]
+DRY_AGGREGATE_CASES = [(16, (5, 6), 3)]
 # Largest error, relative to the largest magnitude of the exact result, that each dtype
 # may leave: float32 rounding over a 49-term sum; float16 and bfloat16 a few units of
 # their last place (the kernels accumulate in float32 and round once at the end).
@@ -80,10 +85,16 @@ class Checks:
 
 
 def forward_and_input_grad(model, x):
-    """The outputs and the gradient of a loss of them with respect to the input."""
+    """The outputs and the input's gradient of a fixed random projection of them (the
+    same on every device: made on the CPU from a seed). A linear loss, because a loss
+    such as the outputs' mean square turns float32 rounding into input gradients 1%
+    apart for Swin-ACmix on the same CPU (ill-conditioned), which would hide the
+    operators' errors."""
     x = x.detach().requires_grad_()
     outs = model(x)
-    (grad, ) = torch.autograd.grad(sum(out.square().mean() for out in outs), x)
+    generator = torch.Generator().manual_seed(1)
+    cotangents = [torch.randn(out.shape, generator=generator).to(out) for out in outs]
+    (grad, ) = torch.autograd.grad(outs, x, cotangents)
     return [out.detach() for out in outs], grad
 
 
@@ -130,9 +141,41 @@ def kernel_call(device):
     return torch.ops.acmix_mm.triton_sliding_window_attention
 
 
+def check_in_each_dtype(checks, figure, label, op, reference, exact, grad, names):
+    """``op`` against ``reference`` (in float64 on the same rounded inputs) in each dtype
+    of TOLERANCES: the worst relative error of the output and the inputs' gradients.
+
+    Args:
+        checks (Checks): Where the records go.
+        figure (str): The figure's name; the dtype is appended.
+        label (str): What is compared; the dtype is appended.
+        op, reference (callable): Tensors in, one tensor out.
+        exact (list[Tensor]): The inputs in float64.
+        grad (Tensor): The output's gradient in float64.
+        names (list[str]): Of the output and the gradients, for the details.
+    """
+    for dtype, tolerance in TOLERANCES.items():
+        inputs = [x.to(dtype).requires_grad_() for x in exact]
+        rounded = [x.detach().double().requires_grad_() for x in inputs]
+        expected = reference(*rounded)
+        expected_grads = torch.autograd.grad(expected, rounded, grad)
+        start = time.perf_counter()
+        out = op(*inputs)
+        grads = torch.autograd.grad(out, inputs, grad.to(dtype))
+        seconds = time.perf_counter() - start
+        errors = dict(zip(names, [relative_error(a, b) for a, b in zip(
+            (out, ) + grads, (expected, ) + expected_grads)]))
+        checks.add(f'{figure}.{str(dtype).split(".")[1]}', max(errors.values()), tolerance,
+                   f'{label}, {dtype} vs the unfold definition in float64: worst of output '
+                   'and gradients', errors=errors, first_call_seconds=round(seconds, 3))
+        del expected, expected_grads, rounded
+    if exact[0].device.type == 'cuda':
+        torch.cuda.empty_cache()
+
+
 def check_kernels(checks, device, cases):
-    """The Triton op against the unfold definition (in float64 on the same rounded
-    inputs): output and the three gradients, in each dtype."""
+    """The Triton sliding-window attention against the unfold definition: output and
+    the three gradients, in each dtype."""
     op = kernel_call(device)
     for channels, size, stride, kernel_size in cases:
         exact, scale = padded_inputs(channels, size, stride, kernel_size, device=device)
@@ -140,28 +183,34 @@ def check_kernels(checks, device, cases):
                            generator=torch.Generator().manual_seed(1)).to(device)
         case = (f'c{channels}_{size[0]}x{size[1]}' + (f'_s{stride}' if stride > 1 else '') +
                 (f'_k{kernel_size}' if kernel_size != 7 else ''))
-        for dtype, tolerance in TOLERANCES.items():
-            inputs = [x.to(dtype).requires_grad_() for x in exact]
-            rounded = [x.detach().double().requires_grad_() for x in inputs]
-            expected = ops.sliding_window_attention_reference(*rounded, kernel_size, stride,
-                                                              scale)
-            expected_grads = torch.autograd.grad(expected, rounded, grad)
-            start = time.perf_counter()
-            out = op(*inputs, kernel_size, stride, scale)[0]
-            grads = torch.autograd.grad(out, inputs, grad.to(dtype))
-            seconds = time.perf_counter() - start
-            errors = dict(zip(['out', 'dq', 'dk', 'dv'],
-                              [relative_error(a, b) for a, b in zip(
-                                  (out, ) + grads, (expected, ) + expected_grads)]))
-            checks.add(f'kernel.{case}.{str(dtype).split(".")[1]}', max(errors.values()),
-                       tolerance, f'Triton sliding-window attention, {kernel_size}x'
-                       f'{kernel_size} window, {channels} channels (4 heads) at {size[0]}x'
-                       f'{size[1]}, stride {stride}, {dtype} vs the unfold definition in '
-                       'float64: worst of output and gradients',
-                       errors=errors, first_call_seconds=round(seconds, 3))
-            del expected, expected_grads, rounded
-        if device.type == 'cuda':
-            torch.cuda.empty_cache()
+        options = (kernel_size, stride, scale)
+        check_in_each_dtype(
+            checks, f'kernel.{case}', f'Triton sliding-window attention, {kernel_size}x'
+            f'{kernel_size} window, {channels} channels (4 heads) at {size[0]}x{size[1]}, '
+            f'stride {stride}', lambda *x: op(*x, *options)[0],
+            lambda *x: ops.sliding_window_attention_reference(*x, *options), exact, grad,
+            ['out', 'dq', 'dk', 'dv'])
+
+
+def check_aggregation(checks, device, cases):
+    """The Triton patch aggregation against the unfold definition: output and the four
+    gradients, in each dtype."""
+    from acmix_mm.ops import triton_patchwise  # noqa: F401  (registers the op on the CPU)
+    generator = torch.Generator().manual_seed(0)
+    for channels, size, kernel_size in cases:
+        groups = channels // 8  # SAN's share_planes
+        shapes = ((2, channels, size[0] + kernel_size - 1, size[1] + kernel_size - 1),
+                  (2, groups, *size), (groups * kernel_size**2, groups),
+                  (groups * kernel_size**2, ), (2, channels, *size))
+        *exact, grad = [torch.randn(*shape, dtype=torch.float64, generator=generator)
+                        .to(device) for shape in shapes]
+        check_in_each_dtype(
+            checks, f'aggregate.c{channels}_{size[0]}x{size[1]}_k{kernel_size}',
+            f'Triton patch aggregation (SAN), {kernel_size}x{kernel_size} patches, '
+            f'{channels} channels in {groups} groups at {size[0]}x{size[1]}, batch 2',
+            lambda *x: torch.ops.acmix_mm.triton_patch_aggregate(*x, kernel_size),
+            lambda *x: ops.patch_aggregate_reference(*x, kernel_size), exact, grad,
+            ['out', 'dvalue', 'dhidden', 'dweight', 'dbias'])
 
 
 def check_compiled_layer(checks, device, side):
@@ -234,6 +283,8 @@ def main():
         ('backbones', lambda: check_backbones(checks, device, args.dry_run)),
         ('kernels', lambda: check_kernels(
             checks, device, DRY_KERNEL_CASES if args.dry_run else KERNEL_CASES)),
+        ('aggregation', lambda: check_aggregation(
+            checks, device, DRY_AGGREGATE_CASES if args.dry_run else AGGREGATE_CASES)),
         ('compile', lambda: check_compiled_layer(checks, device, 9 if args.dry_run else 40)),
         ('amp', lambda: check_amp_training(checks, device, args.dry_run,
                                            1 if args.dry_run else 6)),

@@ -9,7 +9,7 @@
 # On the GPU machine it installs the carried wheels into a scratch folder (--no-deps:
 # what the machine already has stays), builds the C++ extension in place, and runs
 # benchmarks/gpu_check.py (each backbone on CUDA against the CPU, the Triton kernels
-# against the unfold definition at real sizes, torch.compile, float16 autocast training
+# against the unfold definitions at real sizes, torch.compile, float16 autocast training
 # steps), benchmarks/native_ops.py on CUDA and benchmarks/train_step.py with and without
 # --amp. Records go to $ACMIX_MM_RECORDS, else $OUT where that is set (the device tool's
 # folder that comes back), else benchmarks/results. Exit status: 1 if any step failed

@@ -1,8 +1,8 @@
-"""The Triton kernels for CUDA tensors (acmix_mm/ops/triton_window.py), tested here
-without a GPU: tests/triton_interpreter_cases.py runs them under the Triton interpreter
-in a pytest process of its own (``TRITON_INTERPRET=1`` must precede Triton's import,
-and this process may have imported Triton already). Also the status line and the
-layer's CUDA branch around the kernels, on the CPU operator.
+"""The Triton kernels for CUDA tensors (acmix_mm/ops/triton_window.py and
+triton_patchwise.py), tested here without a GPU: tests/triton_interpreter_cases.py runs
+them under the Triton interpreter in a pytest process of its own (``TRITON_INTERPRET=1``
+must precede Triton's import, and this process may have imported Triton already). Also
+the status line and the layer's CUDA branch around the kernels, on the CPU operator.
 
 torch's Linux wheels bring Triton, so its absence there is a failure, not a skip.
 """
@@ -17,6 +17,8 @@ import torch
 
 from acmix_mm import ops
 from acmix_mm.layers import sliding_window
+
+from conftest import load_script
 
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -91,6 +93,18 @@ def test_status_names_the_cuda_path(monkeypatch):
     assert not ops.triton_enabled()
 
 
+def test_gpu_check_backbone_stage():
+    """benchmarks/gpu_check.py's backbone check on the CPU (tiny inputs): each backbone
+    with the native ops and with the fallback within the tolerance the GPU run must meet
+    against the CPU, one record each."""
+    gpu_check = load_script('benchmarks/gpu_check.py')
+    checks = gpu_check.Checks(torch.device('cpu'))
+    gpu_check.check_backbones(checks, torch.device('cpu'), dry_run=True)
+    assert len(checks.records) == 2 * len(gpu_check.BACKBONES)
+    assert not checks.failed, [(r['figure'], r['details']) for r in checks.records
+                               if not r['details']['passed']]
+
+
 def test_gpu_check_script_parses():
     """benchmarks/gpu_check.sh is valid bash and refuses an unknown mode (its GPU run
     needs a GPU; ``--cpu-dry-run`` runs its checks on the CPU in minutes)."""
@@ -103,18 +117,15 @@ def test_gpu_check_script_parses():
 @pytest.mark.parametrize('dtype', ['fp16', 'bf16', 'fp64'])
 def test_kernels_compile_for_hopper(dtype):
     """The interpreter runs the kernels' Python but checks no types: here Triton
-    compiles all three for sm_90 (H100, H200) down to machine code with its own ptxas,
-    no GPU needed, in half precision and in float64 (as benchmarks/gpu_check.py runs
-    them)."""
+    compiles all six (attention and patch aggregation) for sm_90 (H100, H200) down to
+    machine code with its own ptxas, no GPU needed, in half precision and in float64 (as
+    benchmarks/gpu_check.py runs them)."""
     needs_triton()
     if os.environ.get('TRITON_INTERPRET') == '1':
         pytest.fail('TRITON_INTERPRET=1 is set for the whole test run')
-    import triton
     import triton.language as tl
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
 
-    from acmix_mm.ops import triton_window
+    from acmix_mm.ops import triton_patchwise, triton_window
     acc = 'fp64' if dtype == 'fp64' else 'fp32'
     # Pointer arguments by name: the accumulation type's or the inputs'.
     types = {name: f'*{acc}' for name in ('lse_ptr', 'delta_ptr', 'scale_ptr')}
@@ -126,7 +137,24 @@ def test_kernels_compile_for_hopper(dtype):
                      name in types else 'constexpr' for name in kernel.arg_names}
         constants = {'KERNEL': 7, 'STRIDE': 2, block: 64, 'BLOCK_W': 32, 'BLOCK_D': 32,
                      'ACC': tl.float64 if dtype == 'fp64' else tl.float32}
-        compiled = triton.compile(ASTSource(kernel, signature, constants),
-                                  target=GPUTarget('cuda', 90, 32),
-                                  options=dict(num_warps=4))
-        assert compiled.asm['cubin'], kernel.__name__
+        compile_for_hopper(kernel, signature, constants)
+    # The patch aggregation's: the weights' gradient in the accumulation type.
+    types = {name: 'i32' for name in triton_patchwise._SIZES}
+    types['dw_ptr'] = f'*{acc}'
+    for kernel in (triton_patchwise._forward_kernel, triton_patchwise._weight_grad_kernel,
+                   triton_patchwise._value_grad_kernel):
+        signature = {name: types.get(name, f'*{dtype}') if name.endswith('_ptr') or
+                     name in types else 'constexpr' for name in kernel.arg_names}
+        constants = {'KERNEL': 7, 'BLOCK_P': 64, 'BLOCK_J': 64,
+                     'ACC': tl.float64 if dtype == 'fp64' else tl.float32}
+        compile_for_hopper(kernel, signature, constants)
+
+
+def compile_for_hopper(kernel, signature, constants):
+    """Compiles a Triton kernel for sm_90 down to a cubin (Triton's own ptxas)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    compiled = triton.compile(ASTSource(kernel, signature, constants),
+                              target=GPUTarget('cuda', 90, 32), options=dict(num_warps=4))
+    assert compiled.asm['cubin'], kernel.__name__

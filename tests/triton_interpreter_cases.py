@@ -1,5 +1,6 @@
-"""The Triton sliding-window attention kernels (acmix_mm/ops/triton_window.py) run by the
-Triton interpreter on CPU tensors, against the unfold definition.
+"""The Triton kernels (sliding-window attention, acmix_mm/ops/triton_window.py; SAN's patch
+aggregation, triton_patchwise.py) run by the Triton interpreter on CPU tensors, against
+the unfold definitions.
 
 Not collected by a plain ``pytest`` run (the name does not match ``test_*.py``):
 ``TRITON_INTERPRET=1`` must be set before Triton is imported, so
@@ -16,7 +17,8 @@ assert os.environ.get('TRITON_INTERPRET') == '1', 'run through tests/test_triton
 from test_native_ops import padded_inputs  # noqa: E402
 from test_triton_ops import check_cuda_branch  # noqa: E402
 
-from acmix_mm.ops import triton_window  # noqa: E402  (imports Triton: after the check)
+# These import Triton: after the check.
+from acmix_mm.ops import triton_patchwise, triton_window  # noqa: E402, F401
 
 from conftest import load_script  # noqa: E402
 
@@ -112,11 +114,110 @@ def test_layer_path_on_the_kernels_equals_the_pytorch_path(monkeypatch):
     assert triton_window.INTERPRETED
 
 
-def test_gpu_check_kernel_stage():
-    """benchmarks/gpu_check.py's kernel check (what a GPU machine runs at real sizes) on
-    a tiny case: every dtype within its tolerance, one record each."""
+def test_gpu_check_kernel_stages():
+    """benchmarks/gpu_check.py's kernel checks (what a GPU machine runs at real sizes) on
+    a tiny case each: every dtype within its tolerance, one record each."""
     gpu_check = load_script('benchmarks/gpu_check.py')
     checks = gpu_check.Checks(torch.device('cpu'))
     gpu_check.check_kernels(checks, torch.device('cpu'), gpu_check.DRY_KERNEL_CASES)
-    assert not checks.failed and len(checks.records) == len(gpu_check.TOLERANCES)
+    gpu_check.check_aggregation(checks, torch.device('cpu'), gpu_check.DRY_AGGREGATE_CASES)
+    assert not checks.failed and len(checks.records) == 2 * len(gpu_check.TOLERANCES)
     assert all(r['details']['passed'] for r in checks.records)
+    assert sum(r['figure'].startswith('gpu_check.aggregate.') for r in checks.records) == len(
+        gpu_check.TOLERANCES)
+
+
+def aggregate_inputs(batch, channels, groups, hidden_channels, size, kernel_size,
+                     dtype=torch.float64):
+    """Padded values, the hidden map and fc2 (weight, bias) of a patch aggregation."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = ((batch, channels, size[0] + kernel_size - 1, size[1] + kernel_size - 1),
+              (batch, hidden_channels, *size), (groups * kernel_size**2, hidden_channels),
+              (groups * kernel_size**2, ))
+    return [torch.randn(*shape, dtype=torch.float64, generator=generator).to(dtype)
+            .requires_grad_() for shape in shapes]
+
+
+def triton_aggregate(*args):
+    return torch.ops.acmix_mm.triton_patch_aggregate(*args)
+
+
+# (batch, channels, groups, hidden channels, map size, kernel): SAN's 7x7 and a 3x3,
+# one group and several (each reading channels c, c + G, ...), odd maps, maps that end
+# inside a tile (64 pixels a tile at 7x7, 256 at 3x3) and one of several tiles.
+AGGREGATE_SHAPES = [(2, 8, 2, 3, (5, 6), 3), (1, 12, 4, 5, (7, 9), 7),
+                    (2, 4, 1, 2, (3, 4), 3), (1, 6, 3, 4, (9, 13), 7)]
+
+
+@pytest.mark.parametrize('batch,channels,groups,hidden_channels,size,kernel_size',
+                         AGGREGATE_SHAPES)
+def test_patch_aggregate_equals_the_unfold_definition_in_float64(
+        batch, channels, groups, hidden_channels, size, kernel_size):
+    """Forward and the gradients of value, hidden map, fc2's weight and bias."""
+    inputs = aggregate_inputs(batch, channels, groups, hidden_channels, size, kernel_size)
+    expected = ops.patch_aggregate_reference(*inputs, kernel_size)
+    grad = torch.randn_like(expected)
+    for ours, theirs in zip(
+            outputs_and_grads(triton_aggregate, inputs, grad, kernel_size),
+            outputs_and_grads(ops.patch_aggregate_reference, inputs, grad, kernel_size)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_patch_aggregate_in_half_precision(dtype):
+    """Half inputs: the weights are fc2 in the half type (as cuBLAS gives them), the
+    sums accumulate in float32; within a few units of the half type's last place of the
+    exact result on the same rounded inputs, relative to its largest magnitude."""
+    inputs = aggregate_inputs(2, 8, 2, 3, (5, 6), 3, dtype=dtype)
+    exact = [x.detach().double().requires_grad_() for x in inputs]
+    out = triton_aggregate(*inputs, 3)
+    grad = torch.randn(out.shape, dtype=torch.float64)
+    expected = outputs_and_grads(ops.patch_aggregate_reference, exact, grad, 3)
+    got = (out, ) + torch.autograd.grad(out, inputs, grad.to(dtype))
+    for ours, theirs in zip(got, expected):
+        assert ours.dtype == dtype
+        error = (ours.double() - theirs).abs().max() / theirs.abs().max()
+        assert error < 8 * torch.finfo(dtype).eps, error
+
+
+def test_patch_aggregate_gradcheck_and_opcheck():
+    inputs = aggregate_inputs(1, 4, 2, 2, (3, 4), 3)
+    assert torch.autograd.gradcheck(lambda *x: triton_aggregate(*x, 3), inputs,
+                                    fast_mode=True)
+    inputs = [x.detach().float() for x in inputs]
+    torch.library.opcheck(torch.ops.acmix_mm.triton_patch_aggregate.default, (*inputs, 3))
+    grad_out = torch.randn(1, 4, 3, 4)
+    torch.library.opcheck(torch.ops.acmix_mm.triton_patch_aggregate_backward.default,
+                          (grad_out, *inputs, 3))
+
+
+def test_patch_aggregate_refuses_mismatched_fc2():
+    value, hidden, weight, bias = aggregate_inputs(1, 6, 3, 4, (5, 5), 3)
+    with pytest.raises(RuntimeError, match='6 value channels do not split into 4 weight'):
+        triton_aggregate(value, hidden, torch.randn(36, 4, dtype=torch.float64),
+                         torch.randn(36, dtype=torch.float64), 3)
+    with pytest.raises(RuntimeError, match=r'fc2 of \(27, 4\) \(bias \(27,\)\) does not map '
+                       '3 hidden channels'):
+        triton_aggregate(value, hidden[:, :3], weight, bias, 3)
+    with pytest.raises(RuntimeError, match='differ in dtype'):
+        triton_aggregate(value, hidden.float(), weight, bias, 3)
+
+
+def test_layer_aggregation_on_the_kernels_equals_the_band_path(monkeypatch):
+    """SAN's layer function around the kernels (reflection padding, the casts of fc2 to
+    the values' dtype) against its band-by-band PyTorch path."""
+    from acmix_mm.layers import patchwise
+    # As in SAN, fc2 maps G hidden channels to G groups of weights.
+    value, hidden, weight, bias = aggregate_inputs(2, 8, 2, 2, (6, 7), 7)
+    value = value.detach()[..., 3:-3, 3:-3].requires_grad_()  # unpadded: the layer pads
+    inputs = (value, hidden, weight, bias)
+    with ops.native_ops(False):
+        expected = patchwise.patch_aggregate(*inputs, 7)
+        grad = torch.randn_like(expected)
+        expected_grads = torch.autograd.grad(expected, inputs, grad)
+    monkeypatch.setattr(patchwise, 'native_serves', lambda tensor: False)
+    monkeypatch.setattr(patchwise, 'triton_serves', lambda tensor: True)
+    got = patchwise.patch_aggregate(*inputs, 7)
+    for ours, theirs in zip((got, ) + torch.autograd.grad(got, inputs, grad),
+                            (expected, ) + expected_grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)

@@ -19,8 +19,10 @@ shifted window of the padded key map, read from its integral image without unfol
 Where the native operators are built, both steps run as C++ kernels on CPU tensors
 instead (``acmix_mm.ops.patch_hidden`` with batch statistics, and
 ``acmix_mm.ops.patch_aggregate`` with fc2), which read the patches in place and keep no
-weights either; the band-by-band path stays for other devices, exports, running
-statistics and ``ACMIX_MM_NATIVE_OPS=0``.
+weights either. On CUDA the aggregation runs as Triton kernels
+(``torch.ops.acmix_mm.triton_patch_aggregate``). The band-by-band path stays for
+whatever those do not serve: exports, running statistics, ``ACMIX_MM_NATIVE_OPS=0``,
+and the weights' hidden map on CUDA.
 """
 import functools
 
@@ -57,6 +59,12 @@ def native_serves(tensor):
     a CPU tensor where the native operators serve (built, switched on, no export or
     trace under way)."""
     return tensor.device.type == 'cpu' and native_usable(tensor)
+
+
+def triton_serves(tensor):
+    """Whether the Triton patch aggregation serves a call on ``tensor``: a CUDA tensor
+    where the Triton kernels are loaded and switched on, no export or trace under way."""
+    return tensor.device.type == 'cuda' and native_usable(tensor)
 
 
 def native_dtype(tensor):
@@ -254,6 +262,10 @@ def patch_aggregate(value, hidden, fc2_weight, fc2_bias, kernel_size):
         out = ops.patch_aggregate(*(t.to(dtype) for t in (value_padded, hidden, fc2_weight,
                                                            fc2_bias)), kernel_size)
         return out.to(value.dtype)
+    if triton_serves(value):  # half precision runs as it is, accumulated in float32
+        return torch.ops.acmix_mm.triton_patch_aggregate(
+            *(t.to(value.dtype) for t in (value_padded, hidden, fc2_weight, fc2_bias)),
+            kernel_size)
     bands = row_bands(height, width, value.shape[1] * kernel_size**2)
     parts = [
         run_band(

@@ -79,11 +79,12 @@ def with_native_ops(step, enabled):
 # The Triton kernels for CUDA tensors, loaded at import where a GPU is visible: not
 # lazily (a first import inside a torch.compile trace would break the graph), and not on
 # CPU-only machines (they would pay Triton's import for nothing). Last in this module,
-# because triton_window imports its functions.
+# because the Triton modules import its functions.
 TRITON_ERROR = 'no CUDA device'
 if _enabled and torch.cuda.is_available():
     try:
-        from . import triton_window  # noqa: F401  (registers torch.ops.acmix_mm.triton_*)
+        # Register torch.ops.acmix_mm.triton_*.
+        from . import triton_patchwise, triton_window  # noqa: F401
         TRITON_ERROR = None
     except Exception as err:  # noqa: BLE001  (ImportError, or a Triton without a backend)
         TRITON_ERROR = f'{type(err).__name__}: {err}'

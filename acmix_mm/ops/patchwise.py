@@ -12,12 +12,13 @@ top-left corner it is, in a map the caller has already padded (by reflection, fo
 value channel c with weight channel c mod G; the G x k*k weights of a pixel are SAN's
 last linear layer (fc2) of its hidden vector. The native operators make neither the
 unfolded patches nor those weights (``csrc/patchwise_attention.cpp``): both passes keep
-only their inputs.
+only their inputs. For CUDA tensors ``patch_aggregate`` has Triton kernels
+(``triton_patchwise.py``); the other two run on the CPU only.
 """
 import torch
 import torch.nn.functional as F
 
-from ._native import native_built
+from ._native import native_built, triton_loaded
 
 OP = 'acmix_mm::patch_aggregate'
 HIDDEN_OP = 'acmix_mm::patch_hidden'
@@ -112,27 +113,69 @@ def patch_aggregate_reference(value, hidden, weight, bias, kernel_size):
 
 
 def patch_aggregate(value, hidden, weight, bias, kernel_size):
-    """SAN's aggregation with fc2 folded in, the native kernel (CPU, float32 and
-    float64). Args and returns as :func:`patch_aggregate_reference`; differentiable in
-    all four tensors."""
-    return torch.ops.acmix_mm.patch_aggregate(value, hidden, weight, bias, kernel_size)
+    """SAN's aggregation with fc2 folded in: the native kernel for CPU tensors (float32
+    and float64) where it is built and the Triton kernels for CUDA tensors (also float16
+    and bfloat16, accumulated in float32) where they are loaded, else
+    :func:`patch_aggregate_reference`. Args and returns as the reference; differentiable
+    in all four tensors."""
+    if native_built() and value.device.type == 'cpu':
+        return torch.ops.acmix_mm.patch_aggregate(value, hidden, weight, bias, kernel_size)
+    if triton_loaded() and value.device.type == 'cuda':
+        return torch.ops.acmix_mm.triton_patch_aggregate(value, hidden, weight, bias,
+                                                         kernel_size)
+    return patch_aggregate_reference(value, hidden, weight, bias, kernel_size)
+
+
+def aggregate_output_like(value, hidden, kernel_size):
+    """The output of a patch-aggregation op, uninitialised, after checking the shapes:
+    the fake implementation of each such op (C++ and Triton) and the Triton op's
+    allocation."""
+    torch._check(value.dim() == 4 and hidden.dim() == 4)
+    torch._check(value.shape[2] == hidden.shape[2] + kernel_size - 1)
+    torch._check(value.shape[3] == hidden.shape[3] + kernel_size - 1)
+    return value.new_empty((value.shape[0], value.shape[1], hidden.shape[2], hidden.shape[3]))
+
+
+def grads_like(*tensors):
+    """Gradients of ``tensors``, uninitialised and contiguous: the fake implementation of
+    the patchwise backward ops."""
+    return tuple(torch.empty_like(x, memory_format=torch.contiguous_format) for x in tensors)
+
+
+def register_patch_autograd(op, constants=0):
+    """Registers the autograd formula of a patchwise op (the C++ ones, the Triton one)
+    whose backward op, ``op + '_backward'``, takes the output's gradient, the op's tensor
+    inputs (saved: the backward passes recompute the rest) and its kernel size; the last
+    ``constants`` tensor inputs get no gradient.
+
+    Args:
+        op (str): The forward op's qualified name, ``'namespace::name'``.
+        constants (int): Trailing tensor inputs without a gradient. Default: 0.
+    """
+    namespace, name = op.split('::')
+    backward_op = getattr(getattr(torch.ops, namespace), name + '_backward')
+
+    def setup_context(ctx, inputs, output):
+        *tensors, kernel_size = inputs
+        ctx.save_for_backward(*tensors)
+        ctx.kernel_size = kernel_size
+
+    def backward(ctx, grad):
+        grads = backward_op(grad, *ctx.saved_tensors, ctx.kernel_size)
+        return tuple(grads) + (None, ) * (constants + 1)
+
+    torch.library.register_autograd(op, backward, setup_context=setup_context)
 
 
 if native_built():
 
     @torch.library.register_fake(OP)
     def _forward_fake(value, hidden, weight, bias, kernel_size):
-        torch._check(value.dim() == 4 and hidden.dim() == 4)
-        torch._check(value.shape[2] == hidden.shape[2] + kernel_size - 1)
-        torch._check(value.shape[3] == hidden.shape[3] + kernel_size - 1)
-        return value.new_empty((value.shape[0], value.shape[1], hidden.shape[2],
-                                hidden.shape[3]))
+        return aggregate_output_like(value, hidden, kernel_size)
 
     @torch.library.register_fake(OP + '_backward')
     def _backward_fake(grad_out, value, hidden, weight, bias, kernel_size):
-        return tuple(
-            torch.empty_like(x, memory_format=torch.contiguous_format)
-            for x in (value, hidden, weight, bias))
+        return grads_like(value, hidden, weight, bias)
 
     @torch.library.register_fake(HIDDEN_OP)
     def _hidden_fake(query, key, scale, shift, weight, kernel_size):
@@ -144,9 +187,7 @@ if native_built():
 
     @torch.library.register_fake(HIDDEN_OP + '_backward')
     def _hidden_backward_fake(grad_hidden, query, key, scale, shift, weight, kernel_size):
-        return tuple(
-            torch.empty_like(x, memory_format=torch.contiguous_format)
-            for x in (query, key, scale, shift, weight))
+        return grads_like(query, key, scale, shift, weight)
 
     @torch.library.register_fake(MOMENTS_OP)
     def _moments_fake(query, key, centres_q, centres_k, kernel_size):
@@ -156,26 +197,9 @@ if native_built():
 
     @torch.library.register_fake(MOMENTS_OP + '_backward')
     def _moments_backward_fake(grad_sums, query, key, centres_q, centres_k, kernel_size):
-        return (torch.empty_like(query, memory_format=torch.contiguous_format),
-                torch.empty_like(key, memory_format=torch.contiguous_format))
+        return grads_like(query, key)
 
-    def _register_autograd(op, constants=0):
-        """The autograd formula of an op whose backward op takes the output's gradient,
-        the op's tensor inputs (saved: the backward passes recompute the rest) and its
-        kernel size; the last ``constants`` tensor inputs get no gradient."""
-        backward_op = getattr(torch.ops.acmix_mm, op.split('::')[1] + '_backward')
-
-        def setup_context(ctx, inputs, output):
-            *tensors, kernel_size = inputs
-            ctx.save_for_backward(*tensors)
-            ctx.kernel_size = kernel_size
-
-        def backward(ctx, grad):
-            grads = backward_op(grad, *ctx.saved_tensors, ctx.kernel_size)
-            return tuple(grads) + (None, ) * (constants + 1)
-
-        torch.library.register_autograd(op, backward, setup_context=setup_context)
-
-    _register_autograd(OP)
-    _register_autograd(HIDDEN_OP)
-    _register_autograd(MOMENTS_OP, constants=2)  # the centres, as detached in the reference
+    register_patch_autograd(OP)
+    register_patch_autograd(HIDDEN_OP)
+    # The centres get no gradient, as they are detached in the reference.
+    register_patch_autograd(MOMENTS_OP, constants=2)
