@@ -379,3 +379,40 @@ def test_backbones_export_with_parity(name, fused, sizes, tmp_path):
             theirs = theirs.numpy()
             assert ours.shape == theirs.shape
             assert abs(ours - theirs).max() <= 1e-4 * abs(theirs).max()
+
+
+@pytest.mark.parametrize('stride,fused', [(1, False), (2, False), (1, True), (2, True)])
+def test_acmix_export_form_equals_the_layer(stride, fused):
+    """ACmix's export form (the projection made twice, each path's in its own layout)
+    computes the layer, with the convolution path trained (beta applied) or fused for
+    deployment (beta folded in), in float64."""
+    from acmix_mm.layers import ACmix, fuse_acmix
+    torch.manual_seed(0)
+    layer = ACmix(16, 32, stride=stride).double().eval()
+    with torch.no_grad():
+        layer.alpha.fill_(0.7)
+        layer.beta.fill_(1.3)
+        for param in layer.parameters():
+            param.add_(0.01 * torch.randn_like(param))  # no exact shift kernels
+    if fused:
+        fuse_acmix(layer, only_cheaper=False)
+    x = torch.randn(2, 16, 9, 11, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer.exported_forward(x), layer(x), rtol=1e-12,
+                                   atol=1e-12)
+
+
+def test_acmix_export_transposes_no_projection():
+    """In the exported ACmix layer no Transpose reorders the 3C-wide projection between
+    the two paths' layouts (ONNX Runtime's transposes of it took about 40% of
+    ResNet-ACmix-50's time there): only the tokens and the attention's blocks are
+    transposed."""
+    from acmix_mm.layers import ACmix
+    torch.manual_seed(0)
+    channels = 16
+    program = torch.onnx.export(ACmix(channels, channels).eval(),
+                                (torch.randn(1, channels, 12, 10), ), dynamo=True,
+                                verbose=False)
+    shapes = [list(node.inputs[0].shape) for node in program.model.graph
+              if node.op_type == 'Transpose']
+    assert shapes and all(3 * channels not in shape for shape in shapes), shapes

@@ -288,12 +288,18 @@ def local_attention(qkv, hw_shape, num_heads, kernel_size=7, stride=1, block=8,
     return out.index_select(1, layout['output_index']), layout['out_shape']
 
 
+def exporting():
+    """Whether an export (torch.export, the dynamo ONNX exporter) or a jit trace is
+    under way: those take forms of standard operators."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 def native_usable(tensor):
     """Whether a native operator (``acmix_mm.ops``) serves a call on ``tensor``: the C++
     kernels for a CPU tensor, the Triton kernels for a CUDA tensor, each where it is
     built (loaded) and switched on, and no export or jit trace under way (those take the
     PyTorch path, which exports to standard operators)."""
-    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+    if exporting():
         return False
     if tensor.device.type == 'cuda':
         return ops.triton_enabled()
