@@ -54,14 +54,14 @@ def _pixel_tile(groups, height, width, KERNEL: tl.constexpr, BLOCK_P: tl.constex
 @triton.jit
 def _patches(groups, height, width, value_w, KERNEL: tl.constexpr, BLOCK_P: tl.constexpr,
              BLOCK_J: tl.constexpr):
-    """This program's image, weight group and pixels, the (positions, pixels) mask of
-    their patches and the patches' element offsets in a padded value plane: each pixel's
-    corner plus each position's shift."""
+    """This program's image, weight group and pixels with their mask, the (positions,
+    pixels) mask of their patches and the patches' element offsets in a padded value
+    plane: each pixel's corner plus each position's shift."""
     image, group, pixel, inside, position, used = _pixel_tile(groups, height, width, KERNEL,
                                                               BLOCK_P, BLOCK_J)
     corner = (pixel // width) * value_w + pixel % width
     patch = ((position // KERNEL) * value_w + position % KERNEL)[:, None] + corner[None, :]
-    return image, group, pixel, used[:, None] & inside[None, :], patch
+    return image, group, pixel, inside, used[:, None] & inside[None, :], patch
 
 
 @triton.jit
@@ -77,9 +77,8 @@ def _weights_at(w_ptr, image, group, pixel, groups, pixels, BLOCK_J: tl.constexp
 def _forward_kernel(v_ptr, w_ptr, out_ptr, channels, groups, height, width, value_h,
                     value_w, KERNEL: tl.constexpr, BLOCK_P: tl.constexpr,
                     BLOCK_J: tl.constexpr, ACC: tl.constexpr):
-    image, group, pixel, mask, patch = _patches(groups, height, width, value_w, KERNEL,
-                                                BLOCK_P, BLOCK_J)
-    inside = pixel < height * width
+    image, group, pixel, inside, mask, patch = _patches(groups, height, width, value_w,
+                                                        KERNEL, BLOCK_P, BLOCK_J)
     pixels = height * width
     weight = tl.load(_weights_at(w_ptr, image, group, pixel, groups, pixels, BLOCK_J,
                                  KERNEL), mask=mask, other=0.).to(ACC)
@@ -97,9 +96,8 @@ def _weight_grad_kernel(v_ptr, dout_ptr, dw_ptr, channels, groups, height, width
                         value_w, KERNEL: tl.constexpr, BLOCK_P: tl.constexpr,
                         BLOCK_J: tl.constexpr, ACC: tl.constexpr):
     """The weights' gradient: output gradient times patch, over the group's channels."""
-    image, group, pixel, mask, patch = _patches(groups, height, width, value_w, KERNEL,
-                                                BLOCK_P, BLOCK_J)
-    inside = pixel < height * width
+    image, group, pixel, inside, mask, patch = _patches(groups, height, width, value_w,
+                                                        KERNEL, BLOCK_P, BLOCK_J)
     pixels = height * width
     grad = tl.zeros([BLOCK_J, BLOCK_P], ACC)
     for member in range(0, channels // groups):
