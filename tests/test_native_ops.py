@@ -328,21 +328,23 @@ def pieces_inputs(batch, size, head_dims, pieces, dtype=torch.float64, seed=0):
     return tokens.requires_grad_(), weight.requires_grad_()
 
 
-# (batch, map size, d, pieces): maps narrower than a tile of 4 pixels and one pixel high,
-# piece counts that are no multiple of three, two vectors of groups, batch > 1.
-PIECES_SHAPES = [(2, (5, 7), 8, 12), (1, (1, 3), 16, 12), (1, (6, 9), 16, 5),
-                 (3, (9, 21), 8, 6), (1, (3, 2), 8, 12)]
+# (batch, map size, d, pieces, stride): maps narrower than a tile of 4 pixels and one
+# pixel high, piece counts that are no multiple of three, two vectors of groups,
+# batch > 1; at stride 2 odd and even sides and maps wide enough for interior tiles.
+PIECES_SHAPES = [(2, (5, 7), 8, 12, 1), (1, (1, 3), 16, 12, 1), (1, (6, 9), 16, 5, 1),
+                 (3, (9, 21), 8, 6, 1), (1, (3, 2), 8, 12, 1), (2, (7, 21), 8, 12, 2),
+                 (1, (6, 20), 16, 5, 2), (1, (1, 2), 8, 12, 2), (2, (4, 13), 8, 6, 2)]
 
 
 @needs_native
-@pytest.mark.parametrize('batch,size,head_dims,pieces', PIECES_SHAPES)
-def test_pieces_conv_equals_conv2d_in_float64(batch, size, head_dims, pieces):
+@pytest.mark.parametrize('batch,size,head_dims,pieces,stride', PIECES_SHAPES)
+def test_pieces_conv_equals_conv2d_in_float64(batch, size, head_dims, pieces, stride):
     """The native convolution path gives F.conv2d's grouped convolution (oneDNN) and its
     gradients of the tokens and the weight."""
     tokens, weight = pieces_inputs(batch, size, head_dims, pieces)
-    assert ops.pieces_conv_usable(tokens, weight, 1)
-    got = ops.pieces_conv(tokens, weight, size)
-    expected = ops.pieces_conv_reference(tokens, weight, size)
+    assert ops.pieces_conv_usable(tokens, weight, stride)
+    got = ops.pieces_conv(tokens, weight, size, stride)
+    expected = ops.pieces_conv_reference(tokens, weight, size, stride)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     grad = torch.randn_like(expected)
     for ours, theirs in zip(torch.autograd.grad(got, (tokens, weight), grad),
@@ -353,9 +355,12 @@ def test_pieces_conv_equals_conv2d_in_float64(batch, size, head_dims, pieces):
 @needs_native
 def test_pieces_conv_gradcheck_and_opcheck():
     tokens, weight = pieces_inputs(2, (3, 4), 8, 3)
-    assert torch.autograd.gradcheck(lambda t, w: ops.pieces_conv(t, w, (3, 4)), (tokens, weight))
+    for stride in (1, 2):
+        assert torch.autograd.gradcheck(lambda t, w: ops.pieces_conv(t, w, (3, 4), stride),
+                                        (tokens, weight))
     singles = [x.detach().float().requires_grad_() for x in pieces_inputs(1, (5, 6), 16, 12)]
     torch.library.opcheck(torch.ops.acmix_mm.pieces_conv, (*singles, 5, 6))
+    torch.library.opcheck(torch.ops.acmix_mm.pieces_conv, (*singles, 5, 6, 2))
 
 
 @needs_native
@@ -368,11 +373,11 @@ def test_pieces_conv_in_float32_is_close_to_float64():
 @needs_native
 def test_convolution_paths_use_the_native_op_where_it_fits():
     """ResNet-ACmix's (fused) convolution path runs the native op where the groups fit
-    (4 heads, d a multiple of the lanes, stride 1), F.conv2d elsewhere (heads 2, stride
-    2, export), with the same outputs and parameter gradients either way."""
+    (4 heads, d a multiple of the lanes, stride 1 or 2), F.conv2d elsewhere (heads 2,
+    export), with the same outputs and parameter gradients either way."""
     from acmix_mm.layers.acmix import conv_of_pieces
     torch.manual_seed(0)
-    for heads, stride, native_op in [(4, 1, True), (2, 1, False), (4, 2, False)]:
+    for heads, stride, native_op in [(4, 1, True), (2, 1, False), (4, 2, True)]:
         layer = ACmix(16, 32, head=heads, stride=stride).double()
         path = layer.conv_path
         qkv = torch.randn(2, 7 * 9, path.num_pieces * path.head_dims, dtype=torch.float64)

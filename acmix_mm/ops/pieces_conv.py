@@ -6,7 +6,7 @@ of the convolution reads channel ``g`` of every piece and writes outputs
 ``g * M .. g * M + M - 1``. The native operator (``csrc/pieces_conv.cpp``) reads the
 tokens piece-major and runs across groups in vectors, where oneDNN's grouped
 convolution runs groups of 12 inputs and 4 outputs far below its arithmetic rate. It
-covers ResNet-ACmix's case: stride 1, a 3x3 kernel, four outputs per group and ``d`` a
+covers ResNet-ACmix's case: stride 1 or 2, a 3x3 kernel, four outputs per group and ``d`` a
 multiple of the vector's lanes (16 float32, 8 float64 values); other cases take
 :func:`pieces_conv_reference`.
 """
@@ -21,7 +21,7 @@ OUTPUTS_PER_GROUP = 4
 BUILT = native_built() and hasattr(torch.ops.acmix_mm, 'pieces_conv')
 
 
-def pieces_conv_reference(tokens, weight, hw_shape):
+def pieces_conv_reference(tokens, weight, hw_shape, stride=1):
     """The convolution with ``F.conv2d`` on channels-last maps of the pieces: the
     definition the native kernel is tested against.
 
@@ -29,22 +29,23 @@ def pieces_conv_reference(tokens, weight, hw_shape):
         tokens (Tensor): The projection, piece-major, (B, H*W, P * d).
         weight (Tensor): (M * d, P, k, k), one group per channel d.
         hw_shape (tuple[int]): (H, W).
+        stride (int): Stride of the convolution. Default: 1.
 
     Returns:
-        Tensor: (B, H*W, M * d), zero padding k // 2, stride 1.
+        Tensor: (B, H'*W', M * d), zero padding k // 2, H' = ceil(H / stride).
     """
     batch, num_tokens, columns = tokens.shape
     pieces = weight.shape[1]
     head_dims = columns // pieces
     maps = tokens.view(batch, num_tokens, pieces, head_dims).transpose(2, 3).reshape(
         batch, *hw_shape, columns).permute(0, 3, 1, 2)
-    out = F.conv2d(maps, weight, None, 1, weight.shape[-1] // 2, groups=head_dims)
+    out = F.conv2d(maps, weight, None, stride, weight.shape[-1] // 2, groups=head_dims)
     return out.flatten(2).transpose(1, 2)
 
 
 def pieces_conv_fits(device, dtype, head_dims, channels, kernel_size, stride):
     """Whether the native operator serves a convolution path of this shape, on this
-    device and dtype: CPU, float32 or float64 without autocast, 3x3 at stride 1, four
+    device and dtype: CPU, float32 or float64 without autocast, 3x3 at stride 1 or 2, four
     outputs per group (``channels == 4 * head_dims``), ``head_dims`` a multiple of the
     lanes, no export or jit trace under way (those take ``F.conv2d``, a standard
     operator)."""
@@ -55,7 +56,7 @@ def pieces_conv_fits(device, dtype, head_dims, channels, kernel_size, stride):
     if torch.is_autocast_enabled('cpu') or dtype not in (torch.float32, torch.float64):
         return False
     lanes = 512 // torch.finfo(dtype).bits  # 64-byte vectors
-    return (stride in (1, (1, 1)) and kernel_size in (3, (3, 3))
+    return (stride in (1, 2, (1, 1), (2, 2)) and kernel_size in (3, (3, 3))
             and channels == OUTPUTS_PER_GROUP * head_dims and head_dims % lanes == 0)
 
 
@@ -67,34 +68,36 @@ def pieces_conv_usable(tokens, weight, stride):
                          weight.shape[2], stride))
 
 
-def pieces_conv(tokens, weight, hw_shape):
+def pieces_conv(tokens, weight, hw_shape, stride=1):
     """The native operator (see :func:`pieces_conv_usable`). Args and returns as
-    :func:`pieces_conv_reference` (k = 3, M = 4); differentiable in ``tokens`` and
-    ``weight``."""
-    return torch.ops.acmix_mm.pieces_conv(tokens, weight, *hw_shape)
+    :func:`pieces_conv_reference` (k = 3, M = 4; ``stride`` an int or a conv's pair);
+    differentiable in ``tokens`` and ``weight``."""
+    stride = stride[0] if isinstance(stride, tuple) else stride
+    return torch.ops.acmix_mm.pieces_conv(tokens, weight, *hw_shape, stride)
 
 
 if BUILT:
 
     @torch.library.register_fake(OP)
-    def _forward_fake(tokens, weight, height, width):
+    def _forward_fake(tokens, weight, height, width, stride=1):
         torch._check(tokens.dim() == 3 and tokens.shape[1] == height * width)
-        return tokens.new_empty((tokens.shape[0], tokens.shape[1], weight.shape[0]))
+        out_pixels = -(-height // stride) * -(-width // stride)
+        return tokens.new_empty((tokens.shape[0], out_pixels, weight.shape[0]))
 
     @torch.library.register_fake(OP + '_backward')
-    def _backward_fake(grad_out, tokens, weight, height, width):
+    def _backward_fake(grad_out, tokens, weight, height, width, stride=1):
         return (torch.empty_like(tokens, memory_format=torch.contiguous_format),
                 torch.empty_like(weight, memory_format=torch.contiguous_format))
 
     def _setup_context(ctx, inputs, output):
-        tokens, weight, height, width = inputs
+        tokens, weight, *options = inputs
         ctx.save_for_backward(tokens, weight)
-        ctx.hw_shape = (height, width)
+        ctx.options = options
 
     def _backward(ctx, grad_out):
         tokens, weight = ctx.saved_tensors
         grad_tokens, grad_weight = torch.ops.acmix_mm.pieces_conv_backward(
-            grad_out.contiguous(), tokens, weight, *ctx.hw_shape)
-        return grad_tokens, grad_weight, None, None
+            grad_out.contiguous(), tokens, weight, *ctx.options)
+        return (grad_tokens, grad_weight) + (None, ) * len(ctx.options)
 
     torch.library.register_autograd(OP, _backward, setup_context=_setup_context)

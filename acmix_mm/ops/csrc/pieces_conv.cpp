@@ -9,8 +9,8 @@
 // with sums kept in registers over a tile of pixels. oneDNN's grouped convolution runs
 // this shape (groups of 12 inputs and 4 outputs) far below its arithmetic rate.
 //
-// Stride 1, zero padding 1, M = 4 (ResNet-ACmix's heads), d a multiple of the vector's
-// lanes; the Python wrapper (ops/pieces_conv.py) takes F.conv2d otherwise.
+// Stride 1 or 2, zero padding 1, M = 4 (ResNet-ACmix's heads), d a multiple of the
+// vector's lanes; the Python wrapper (ops/pieces_conv.py) takes F.conv2d otherwise.
 #include <torch/library.h>
 #include <ATen/Parallel.h>
 #include <ATen/ATen.h>
@@ -29,10 +29,21 @@ constexpr int kOutputs = 4;  // outputs per group (M)
 constexpr int kSide = 3;     // kernel side
 
 struct ConvGeometry {
-  int64_t batch, height, width, dims, pieces;
+  int64_t batch, height, width, dims, pieces, stride, out_h, out_w;
   int64_t columns() const { return pieces * dims; }
   int64_t channels() const { return kOutputs * dims; }
   int64_t pixels() const { return height * width; }
+  int64_t out_pixels() const { return out_h * out_w; }
+  // Whether output columns [x0, x0 + tile) read only columns inside the map.
+  bool interior(int64_t x0, int64_t tile) const {
+    return x0 * stride >= 1 && (x0 + tile - 1) * stride + 1 < width;
+  }
+  // The output index o with o * stride + k - 1 == i, or -1 where there is none.
+  int64_t output_at(int64_t i, int64_t k, int64_t size) const {
+    const int64_t num = i - k + 1;
+    if (num < 0 || num % stride) return -1;
+    return num / stride < size ? num / stride : -1;
+  }
   // Row of d weights (one per group) of piece t, offset (dy, dx), output h.
   int64_t weight_at(int64_t t, int64_t dy, int64_t dx, int64_t h) const {
     return (((t * kSide + dy) * kSide + dx) * kOutputs + h) * dims;
@@ -52,14 +63,14 @@ ACMIX_INLINE void forward_tile(const T* tokens, const T* packed, T* out,
   V acc[kTile][kOutputs] = {};
   for (int64_t t = 0; t < g.pieces; ++t) {
     for (int64_t dy = 0; dy < kSide; ++dy) {
-      const int64_t yy = y + dy - 1;
+      const int64_t yy = y * g.stride + dy - 1;
       if (yy < 0 || yy >= g.height) continue;
       const T* row = tokens + yy * g.width * g.columns() + t * g.dims + g0;
       for (int64_t dx = 0; dx < kSide; ++dx) {
         V w[kOutputs];
         for (int h = 0; h < kOutputs; ++h) w[h] = load(packed + g.weight_at(t, dy, dx, h) + g0);
         for (int p = 0; p < kTile; ++p) {
-          const int64_t xx = x0 + p + dx - 1;
+          const int64_t xx = (x0 + p) * g.stride + dx - 1;
           if (!kInterior && (p >= n || xx < 0 || xx >= g.width)) continue;
           const V in = load(row + xx * g.columns());
           for (int h = 0; h < kOutputs; ++h) acc[p][h] += w[h] * in;
@@ -70,7 +81,7 @@ ACMIX_INLINE void forward_tile(const T* tokens, const T* packed, T* out,
   for (int p = 0; p < (kInterior ? kTile : n); ++p) {
     T sums[kOutputs][L];
     for (int h = 0; h < kOutputs; ++h) store(sums[h], acc[p][h]);
-    T* dst = out + ((y * g.width) + x0 + p) * g.channels() + g0 * kOutputs;
+    T* dst = out + ((y * g.out_w) + x0 + p) * g.channels() + g0 * kOutputs;
     for (int64_t l = 0; l < L; ++l) {
       for (int h = 0; h < kOutputs; ++h) dst[l * kOutputs + h] = sums[h][l];
     }
@@ -78,7 +89,8 @@ ACMIX_INLINE void forward_tile(const T* tokens, const T* packed, T* out,
 }
 
 // The input gradient of pieces [t0, t0 + 3) at the tile's pixels, groups [g0, g0 + lanes),
-// from the output gradients laid out [pixel][h][g] (grads).
+// from the output gradients laid out [pixel][h][g] (grads). Interior tiles (stride 1
+// only) skip the checks of which outputs read a pixel.
 template <typename T, bool kInterior, int kPieces>
 ACMIX_INLINE void input_grad_tile(const T* grads, const T* packed, T* grad_tokens,
                                   const ConvGeometry& g, int64_t y, int64_t x0, int64_t n,
@@ -86,16 +98,16 @@ ACMIX_INLINE void input_grad_tile(const T* grads, const T* packed, T* grad_token
   using V = vec_t<T>;
   V acc[kTile][kPieces] = {};
   for (int64_t dy = 0; dy < kSide; ++dy) {
-    const int64_t yy = y - dy + 1;
-    if (yy < 0 || yy >= g.height) continue;
-    const T* row = grads + yy * g.width * g.channels() + g0;
+    const int64_t yy = g.output_at(y, dy, g.out_h);
+    if (yy < 0) continue;
+    const T* row = grads + yy * g.out_w * g.channels() + g0;
     for (int64_t dx = 0; dx < kSide; ++dx) {
       for (int h = 0; h < kOutputs; ++h) {
         V w[kPieces];
         for (int t = 0; t < kPieces; ++t) w[t] = load(packed + g.weight_at(t0 + t, dy, dx, h) + g0);
         for (int p = 0; p < kTile; ++p) {
-          const int64_t xx = x0 + p - dx + 1;
-          if (!kInterior && (p >= n || xx < 0 || xx >= g.width)) continue;
+          const int64_t xx = kInterior ? x0 + p - dx + 1 : g.output_at(x0 + p, dx, g.out_w);
+          if (!kInterior && (p >= n || xx < 0)) continue;
           const V grad = load(row + (xx * kOutputs + h) * g.dims);
           for (int t = 0; t < kPieces; ++t) acc[p][t] += w[t] * grad;
         }
@@ -109,21 +121,32 @@ ACMIX_INLINE void input_grad_tile(const T* grads, const T* packed, T* grad_token
 }
 
 // The weight gradient's share of one output row y: for each piece and dy, the three dx
-// sums of each output h over the row, the inputs rolling through registers.
+// sums of each output h over the row, the inputs rolling through registers (at stride 1;
+// at stride 2 each output reads its own three).
 template <typename T>
 ACMIX_INLINE void weight_grad_row(const T* tokens, const T* grads, T* partial,
                                   const ConvGeometry& g, int64_t y, int64_t g0) {
   using V = vec_t<T>;
-  const T* grad_row = grads + y * g.width * g.channels() + g0;
+  const T* grad_row = grads + y * g.out_w * g.channels() + g0;
   for (int64_t t = 0; t < g.pieces; ++t) {
     for (int64_t dy = 0; dy < kSide; ++dy) {
-      const int64_t yy = y + dy - 1;
+      const int64_t yy = y * g.stride + dy - 1;
       if (yy < 0 || yy >= g.height) continue;
       const T* row = tokens + yy * g.width * g.columns() + t * g.dims + g0;
+      auto input = [&](int64_t xx) {
+        return xx >= 0 && xx < g.width ? load(row + xx * g.columns()) : V{};
+      };
       V acc[kSide][kOutputs] = {};
       V left = {}, centre = load(row);
-      for (int64_t x = 0; x < g.width; ++x) {
-        const V right = x + 1 < g.width ? load(row + (x + 1) * g.columns()) : V{};
+      for (int64_t x = 0; x < g.out_w; ++x) {
+        V right;
+        if (g.stride == 1) {
+          right = input(x + 1);
+        } else {
+          left = input(x * g.stride - 1);
+          centre = input(x * g.stride);
+          right = input(x * g.stride + 1);
+        }
         for (int h = 0; h < kOutputs; ++h) {
           const V grad = load(grad_row + (x * kOutputs + h) * g.dims);
           acc[0][h] += grad * left;
@@ -149,14 +172,13 @@ ACMIX_INLINE void weight_grad_row(const T* tokens, const T* grads, T* partial,
   ATTRIBUTES void forward_row(const T* tokens, const T* packed, T* out,                    \
                               const ConvGeometry& g, int64_t y) {                          \
     for (int64_t g0 = 0; g0 < g.dims; g0 += kLanes<T>) {                                   \
-      int64_t x0 = 0;                                                                       \
-      forward_tile<T, false>(tokens, packed, out, g, y, x0,                                 \
-                             std::min<int64_t>(kTile, g.width), g0);                        \
-      for (x0 = kTile; x0 + kTile < g.width; x0 += kTile) {                                \
-        forward_tile<T, true>(tokens, packed, out, g, y, x0, kTile, g0);                   \
-      }                                                                                     \
-      if (x0 < g.width) {                                                                   \
-        forward_tile<T, false>(tokens, packed, out, g, y, x0, g.width - x0, g0);           \
+      for (int64_t x0 = 0; x0 < g.out_w; x0 += kTile) {                                    \
+        const int64_t n = std::min<int64_t>(kTile, g.out_w - x0);                           \
+        if (n == kTile && g.interior(x0, kTile)) {                                                 \
+          forward_tile<T, true>(tokens, packed, out, g, y, x0, kTile, g0);                 \
+        } else {                                                                            \
+          forward_tile<T, false>(tokens, packed, out, g, y, x0, n, g0);                    \
+        }                                                                                   \
       }                                                                                     \
     }                                                                                       \
   }                                                                                         \
@@ -167,7 +189,7 @@ ACMIX_INLINE void weight_grad_row(const T* tokens, const T* grads, T* partial,
         const bool three = t0 + 3 <= g.pieces;                                              \
         for (int64_t x0 = 0; x0 < g.width; x0 += kTile) {                                   \
           const int64_t n = std::min<int64_t>(kTile, g.width - x0);                         \
-          const bool interior = x0 > 0 && x0 + kTile < g.width;                             \
+          const bool interior = g.stride == 1 && x0 > 0 && x0 + kTile < g.width;            \
           if (three && interior) {                                                          \
             input_grad_tile<T, true, 3>(grads, packed, grad_tokens, g, y, x0, n, t0, g0);  \
           } else if (three) {                                                               \
@@ -195,7 +217,7 @@ ACMIX_CONV_KERNELS(double, )
 #undef ACMIX_CONV_KERNELS
 
 ConvGeometry conv_geometry(const at::Tensor& tokens, const at::Tensor& weight,
-                           int64_t height, int64_t width) {
+                           int64_t height, int64_t width, int64_t stride) {
   TORCH_CHECK(tokens.device().is_cpu() && weight.device().is_cpu(),
               "pieces_conv: CPU tensors only");
   TORCH_CHECK(tokens.scalar_type() == weight.scalar_type(),
@@ -206,6 +228,7 @@ ConvGeometry conv_geometry(const at::Tensor& tokens, const at::Tensor& weight,
   TORCH_CHECK(weight.dim() == 4 && weight.size(2) == kSide && weight.size(3) == kSide &&
                   weight.size(0) % kOutputs == 0,
               "pieces_conv: weight must be (4 * d, pieces, 3, 3)");
+  TORCH_CHECK(stride == 1 || stride == 2, "pieces_conv: stride 1 or 2, got ", stride);
   const int64_t dims = weight.size(0) / kOutputs, pieces = weight.size(1);
   TORCH_CHECK(tokens.size(2) == pieces * dims, "pieces_conv: tokens have ", tokens.size(2),
               " channels, the weight reads ", pieces, " pieces of ", dims);
@@ -215,7 +238,8 @@ ConvGeometry conv_geometry(const at::Tensor& tokens, const at::Tensor& weight,
 #else
   TORCH_CHECK(false, "pieces_conv: built without vector extensions");
 #endif
-  return ConvGeometry{tokens.size(0), height, width, dims, pieces};
+  return ConvGeometry{tokens.size(0), height, width, dims, pieces, stride,
+                      (height + stride - 1) / stride, (width + stride - 1) / stride};
 }
 
 // The weight as [t][dy][dx][h][g] (weight_at); o = g * M + h in the weight's rows.
@@ -227,26 +251,28 @@ at::Tensor pack_weight(const at::Tensor& weight, const ConvGeometry& g) {
 
 // Output gradients as [pixel][h][g].
 at::Tensor grads_by_output(const at::Tensor& grad_out, const ConvGeometry& g) {
-  return grad_out.reshape({g.batch, g.pixels(), g.dims, kOutputs}).transpose(2, 3).contiguous();
+  return grad_out.reshape({g.batch, g.out_pixels(), g.dims, kOutputs})
+      .transpose(2, 3)
+      .contiguous();
 }
 
 }  // namespace
 
 at::Tensor pieces_conv_forward(const at::Tensor& tokens, const at::Tensor& weight,
-                               int64_t height, int64_t width) {
-  const ConvGeometry g = conv_geometry(tokens, weight, height, width);
+                               int64_t height, int64_t width, int64_t stride) {
+  const ConvGeometry g = conv_geometry(tokens, weight, height, width, stride);
   const at::Tensor input = tokens.contiguous(), packed = pack_weight(weight, g);
-  at::Tensor out = at::empty({g.batch, g.pixels(), g.channels()}, tokens.options());
+  at::Tensor out = at::empty({g.batch, g.out_pixels(), g.channels()}, tokens.options());
 #ifdef ACMIX_VECTORS
   AT_DISPATCH_FLOATING_TYPES(tokens.scalar_type(), "pieces_conv", [&] {
     const scalar_t* in = input.const_data_ptr<scalar_t>();
     const scalar_t* w = packed.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, g.batch * g.height, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
       for (int64_t index = begin; index < end; ++index) {
-        const int64_t b = index / g.height, y = index % g.height;
-        forward_row(in + b * g.pixels() * g.columns(), w, o + b * g.pixels() * g.channels(),
-                    g, y);
+        const int64_t b = index / g.out_h, y = index % g.out_h;
+        forward_row(in + b * g.pixels() * g.columns(), w,
+                    o + b * g.out_pixels() * g.channels(), g, y);
       }
     });
   });
@@ -257,18 +283,19 @@ at::Tensor pieces_conv_forward(const at::Tensor& tokens, const at::Tensor& weigh
 std::tuple<at::Tensor, at::Tensor> pieces_conv_backward(const at::Tensor& grad_out,
                                                         const at::Tensor& tokens,
                                                         const at::Tensor& weight,
-                                                        int64_t height, int64_t width) {
-  const ConvGeometry g = conv_geometry(tokens, weight, height, width);
+                                                        int64_t height, int64_t width,
+                                                        int64_t stride) {
+  const ConvGeometry g = conv_geometry(tokens, weight, height, width, stride);
   TORCH_CHECK(grad_out.scalar_type() == tokens.scalar_type() && grad_out.dim() == 3 &&
-                  grad_out.size(0) == g.batch && grad_out.size(1) == g.pixels() &&
+                  grad_out.size(0) == g.batch && grad_out.size(1) == g.out_pixels() &&
                   grad_out.size(2) == g.channels(),
-              "pieces_conv_backward: grad_out must be (B, H*W, 4 * d) in the tokens' dtype");
+              "pieces_conv_backward: grad_out must be (B, H'*W', 4 * d) in the tokens' dtype");
   const at::Tensor input = tokens.contiguous(), packed = pack_weight(weight, g);
   const at::Tensor grads = grads_by_output(grad_out, g);
   at::Tensor grad_tokens = at::empty_like(input);
-  // Weight-gradient sums per chunk of rows, added in order: the same result on every run
-  // whatever the threads.
-  const int64_t rows = g.batch * g.height;
+  // Weight-gradient sums per chunk of output rows, added in order: the same result on
+  // every run whatever the threads.
+  const int64_t rows = g.batch * g.out_h;
   const int64_t chunks = std::min<int64_t>(rows, 32);
   at::Tensor partials = at::zeros({chunks, packed.numel()}, tokens.options());
 #ifdef ACMIX_VECTORS
@@ -278,11 +305,11 @@ std::tuple<at::Tensor, at::Tensor> pieces_conv_backward(const at::Tensor& grad_o
     const scalar_t* go = grads.const_data_ptr<scalar_t>();
     scalar_t* gt = grad_tokens.mutable_data_ptr<scalar_t>();
     scalar_t* part = partials.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.batch * g.height, 1, [&](int64_t begin, int64_t end) {
       for (int64_t index = begin; index < end; ++index) {
         const int64_t b = index / g.height, y = index % g.height;
-        input_grad_row(go + b * g.pixels() * g.channels(), w, gt + b * g.pixels() * g.columns(),
-                       g, y);
+        input_grad_row(go + b * g.out_pixels() * g.channels(), w,
+                       gt + b * g.pixels() * g.columns(), g, y);
       }
     });
     at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
@@ -290,11 +317,12 @@ std::tuple<at::Tensor, at::Tensor> pieces_conv_backward(const at::Tensor& grad_o
         const int64_t first = chunk * rows / chunks, last = (chunk + 1) * rows / chunks;
         for (int64_t index = first; index < last;) {
           // rows of one image at a time
-          const int64_t b = index / g.height;
-          const int64_t stop = std::min(last, (b + 1) * g.height);
-          weight_grad_rows(in + b * g.pixels() * g.columns(), go + b * g.pixels() * g.channels(),
-                           part + chunk * packed.numel(), g, index - b * g.height,
-                           stop - b * g.height);
+          const int64_t b = index / g.out_h;
+          const int64_t stop = std::min(last, (b + 1) * g.out_h);
+          weight_grad_rows(in + b * g.pixels() * g.columns(),
+                           go + b * g.out_pixels() * g.channels(),
+                           part + chunk * packed.numel(), g, index - b * g.out_h,
+                           stop - b * g.out_h);
           index = stop;
         }
       }
@@ -313,10 +341,12 @@ std::tuple<at::Tensor, at::Tensor> pieces_conv_backward(const at::Tensor& grad_o
 }  // namespace acmix_mm
 
 TORCH_LIBRARY_FRAGMENT(acmix_mm, m) {
-  m.def("pieces_conv(Tensor tokens, Tensor weight, int height, int width) -> Tensor");
+  m.def(
+      "pieces_conv(Tensor tokens, Tensor weight, int height, int width, int stride=1) "
+      "-> Tensor");
   m.def(
       "pieces_conv_backward(Tensor grad_out, Tensor tokens, Tensor weight, int height, "
-      "int width) -> (Tensor, Tensor)");
+      "int width, int stride=1) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(acmix_mm, CPU, m) {

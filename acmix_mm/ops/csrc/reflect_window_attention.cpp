@@ -83,10 +83,14 @@ Layout layout(const at::Tensor& qkv, int64_t heads, int64_t height, int64_t widt
                 channel_major};
 }
 
+// Pixels packed together: each plane's row gets kBlock consecutive values (whole cache
+// lines) from tokens that stay in L1. Pixel by pixel, each store would land on another
+// plane's page, and the 2 * C planes outnumber the first-level TLB.
+constexpr int64_t kBlock = 16;
+
 // Queries at the strided positions; keys less their offset and values times alpha,
-// reflection-padded. All as planes (B * heads, d, rows, columns). Pixel by pixel: each
-// token's channels are read in order and each plane's row is written in order, so both
-// stay in the cache.
+// reflection-padded. All as planes (B * heads, d, rows, columns), a block of pixels of
+// a row at a time.
 template <typename T>
 void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* key,
           T* value) {
@@ -94,6 +98,8 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* 
   for (int64_t px = 0; px < l.padded_w; ++px) source_x[px] = reflect(px - l.pad, l.width);
   const int64_t key_plane = l.padded_h * l.padded_w, query_plane = l.out_h * l.out_w;
   at::parallel_for(0, l.batch * l.padded_h, 1, [&](int64_t begin, int64_t end) {
+    const T* token[kBlock];
+    const T* token_offset[kBlock];
     for (int64_t index = begin; index < end; ++index) {
       const int64_t b = index / l.padded_h, py = index % l.padded_h;
       const int64_t sy = reflect(py - l.pad, l.height);
@@ -101,15 +107,20 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* 
       const T* offsets = offset + sy * l.width * l.dims;
       T* key_rows = key + b * l.heads * l.dims * key_plane + py * l.padded_w;
       T* value_rows = value + b * l.heads * l.dims * key_plane + py * l.padded_w;
-      for (int64_t px = 0; px < l.padded_w; ++px) {
-        const int64_t sx = source_x[px];
-        const T* token = tokens + sx * l.columns();
-        const T* token_offset = offsets + sx * l.dims;
+      for (int64_t px0 = 0; px0 < l.padded_w; px0 += kBlock) {
+        const int64_t n = std::min(kBlock, l.padded_w - px0);
+        for (int64_t t = 0; t < n; ++t) {
+          token[t] = tokens + source_x[px0 + t] * l.columns();
+          token_offset[t] = offsets + source_x[px0 + t] * l.dims;
+        }
         for (int64_t h = 0; h < l.heads; ++h) {
           for (int64_t c = 0; c < l.dims; ++c) {
-            const int64_t at = (h * l.dims + c) * key_plane + px;
-            key_rows[at] = token[l.column(1, h, c)] - token_offset[c];
-            value_rows[at] = alpha * token[l.column(2, h, c)];
+            const int64_t at = (h * l.dims + c) * key_plane + px0;
+            const int64_t key_col = l.column(1, h, c), value_col = l.column(2, h, c);
+            for (int64_t t = 0; t < n; ++t) {
+              key_rows[at + t] = token[t][key_col] - token_offset[t][c];
+            }
+            for (int64_t t = 0; t < n; ++t) value_rows[at + t] = alpha * token[t][value_col];
           }
         }
       }
@@ -120,11 +131,15 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* 
       const int64_t b = index / l.out_h, y = index % l.out_h;
       const T* tokens = qkv + (b * l.pixels() + y * l.stride * l.width) * l.columns();
       T* rows = query + b * l.heads * l.dims * query_plane + y * l.out_w;
-      for (int64_t x = 0; x < l.out_w; ++x) {
-        const T* token = tokens + x * l.stride * l.columns();
+      for (int64_t x0 = 0; x0 < l.out_w; x0 += kBlock) {
+        const int64_t n = std::min(kBlock, l.out_w - x0);
+        const T* first = tokens + x0 * l.stride * l.columns();
+        const int64_t step = l.stride * l.columns();
         for (int64_t h = 0; h < l.heads; ++h) {
           for (int64_t c = 0; c < l.dims; ++c) {
-            rows[(h * l.dims + c) * query_plane + x] = token[l.column(0, h, c)];
+            const T* column = first + l.column(0, h, c);
+            T* out = rows + (h * l.dims + c) * query_plane + x0;
+            for (int64_t t = 0; t < n; ++t) out[t] = column[t * step];
           }
         }
       }
