@@ -28,6 +28,10 @@ namespace {
 struct Layout {
   int64_t batch, heads, dims, height, width, pad, padded_h, padded_w, out_h, out_w, stride;
   bool channel_major;
+  // Keys and values are packed in the row phases of the stride (phased_window_attention):
+  // rows key_w wide, padded column px at key_column(px).
+  int64_t key_w() const { return phased_width(padded_w, stride); }
+  int64_t key_column(int64_t px) const { return (px % stride) * (key_w() / stride) + px / stride; }
 
   int64_t pixels() const { return height * width; }
   int64_t columns() const { return 3 * heads * dims; }
@@ -39,6 +43,9 @@ struct Layout {
     return channel_major ? (c * 3 + piece) * heads + head : (piece * heads + head) * dims + c;
   }
 };
+
+// The attention of the packed planes runs on keys in the stride's phases: a query row's
+// windows are then read at unit stride (sliding_window_attention.cpp).
 
 // Reflection without repeating the edge (nn.ReflectionPad2d), for |i| < 2 * size - 1.
 int64_t reflect(int64_t i, int64_t size) {
@@ -89,14 +96,19 @@ Layout layout(const at::Tensor& qkv, int64_t heads, int64_t height, int64_t widt
 constexpr int64_t kBlock = 16;
 
 // Queries at the strided positions; keys less their offset and values times alpha,
-// reflection-padded. All as planes (B * heads, d, rows, columns), a block of pixels of
-// a row at a time.
+// reflection-padded and phased. All as planes (B * heads, d, rows, columns), a block of
+// columns of a row at a time.
 template <typename T>
 void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* key,
           T* value) {
-  std::vector<int64_t> source_x(l.padded_w);
-  for (int64_t px = 0; px < l.padded_w; ++px) source_x[px] = reflect(px - l.pad, l.width);
-  const int64_t key_plane = l.padded_h * l.padded_w, query_plane = l.out_h * l.out_w;
+  // The source pixel of each packed column; -1 for the zeros that phases end with.
+  std::vector<int64_t> source_x(l.key_w(), -1);
+  for (int64_t px = 0; px < l.padded_w; ++px) {
+    source_x[l.key_column(px)] = reflect(px - l.pad, l.width);
+  }
+  const int64_t key_plane = l.padded_h * l.key_w(), query_plane = l.out_h * l.out_w;
+  // A zero token and offset for the columns without a source.
+  const std::vector<T> zeros(l.columns(), T(0));
   at::parallel_for(0, l.batch * l.padded_h, 1, [&](int64_t begin, int64_t end) {
     const T* token[kBlock];
     const T* token_offset[kBlock];
@@ -105,13 +117,14 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* 
       const int64_t sy = reflect(py - l.pad, l.height);
       const T* tokens = qkv + (b * l.pixels() + sy * l.width) * l.columns();
       const T* offsets = offset + sy * l.width * l.dims;
-      T* key_rows = key + b * l.heads * l.dims * key_plane + py * l.padded_w;
-      T* value_rows = value + b * l.heads * l.dims * key_plane + py * l.padded_w;
-      for (int64_t px0 = 0; px0 < l.padded_w; px0 += kBlock) {
-        const int64_t n = std::min(kBlock, l.padded_w - px0);
+      T* key_rows = key + b * l.heads * l.dims * key_plane + py * l.key_w();
+      T* value_rows = value + b * l.heads * l.dims * key_plane + py * l.key_w();
+      for (int64_t px0 = 0; px0 < l.key_w(); px0 += kBlock) {
+        const int64_t n = std::min(kBlock, l.key_w() - px0);
         for (int64_t t = 0; t < n; ++t) {
-          token[t] = tokens + source_x[px0 + t] * l.columns();
-          token_offset[t] = offsets + source_x[px0 + t] * l.dims;
+          const int64_t sx = source_x[px0 + t];
+          token[t] = sx < 0 ? zeros.data() : tokens + sx * l.columns();
+          token_offset[t] = sx < 0 ? zeros.data() : offsets + sx * l.dims;
         }
         for (int64_t h = 0; h < l.heads; ++h) {
           for (int64_t c = 0; c < l.dims; ++c) {
@@ -168,7 +181,10 @@ void unpack(const T* grad_query, const T* grad_key, const T* grad_value, const T
     const int64_t sx = reflect(px - l.pad, l.width);
     if (px != sx + l.pad) mirror_cols.emplace_back(sx, px);
   }
-  const int64_t key_plane = l.padded_h * l.padded_w, query_plane = l.out_h * l.out_w;
+  const int64_t key_plane = l.padded_h * l.key_w(), query_plane = l.out_h * l.out_w;
+  // The packed column of each source pixel (at its own padded column).
+  std::vector<int64_t> own_column(l.width);
+  for (int64_t sx = 0; sx < l.width; ++sx) own_column[sx] = l.key_column(sx + l.pad);
   std::vector<double> alpha_rows(l.height, 0.0);
   at::parallel_for(0, l.height, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> buffer(l.columns() * kChunk);
@@ -190,18 +206,26 @@ void unpack(const T* grad_query, const T* grad_key, const T* grad_value, const T
               std::fill(keys, keys + n, T(0));
               std::fill(values, values + n, T(0));
               for (const int64_t py : rows[sy]) {
-                const int64_t at = plane * key_plane + py * l.padded_w;
-                const T* key_row = grad_key + at + l.pad + x0;
-                const T* value_row = grad_value + at + l.pad + x0;
-                for (int64_t t = 0; t < n; ++t) {
-                  keys[t] += key_row[t];
-                  values[t] += value_row[t];
+                const int64_t at = plane * key_plane + py * l.key_w();
+                if (l.stride == 1) {
+                  const T* key_row = grad_key + at + l.pad + x0;
+                  const T* value_row = grad_value + at + l.pad + x0;
+                  for (int64_t t = 0; t < n; ++t) {
+                    keys[t] += key_row[t];
+                    values[t] += value_row[t];
+                  }
+                } else {
+                  const int64_t* columns = own_column.data() + x0;
+                  for (int64_t t = 0; t < n; ++t) {
+                    keys[t] += grad_key[at + columns[t]];
+                    values[t] += grad_value[at + columns[t]];
+                  }
                 }
                 if (x0 >= l.pad && x0 + n <= l.width - l.pad) continue;  // no mirrors
                 for (const auto& [sx, px] : mirror_cols) {
                   if (sx < x0 || sx >= x0 + n) continue;
-                  keys[sx - x0] += grad_key[at + px];
-                  values[sx - x0] += grad_value[at + px];
+                  keys[sx - x0] += grad_key[at + l.key_column(px)];
+                  values[sx - x0] += grad_value[at + l.key_column(px)];
                 }
               }
               if (!query_row) {
@@ -260,8 +284,8 @@ Packed pack_tensors(const at::Tensor& qkv, const at::Tensor& key_offset,
                     const at::Tensor& out_scale, const Layout& l) {
   const auto options = qkv.options();
   Packed packed{at::empty({l.planes(), l.dims, l.out_h, l.out_w}, options),
-                at::empty({l.planes(), l.dims, l.padded_h, l.padded_w}, options),
-                at::empty({l.planes(), l.dims, l.padded_h, l.padded_w}, options)};
+                at::empty({l.planes(), l.dims, l.padded_h, l.key_w()}, options),
+                at::empty({l.planes(), l.dims, l.padded_h, l.key_w()}, options)};
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "reflect_window_attention_pack", [&] {
     pack<scalar_t>(qkv.const_data_ptr<scalar_t>(), key_offset.const_data_ptr<scalar_t>(),
                    out_scale.item<scalar_t>(), l, packed.query.mutable_data_ptr<scalar_t>(),
@@ -280,8 +304,8 @@ std::tuple<at::Tensor, at::Tensor> reflect_window_attention_forward(
   const Layout l = layout(qkv, num_heads, height, width, kernel_size, stride, channel_major);
   check_extras(qkv, key_offset, out_scale, l);
   const Packed p = pack_tensors(qkv.contiguous(), key_offset.contiguous(), out_scale, l);
-  return sliding_window_attention_forward(p.query, p.key, p.value, kernel_size, stride,
-                                          scale);
+  return phased_window_attention_forward(p.query, p.key, p.value, l.padded_w, kernel_size,
+                                         stride, scale);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward(
@@ -293,8 +317,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
   check_extras(qkv, key_offset, out_scale, l);
   const at::Tensor tokens = qkv.contiguous();
   Packed p = pack_tensors(tokens, key_offset.contiguous(), out_scale, l);
-  const auto grads = sliding_window_attention_backward(grad_out, p.query, p.key, p.value,
-                                                       out, lse, kernel_size, stride, scale);
+  const auto grads = phased_window_attention_backward(
+      grad_out, p.query, p.key, p.value, out, lse, l.padded_w, kernel_size, stride, scale);
   p = Packed{};  // freed before the projection's gradient is allocated: a lower peak
   at::Tensor grad_qkv = at::empty_like(tokens);
   at::Tensor grad_offset = at::empty({l.pixels(), l.dims}, qkv.options());

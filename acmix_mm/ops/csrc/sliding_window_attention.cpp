@@ -56,40 +56,26 @@ ACMIX_INLINE float exp_of(float x) {
 // float64 is for tests and gradient checks: exact exp.
 ACMIX_INLINE double exp_of(double x) { return std::exp(x); }
 
-// acc[t] += sum of four products a_p[t] * b_p[t * S]: one load and store of acc per
-// four products. Restrict-qualified parameters, so that the compiler vectorises
-// without runtime alias checks.
-template <typename T, bool kUnitStride>
+// acc[t] += sum of four products a_p[t] * b_p[t]: one load and store of acc per four
+// products. Restrict-qualified parameters, so that the compiler vectorises without
+// runtime alias checks.
+template <typename T>
 ACMIX_INLINE void sum4(T* __restrict acc, const T* __restrict a0, const T* __restrict a1,
                        const T* __restrict a2, const T* __restrict a3,
                        const T* __restrict b0, const T* __restrict b1,
-                       const T* __restrict b2, const T* __restrict b3, int64_t n,
-                       int64_t stride) {
-  if constexpr (kUnitStride) {
-    for (int64_t t = 0; t < n; ++t) {
-      acc[t] += a0[t] * b0[t] + a1[t] * b1[t] + a2[t] * b2[t] + a3[t] * b3[t];
-    }
-  } else {
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t u = t * stride;
-      acc[t] += a0[t] * b0[u] + a1[t] * b1[u] + a2[t] * b2[u] + a3[t] * b3[u];
-    }
+                       const T* __restrict b2, const T* __restrict b3, int64_t n) {
+  for (int64_t t = 0; t < n; ++t) {
+    acc[t] += a0[t] * b0[t] + a1[t] * b1[t] + a2[t] * b2[t] + a3[t] * b3[t];
   }
 }
 
-// acc[t] += sum_p a_p[t] * b_p[t * S] for t < n, over `pairs` pairs (a multiple of
-// four: callers pad with rows of zeros).
+// acc[t] += sum_p a_p[t] * b_p[t] for t < n, over `pairs` pairs (a multiple of four:
+// callers pad with rows of zeros).
 template <typename T>
 ACMIX_INLINE void sum_products(T* acc, const T* const* a, const T* const* b,
-                               int64_t pairs, int64_t n, int64_t stride) {
+                               int64_t pairs, int64_t n) {
   for (int64_t p = 0; p < pairs; p += 4) {
-    if (stride == 1) {
-      sum4<T, true>(acc, a[p], a[p + 1], a[p + 2], a[p + 3], b[p], b[p + 1], b[p + 2],
-                    b[p + 3], n, 1);
-    } else {
-      sum4<T, false>(acc, a[p], a[p + 1], a[p + 2], a[p + 3], b[p], b[p + 1], b[p + 2],
-                     b[p + 3], n, stride);
-    }
+    sum4<T>(acc, a[p], a[p + 1], a[p + 2], a[p + 3], b[p], b[p + 1], b[p + 2], b[p + 3], n);
   }
 }
 
@@ -116,8 +102,11 @@ ACMIX_INLINE void weights_and_grads(const T* __restrict logits, T* __restrict gr
   }
 }
 
+// Keys and values at stride S > 1 come in S phases of each row (phased below): padded
+// column m * S + r at r * phase_w + m, so that the queries of a row read each window
+// column j at unit stride, at column(x, j). At stride 1 the phase is the row.
 struct Geometry {
-  int64_t planes, dims, out_h, out_w, key_h, key_w, kernel, stride;
+  int64_t planes, dims, out_h, out_w, key_h, key_w, kernel, stride, phase_w;
   // The backward pass's band buffers: rows of `pitch`, the row's pixels from `lead` on,
   // zeros around them (so that the key-side sums read whole vectors at the row's ends),
   // `band` rows per window offset or channel.
@@ -125,6 +114,7 @@ struct Geometry {
   int64_t out_plane() const { return out_h * out_w; }
   int64_t key_plane() const { return key_h * key_w; }
   int64_t window() const { return kernel * kernel; }
+  int64_t column(int64_t x, int64_t j) const { return (j % stride) * phase_w + j / stride + x; }
   // Row `row` of the band buffers' block `block` (a window offset, or a channel).
   int64_t band_at(int64_t block, int64_t row) const { return (block * band + row) * pitch + lead; }
   // Register-blocked row kernels exist for stride 1 and kernels 3, 5 and 7.
@@ -280,13 +270,12 @@ ACMIX_INLINE void blocked_key_grads(const T* go_rows, const T* q_rows, const T* 
 
 // Scratch of one thread: tiles of k*k rows, the pointer lists of the row sums (with
 // room to pad them to a multiple of four), a row of zeros to pad them with, and the
-// phases of a key row's gradients.
+// key and value gradients of a row.
 template <typename T>
 struct Scratch {
   std::vector<T> logits, grads, acc, row, zeros, grad_key, grad_value;
   std::vector<const T*> pa, pb;
   std::vector<int64_t> rows;
-  int64_t phase_len;
   explicit Scratch(const Geometry& g)
       : logits(g.window() * kTile),
         grads(g.window() * kTile),
@@ -295,10 +284,9 @@ struct Scratch {
         zeros(std::max(kTile, g.out_w)),
         pa(std::max({g.window(), g.dims, g.kernel}) + 3),
         pb(std::max({g.window(), g.dims, g.kernel}) + 3),
-        phase_len((g.key_w + g.stride - 1) / g.stride) {
+        grad_key(g.key_w),
+        grad_value(g.key_w) {
     rows.reserve(2 * g.kernel);
-    grad_key.resize(g.stride * phase_len);
-    grad_value.resize(g.stride * phase_len);
   }
 
   // Pads the first `pairs` pointer pairs with (zeros, a valid row) to a multiple of four,
@@ -336,9 +324,9 @@ ACMIX_INLINE void window_dots(T* __restrict logits, const T* a, const T* b,
       std::fill(row, row + n, T(0));
       for (int64_t c = 0; c < g.dims; ++c) {
         s.pa[c] = a + c * g.out_plane() + y * g.out_w + x0;
-        s.pb[c] = b + c * g.key_plane() + (y * g.stride + i) * g.key_w + x0 * g.stride + j;
+        s.pb[c] = b + c * g.key_plane() + (y * g.stride + i) * g.key_w + g.column(x0, j);
       }
-      sum_products(row, s.pa.data(), s.pb.data(), s.pad(g.dims), n, g.stride);
+      sum_products(row, s.pa.data(), s.pb.data(), s.pad(g.dims), n);
     }
   }
 }
@@ -362,13 +350,13 @@ ACMIX_INLINE void window_sums(T* out, const T* weights, const T* b, const Geomet
   for (int64_t w = 0; w < g.window(); ++w) s.pa[w] = weights + w * kTile;
   for (int64_t c = 0; c < g.dims; ++c) {
     std::fill(acc, acc + n, T(0));
-    const T* plane = b + c * g.key_plane() + y * g.stride * g.key_w + x0 * g.stride;
+    const T* plane = b + c * g.key_plane() + y * g.stride * g.key_w;
     for (int64_t i = 0; i < g.kernel; ++i) {
       for (int64_t j = 0; j < g.kernel; ++j) {
-        s.pb[i * g.kernel + j] = plane + i * g.key_w + j;
+        s.pb[i * g.kernel + j] = plane + i * g.key_w + g.column(x0, j);
       }
     }
-    sum_products(acc, s.pa.data(), s.pb.data(), s.pad(g.window()), n, g.stride);
+    sum_products(acc, s.pa.data(), s.pb.data(), s.pad(g.window()), n);
     std::copy(acc, acc + n, out + c * g.out_plane() + y * g.out_w + x0);
   }
 }
@@ -486,16 +474,15 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
     ++rows;
   }
   if (rows == 0) return;
-  // Key column j + S * x is seen by query x at offset j: accumulated in S phases of
-  // the row (column p + S * m at [p][m]), so that every sum runs along contiguous rows.
-  const int64_t phases = g.stride * s.phase_len;
+  // Key column column(x, j) is seen by query x at offset j: with the keys in phases,
+  // every sum runs along contiguous rows.
   for (int64_t c = 0; c < g.dims; ++c) {
     T* __restrict acc_k = s.grad_key.data();
     T* __restrict acc_v = s.grad_value.data();
-    std::fill(acc_k, acc_k + phases, T(0));
-    std::fill(acc_v, acc_v + phases, T(0));
+    std::fill(acc_k, acc_k + g.key_w, T(0));
+    std::fill(acc_v, acc_v + g.key_w, T(0));
     for (int64_t j = 0; j < g.kernel; ++j) {
-      const int64_t start = (j % g.stride) * s.phase_len + j / g.stride;
+      const int64_t start = g.column(0, j);
       // acc[x] += sum over the query rows of weights[w][y][x] * factors[c][y][x].
       auto gather = [&](T* acc, const T* weights, const T* factors) {
         for (int64_t r = 0; r < rows; ++r) {
@@ -503,8 +490,7 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
           s.pa[r] = weights + g.band_at(i * g.kernel + j, y - y_begin);
           s.pb[r] = factors + c * g.out_plane() + y * g.out_w;
         }
-        sum_products(acc + start, s.pa.data(), s.pb.data(), s.pad(rows), g.out_w,
-                     int64_t{1});
+        sum_products(acc + start, s.pa.data(), s.pb.data(), s.pad(rows), g.out_w);
       };
       gather(acc_k, dlogits, q);
       gather(acc_v, probs, grad_out);
@@ -512,17 +498,9 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
     // Added, not stored: rows at a band's edge are reached from two bands.
     T* __restrict gk = grad_k + c * g.key_plane() + key_row * g.key_w;
     T* __restrict gv = grad_v + c * g.key_plane() + key_row * g.key_w;
-    if (g.stride == 1) {
-      for (int64_t px = 0; px < g.key_w; ++px) {
-        gk[px] += acc_k[px];
-        gv[px] += acc_v[px];
-      }
-    } else {
-      for (int64_t px = 0; px < g.key_w; ++px) {
-        const int64_t at = (px % g.stride) * s.phase_len + px / g.stride;
-        gk[px] += acc_k[at];
-        gv[px] += acc_v[at];
-      }
+    for (int64_t px = 0; px < g.key_w; ++px) {
+      gk[px] += acc_k[px];
+      gv[px] += acc_v[px];
     }
   }
 }
@@ -553,8 +531,9 @@ ACMIX_ROW_KERNELS(float, ACMIX_CLONES)
 ACMIX_ROW_KERNELS(double, )
 #undef ACMIX_ROW_KERNELS
 
+// The checks of every entry point; key_width is the keys' width before phasing.
 void check_inputs(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-                  int64_t kernel_size, int64_t stride) {
+                  int64_t kernel_size, int64_t stride, int64_t key_width) {
   TORCH_CHECK(query.device().is_cpu(), "sliding_window_attention: CPU tensors only");
   TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && value.dim() == 4,
               "sliding_window_attention: query, key and value are (N, d, H, W)");
@@ -569,26 +548,56 @@ void check_inputs(const at::Tensor& query, const at::Tensor& key, const at::Tens
               "sliding_window_attention: kernel_size and stride must be positive");
   TORCH_CHECK(query.size(2) >= 1 && query.size(3) >= 1 &&
                   (query.size(2) - 1) * stride + kernel_size <= key.size(2) &&
-                  (query.size(3) - 1) * stride + kernel_size <= key.size(3),
+                  (query.size(3) - 1) * stride + kernel_size <= key_width,
               "sliding_window_attention: windows of ", kernel_size, " at stride ", stride,
               " for ", query.size(2), "x", query.size(3), " queries need keys of at least ",
               (query.size(2) - 1) * stride + kernel_size, "x",
               (query.size(3) - 1) * stride + kernel_size, ", got ", key.size(2), "x",
-              key.size(3));
+              key_width);
 }
 
+// The geometry of queries and phased keys.
 Geometry geometry(const at::Tensor& query, const at::Tensor& key, int64_t kernel_size,
                   int64_t stride) {
-  return Geometry{query.size(0), query.size(1), query.size(2), query.size(3),
-                  key.size(2),   key.size(3),   kernel_size,   stride};
+  const int64_t phase_w = key.size(3) / stride;
+  return Geometry{query.size(0), query.size(1), query.size(2), query.size(3), key.size(2),
+                  key.size(3),   kernel_size,   stride,        phase_w};
+}
+
+// Keys or values (N, d, H, W) in the row phases of stride S (Geometry), zero-padded to
+// a multiple of S wide; the planes as they are at stride 1.
+at::Tensor phased(const at::Tensor& x, int64_t stride) {
+  if (stride == 1) return x.contiguous();
+  const int64_t width = x.size(3), phase_w = (width + stride - 1) / stride;
+  return at::constant_pad_nd(x, {0, phase_w * stride - width})
+      .view({x.size(0), x.size(1), x.size(2), phase_w, stride})
+      .transpose(3, 4)
+      .reshape({x.size(0), x.size(1), x.size(2), phase_w * stride});
+}
+
+// The inverse of phased, for planes `width` wide.
+at::Tensor unphased(const at::Tensor& x, int64_t stride, int64_t width) {
+  if (stride == 1) return x;
+  const int64_t phase_w = x.size(3) / stride;
+  return x.view({x.size(0), x.size(1), x.size(2), stride, phase_w})
+      .transpose(3, 4)
+      .reshape({x.size(0), x.size(1), x.size(2), phase_w * stride})
+      .narrow(3, 0, width)
+      .contiguous();
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> sliding_window_attention_forward(
+int64_t phased_width(int64_t width, int64_t stride) {
+  return (width + stride - 1) / stride * stride;
+}
+
+std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-    int64_t kernel_size, int64_t stride, double scale) {
-  check_inputs(query, key, value, kernel_size, stride);
+    int64_t key_width, int64_t kernel_size, int64_t stride, double scale) {
+  check_inputs(query, key, value, kernel_size, stride, key_width);
+  TORCH_CHECK(key.size(3) == phased_width(key_width, stride),
+              "sliding_window_attention: phased keys of the wrong width");
   const at::Tensor q = query.contiguous(), k = key.contiguous(), v = value.contiguous();
   const Geometry g = geometry(q, k, kernel_size, stride);
   at::Tensor out = at::empty_like(q, at::MemoryFormat::Contiguous);
@@ -614,11 +623,21 @@ std::tuple<at::Tensor, at::Tensor> sliding_window_attention_forward(
   return {out, lse};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward(
+std::tuple<at::Tensor, at::Tensor> sliding_window_attention_forward(
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+    int64_t kernel_size, int64_t stride, double scale) {
+  check_inputs(query, key, value, kernel_size, stride, key.size(3));
+  return phased_window_attention_forward(query, phased(key, stride), phased(value, stride),
+                                         key.size(3), kernel_size, stride, scale);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
-    int64_t kernel_size, int64_t stride, double scale) {
-  check_inputs(query, key, value, kernel_size, stride);
+    int64_t key_width, int64_t kernel_size, int64_t stride, double scale) {
+  check_inputs(query, key, value, kernel_size, stride, key_width);
+  TORCH_CHECK(key.size(3) == phased_width(key_width, stride),
+              "sliding_window_attention_backward: phased keys of the wrong width");
   TORCH_CHECK(grad_out.sizes() == query.sizes() && out.sizes() == query.sizes(),
               "sliding_window_attention_backward: grad_out and out must have the "
               "query's shape");
@@ -751,6 +770,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
     }
   });
   return {grad_q, grad_k, grad_v};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
+    int64_t kernel_size, int64_t stride, double scale) {
+  check_inputs(query, key, value, kernel_size, stride, key.size(3));
+  auto [grad_q, grad_k, grad_v] = phased_window_attention_backward(
+      grad_out, query, phased(key, stride), phased(value, stride), out, lse, key.size(3),
+      kernel_size, stride, scale);
+  return {grad_q, unphased(grad_k, stride, key.size(3)), unphased(grad_v, stride, key.size(3))};
 }
 
 }  // namespace acmix_mm

@@ -20,4 +20,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
     const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
     int64_t kernel_size, int64_t stride, double scale);
 
+// The same on keys and values in the row phases of the stride (padded column m * S + r
+// at r * W_S / S + m in rows W_S = phased_width(Wp, S) wide; at stride 1 the planes as
+// they are), key_width = Wp; the key and value gradients come back phased too.
+int64_t phased_width(int64_t width, int64_t stride);
+
+std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+    int64_t key_width, int64_t kernel_size, int64_t stride, double scale);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
+    const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
+    const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
+    int64_t key_width, int64_t kernel_size, int64_t stride, double scale);
+
 }  // namespace acmix_mm
