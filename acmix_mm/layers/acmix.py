@@ -70,20 +70,23 @@ class _ChannelsLastCopy(torch.autograd.Function):
         return grad.contiguous()
 
 
-def linear_of_tokens(x, weight, bias, hw_shape):
+def linear_of_tokens(x, weight, bias, hw_shape, planes=False):
     """``F.linear`` of tokens (B, H*W, C) of an (H, W) map; on the CPU in float32 as
-    oneDNN's 1x1 convolution of the channels-last map, which is the same product.
+    oneDNN's 1x1 convolution of the map, which is the same product.
 
     torch's linear runs MKL's sgemm, whose kernels on AMD CPUs are AVX2 ones: ACmix's
     projection there ran at 130-210 GFLOP/s where the 1x1 convolution runs at 200-450
     (AMD EPYC, 2 cores, forward and backward), copy of an NCHW map to channels-last
-    included. Tokens of a channels-last map (transformer blocks) need no copy; the
-    output is tokens (B, H*W, C_out), contiguous.
+    included. The output is tokens (B, H*W, C_out): contiguous from a channels-last map,
+    which tokens of an NCHW map are copied to (tokens of transformer blocks are one
+    already); with ``planes``, tokens of an NCHW map give a view of NCHW planes
+    instead, for a consumer that reads planes, and no copy either way.
     """
     if x.device.type != 'cpu' or x.dtype != torch.float32 or exporting() or not _ONEDNN:
         return F.linear(x, weight, bias)
     maps = x.transpose(1, 2).unflatten(2, hw_shape)
-    if not maps.is_contiguous(memory_format=torch.channels_last):
+    if not maps.is_contiguous(memory_format=torch.channels_last) and not (
+            planes and maps.is_contiguous()):
         maps = _ChannelsLastCopy.apply(maps)
     return F.conv2d(maps, weight[:, :, None, None], bias).flatten(2).transpose(1, 2)
 
@@ -491,6 +494,10 @@ class TokenACmix(BaseModule):
         # order.
         path_channel_major = self.attn_path.channel_major
         if self.conv_path is None:
+            if getattr(self.attn_path, 'reads_planes', False):
+                # piece-major: q, k and v are then whole planes, no copy
+                return self.attn_path(x, self.project(x, False, hw_shape, planes=True),
+                                      hw_shape, self.qkv, channel_major=False, **path_kwargs)
             return self.attn_path(x, self.project(x, path_channel_major, hw_shape), hw_shape,
                                   self.qkv, **path_kwargs)
         conv_channel_major = self.conv_path.reads_channel_major_for(x)
@@ -498,8 +505,14 @@ class TokenACmix(BaseModule):
             # The path follows the convolution path's layout: no copy for either.
             path_channel_major = conv_channel_major
             path_kwargs = dict(path_kwargs, channel_major=conv_channel_major)
-        qkv = self.project(x, path_channel_major or conv_channel_major, hw_shape)
+        # A path that reads planes gets them, and so does F.conv2d's convolution path
+        # (channel-major planes are its NCHW input); the native one gets a copy as
+        # tokens, narrower than the copy of the input that tokens would take.
+        planes = getattr(self.attn_path, 'reads_planes', False)
+        qkv = self.project(x, path_channel_major or conv_channel_major, hw_shape, planes)
         path_qkv = qkv
+        if planes and not conv_channel_major:
+            qkv = qkv.contiguous()
         if conv_channel_major and not path_channel_major:
             path_qkv = qkv.view(*qkv.shape[:2], self.conv_path.head_dims,
                                 self.conv_path.num_pieces).transpose(2, 3).reshape(
@@ -514,18 +527,18 @@ class TokenACmix(BaseModule):
                                **path_kwargs)
         return f_att + f_conv
 
-    def project(self, x, channel_major=False, hw_shape=None):
+    def project(self, x, channel_major=False, hw_shape=None, planes=False):
         """Stage I: the shared projection of tokens ``x``, in the projection's own row
         order (q heads, k heads, v heads) or channel-major (the pieces of each channel
         side by side; see :func:`to_channel_major`). Given the map's ``hw_shape``, the
-        product runs as :func:`linear_of_tokens`."""
+        product runs as :func:`linear_of_tokens` (``planes`` as there)."""
         weight, bias = self.qkv.weight, self.qkv.bias
         if channel_major:
             weight = to_channel_major(weight, self.num_pieces)
             bias = None if bias is None else to_channel_major(bias, self.num_pieces)
         if hw_shape is None:
             return F.linear(x, weight, bias)
-        return linear_of_tokens(x, weight, bias, hw_shape)
+        return linear_of_tokens(x, weight, bias, hw_shape, planes)
 
     def fuse_conv_path(self):
         """Inference: swap in the convolution path and beta folded into one grouped

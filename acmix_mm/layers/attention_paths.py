@@ -352,6 +352,9 @@ class PatchwiseAttentionPath(BaseModule):
     # piece-major for the native operator) and neither copies it again.
     channel_major = True
     reads_either_layout = True
+    # Without a convolution path, a piece-major projection as a view of NCHW planes
+    # (acmix.linear_of_tokens) is the maps as they are.
+    reads_planes = True
 
     def forward(self, x, qkv, hw_shape, projection, out_scale=None, channel_major=True):
         batch, length, channels = qkv.shape
@@ -359,9 +362,9 @@ class PatchwiseAttentionPath(BaseModule):
         # Channel-major (B, N, d, pieces) or piece-major (B, N, pieces, d) -> piece-major
         # maps (B, pieces * d, H, W).
         if channel_major:
-            maps = qkv.view(batch, length, piece_dims, -1).permute(0, 3, 2, 1)
+            maps = qkv.reshape(batch, length, piece_dims, -1).permute(0, 3, 2, 1)
         else:
-            maps = qkv.view(batch, length, -1, piece_dims).permute(0, 2, 3, 1)
+            maps = qkv.reshape(batch, length, -1, piece_dims).permute(0, 2, 3, 1)
         maps = maps.reshape(batch, channels, *hw_shape)
         query, key, value = maps.split([self.qk_dims, self.qk_dims, self.embed_dims], 1)
         hidden = patch_hidden(query, key, self.norm_in, self.fc1.weight, self.kernel_size)

@@ -70,10 +70,10 @@ def pieces_conv_usable(tokens, weight, stride):
 
 def pieces_conv(tokens, weight, hw_shape, stride=1):
     """The native operator (see :func:`pieces_conv_usable`). Args and returns as
-    :func:`pieces_conv_reference` (k = 3, M = 4; ``stride`` an int or a conv's pair);
-    differentiable in ``tokens`` and ``weight``."""
+    :func:`pieces_conv_reference` (k = 3, M = 4; ``stride`` an int or a conv's pair),
+    the output a view of NCHW planes; differentiable in ``tokens`` and ``weight``."""
     stride = stride[0] if isinstance(stride, tuple) else stride
-    return torch.ops.acmix_mm.pieces_conv(tokens, weight, *hw_shape, stride)
+    return torch.ops.acmix_mm.pieces_conv(tokens, weight, *hw_shape, stride).transpose(1, 2)
 
 
 if BUILT:
@@ -82,7 +82,7 @@ if BUILT:
     def _forward_fake(tokens, weight, height, width, stride=1):
         torch._check(tokens.dim() == 3 and tokens.shape[1] == height * width)
         out_pixels = -(-height // stride) * -(-width // stride)
-        return tokens.new_empty((tokens.shape[0], out_pixels, weight.shape[0]))
+        return tokens.new_empty((tokens.shape[0], weight.shape[0], out_pixels))
 
     @torch.library.register_fake(OP + '_backward')
     def _backward_fake(grad_out, tokens, weight, height, width, stride=1):

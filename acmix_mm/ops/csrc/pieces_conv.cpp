@@ -1,6 +1,7 @@
 // ACmix's convolution path as one operator on CPU: the grouped 3x3 convolution from
 // the projection's pieces (fc and the shift convolution fused, acmix.conv_of_pieces),
-// forward and backward, on tokens.
+// forward and backward, from tokens to planes (B, M * d, H'*W'), which is the layout of
+// the attention path's output it is added to.
 //
 // Group g (one channel of every piece) has `pieces` inputs and M outputs. The tokens
 // are read piece-major (column t * d + g), so that the inputs of all groups at one
@@ -53,7 +54,8 @@ struct ConvGeometry {
 #ifdef ACMIX_VECTORS
 constexpr int kTile = 4;  // pixels per tile of the forward and input-gradient sums
 
-// out[x0 + p][(g * M + h)] for the tile's pixels and the groups [g0, g0 + lanes).
+// row[x0 + p][(g * M + h)] of output row y for the tile's pixels and the groups
+// [g0, g0 + lanes).
 template <typename T, bool kInterior>
 ACMIX_INLINE void forward_tile(const T* tokens, const T* packed, T* out,
                                const ConvGeometry& g, int64_t y, int64_t x0, int64_t n,
@@ -81,7 +83,7 @@ ACMIX_INLINE void forward_tile(const T* tokens, const T* packed, T* out,
   for (int p = 0; p < (kInterior ? kTile : n); ++p) {
     T sums[kOutputs][L];
     for (int h = 0; h < kOutputs; ++h) store(sums[h], acc[p][h]);
-    T* dst = out + ((y * g.out_w) + x0 + p) * g.channels() + g0 * kOutputs;
+    T* dst = out + (x0 + p) * g.channels() + g0 * kOutputs;
     for (int64_t l = 0; l < L; ++l) {
       for (int h = 0; h < kOutputs; ++h) dst[l * kOutputs + h] = sums[h][l];
     }
@@ -249,11 +251,27 @@ at::Tensor pack_weight(const at::Tensor& weight, const ConvGeometry& g) {
       .contiguous();
 }
 
-// Output gradients as [pixel][h][g].
+// Output gradients, planes (B, M * d, H'*W'), as [pixel][h][g]: row by row, each plane's
+// row read in order.
 at::Tensor grads_by_output(const at::Tensor& grad_out, const ConvGeometry& g) {
-  return grad_out.reshape({g.batch, g.out_pixels(), g.dims, kOutputs})
-      .transpose(2, 3)
-      .contiguous();
+  const at::Tensor planes = grad_out.contiguous();
+  at::Tensor grads = at::empty({g.batch, g.out_pixels(), g.channels()}, planes.options());
+  AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "pieces_conv_grads", [&] {
+    const scalar_t* src = planes.const_data_ptr<scalar_t>();
+    scalar_t* dst = grads.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t index = begin; index < end; ++index) {
+        const int64_t b = index / g.out_h, y = index % g.out_h;
+        scalar_t* row = dst + (b * g.out_pixels() + y * g.out_w) * g.channels();
+        for (int64_t o = 0; o < g.channels(); ++o) {
+          const scalar_t* plane = src + (b * g.channels() + o) * g.out_pixels() + y * g.out_w;
+          scalar_t* column = row + (o % kOutputs) * g.dims + o / kOutputs;
+          for (int64_t x = 0; x < g.out_w; ++x) column[x * g.channels()] = plane[x];
+        }
+      }
+    });
+  });
+  return grads;
 }
 
 }  // namespace
@@ -262,17 +280,23 @@ at::Tensor pieces_conv_forward(const at::Tensor& tokens, const at::Tensor& weigh
                                int64_t height, int64_t width, int64_t stride) {
   const ConvGeometry g = conv_geometry(tokens, weight, height, width, stride);
   const at::Tensor input = tokens.contiguous(), packed = pack_weight(weight, g);
-  at::Tensor out = at::empty({g.batch, g.out_pixels(), g.channels()}, tokens.options());
+  at::Tensor out = at::empty({g.batch, g.channels(), g.out_pixels()}, tokens.options());
 #ifdef ACMIX_VECTORS
   AT_DISPATCH_FLOATING_TYPES(tokens.scalar_type(), "pieces_conv", [&] {
     const scalar_t* in = input.const_data_ptr<scalar_t>();
     const scalar_t* w = packed.const_data_ptr<scalar_t>();
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
+      // A row of outputs as tokens, then written to the planes: each plane's row in one
+      // run (pixel by pixel, every store would go to another plane's page).
+      std::vector<scalar_t> row(g.out_w * g.channels());
       for (int64_t index = begin; index < end; ++index) {
         const int64_t b = index / g.out_h, y = index % g.out_h;
-        forward_row(in + b * g.pixels() * g.columns(), w,
-                    o + b * g.out_pixels() * g.channels(), g, y);
+        forward_row(in + b * g.pixels() * g.columns(), w, row.data(), g, y);
+        for (int64_t c = 0; c < g.channels(); ++c) {
+          scalar_t* plane = o + (b * g.channels() + c) * g.out_pixels() + y * g.out_w;
+          for (int64_t x = 0; x < g.out_w; ++x) plane[x] = row[x * g.channels() + c];
+        }
       }
     });
   });
@@ -287,9 +311,9 @@ std::tuple<at::Tensor, at::Tensor> pieces_conv_backward(const at::Tensor& grad_o
                                                         int64_t stride) {
   const ConvGeometry g = conv_geometry(tokens, weight, height, width, stride);
   TORCH_CHECK(grad_out.scalar_type() == tokens.scalar_type() && grad_out.dim() == 3 &&
-                  grad_out.size(0) == g.batch && grad_out.size(1) == g.out_pixels() &&
-                  grad_out.size(2) == g.channels(),
-              "pieces_conv_backward: grad_out must be (B, H'*W', 4 * d) in the tokens' dtype");
+                  grad_out.size(0) == g.batch && grad_out.size(1) == g.channels() &&
+                  grad_out.size(2) == g.out_pixels(),
+              "pieces_conv_backward: grad_out must be (B, 4 * d, H'*W') in the tokens' dtype");
   const at::Tensor input = tokens.contiguous(), packed = pack_weight(weight, g);
   const at::Tensor grads = grads_by_output(grad_out, g);
   at::Tensor grad_tokens = at::empty_like(input);
