@@ -211,3 +211,32 @@ def test_window_attention_keeps_the_projection_and_equals_sdpa(batch, shift_size
                                                       *path.buffers()))
     expected = qkv.numel() * itemsize + weights + qkv.numel() // 3 * itemsize + small
     assert kept <= expected < kept + qkv.numel() * itemsize // 3
+
+
+@pytest.mark.parametrize('layout', ['nchw', 'nchw-planes', 'tokens'])
+def test_projection_as_convolution_equals_linear(layout):
+    """The CPU projection (oneDNN's 1x1 convolution of an NCHW map, copied
+    channels-last or read as planes; F.linear for contiguous tokens) gives F.linear's
+    tokens and gradients; the input's gradient comes back in the input's layout."""
+    from acmix_mm.layers.acmix import linear_of_tokens
+    torch.manual_seed(0)
+    hw_shape = (6, 10)
+    if layout == 'tokens':
+        x = torch.randn(2, 60, 16, requires_grad=True)
+        tokens = x
+    else:
+        x = torch.randn(2, 16, *hw_shape, requires_grad=True)
+        tokens = x.flatten(2).transpose(1, 2)
+    weight = torch.randn(48, 16, requires_grad=True)
+    bias = torch.randn(48, requires_grad=True)
+    got = linear_of_tokens(tokens, weight, bias, hw_shape, planes=layout == 'nchw-planes')
+    expected = F.linear(tokens, weight, bias)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # planes: a view of NCHW planes; else contiguous tokens
+    assert got.transpose(1, 2).is_contiguous() == (layout == 'nchw-planes')
+    grad = torch.randn_like(expected)
+    ours = torch.autograd.grad(got, (x, weight, bias), grad)
+    theirs = torch.autograd.grad(expected, (x, weight, bias), grad)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+    assert ours[0].stride() == x.stride()
