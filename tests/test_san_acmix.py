@@ -436,3 +436,18 @@ def test_export_form_of_the_patches(monkeypatch):
     monkeypatch.setattr(patchwise, 'exporting', lambda: True)
     assert torch.equal(patchwise.unfold_band(padded, 1, 4, 5), expected)
     assert patchwise.row_bands(400, 400, 3 * 49) == [(0, 400)]
+
+
+def test_stage_relu_after_the_pool_equals_relu_before():
+    """The stem's ReLU runs after stage 0's max pool: the same output and gradients
+    as before it (max and ReLU commute), on a quarter of the pixels."""
+    from acmix_mm.backbones.san_acmix import SANStage
+    torch.manual_seed(0)
+    stage = SANStage(8, 32, 1, with_conv_path=False).double()
+    x = torch.randn(2, 8, 16, 18, dtype=torch.float64, requires_grad=True)
+    got = stage(x, relu_input=True)
+    expected = stage(torch.relu(x))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    grad = torch.randn_like(got)
+    torch.testing.assert_close(torch.autograd.grad(got, x, grad)[0],
+                               torch.autograd.grad(expected, x, grad)[0], rtol=0, atol=0)

@@ -113,8 +113,14 @@ class SANStage(BaseModule):
         self.norm = build_norm_layer(norm_cfg, channels)[1]
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x):
-        x = self.blocks(self.transition(self.pool(x)))
+    def forward(self, x, relu_input=False):
+        """``relu_input`` applies a ReLU to the input after the pool, which equals the
+        ReLU before it (max and ReLU commute, gradients included) on a quarter of the
+        pixels."""
+        x = self.pool(x)
+        if relu_input:
+            x = self.relu(x)
+        x = self.blocks(self.transition(x))
         return self.relu(self.norm(x))
 
 
@@ -201,7 +207,6 @@ class SANACmix(ACmixBackbone):
 
         self.conv_in = nn.Conv2d(3, self.stage_channels[0], kernel_size=1, bias=False)
         self.norm_in = build_norm_layer(norm_cfg, self.stage_channels[0])[1]
-        self.relu = nn.ReLU(inplace=True)
         in_channels = self.stage_channels[0]
         self.stages = nn.ModuleList()
         for i, (channels, num_blocks) in enumerate(
@@ -227,7 +232,8 @@ class SANACmix(ACmixBackbone):
         return [self.stages[index + 1]]
 
     def forward(self, x):
-        x = self.stages[0](self.relu(self.norm_in(self.conv_in(x))))
+        # The stem's ReLU after stage 0's pool: the full-resolution map is the largest.
+        x = self.stages[0](self.norm_in(self.conv_in(x)), relu_input=True)
         outs = []
         for i in range(max(self.out_indices) + 1):  # no stage past the last output
             x = self.stages[i + 1](x)
