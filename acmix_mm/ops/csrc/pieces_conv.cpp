@@ -122,6 +122,13 @@ ACMIX_INLINE void input_grad_tile(const T* grads, const T* packed, T* grad_token
   }
 }
 
+// The inputs of column xx of a row of tokens, zeros outside the map. A helper rather
+// than a lambda, which would be compiled apart from the caller's clone.
+template <typename T>
+ACMIX_INLINE vec_t<T> input_at(const T* row, int64_t xx, const ConvGeometry& g) {
+  return xx >= 0 && xx < g.width ? load(row + xx * g.columns()) : vec_t<T>{};
+}
+
 // The weight gradient's share of one output row y: for each piece and dy, the three dx
 // sums of each output h over the row, the inputs rolling through registers (at stride 1;
 // at stride 2 each output reads its own three).
@@ -135,19 +142,16 @@ ACMIX_INLINE void weight_grad_row(const T* tokens, const T* grads, T* partial,
       const int64_t yy = y * g.stride + dy - 1;
       if (yy < 0 || yy >= g.height) continue;
       const T* row = tokens + yy * g.width * g.columns() + t * g.dims + g0;
-      auto input = [&](int64_t xx) {
-        return xx >= 0 && xx < g.width ? load(row + xx * g.columns()) : V{};
-      };
       V acc[kSide][kOutputs] = {};
       V left = {}, centre = load(row);
       for (int64_t x = 0; x < g.out_w; ++x) {
         V right;
         if (g.stride == 1) {
-          right = input(x + 1);
+          right = input_at(row, x + 1, g);
         } else {
-          left = input(x * g.stride - 1);
-          centre = input(x * g.stride);
-          right = input(x * g.stride + 1);
+          left = input_at(row, x * g.stride - 1, g);
+          centre = input_at(row, x * g.stride, g);
+          right = input_at(row, x * g.stride + 1, g);
         }
         for (int h = 0; h < kOutputs; ++h) {
           const V grad = load(grad_row + (x * kOutputs + h) * g.dims);
