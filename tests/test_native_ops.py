@@ -55,12 +55,15 @@ def native(query, key, value, kernel_size, stride, scale):
 # (planes, head_dims, map size before padding, kernel, stride): maps just above the
 # reflection limit (4x4 for kernel 7), odd sizes, rows wider than the kernel's 128-pixel
 # tiles, head widths that are no multiple of the four products (or channels) summed at a
-# time; at stride 1 and kernels 3, 5 and 7 the register-blocked kernels take whole
-# vectors of 16 (float32) or 8 (float64) pixels and the row kernels the rest.
+# time. With kernels 3, 5 and 7 the register-blocked kernels take rows of at least a
+# vector (16 pixels in float32, 8 in float64), at stride 1 and 2: whole vectors, a last
+# one shifted back over its neighbour (37, 66 and 20 wide rows), and no tile narrower than
+# a vector (rows of 133 = 128 + 5 queries); the row kernels take narrower rows.
 SHAPES = [(1, 4, (4, 4), 7, 1), (3, 5, (9, 13), 7, 2), (2, 8, (11, 6), 3, 1),
           (2, 3, (4, 5), 7, 2), (2, 16, (7, 70), 7, 1), (4, 1, (5, 131), 5, 2),
           (1, 6, (8, 8), 1, 1), (2, 5, (6, 37), 5, 1), (1, 7, (5, 140), 3, 1),
-          (1, 2, (3, 9), 9, 1)]
+          (1, 2, (3, 9), 9, 1), (1, 3, (6, 40), 3, 2), (1, 3, (5, 133), 7, 1),
+          (1, 2, (5, 266), 7, 2)]
 
 
 @needs_native
@@ -184,9 +187,11 @@ def test_op_refuses_windows_past_the_keys():
 
 
 # (in, out channels, heads, stride, batch, map size)
-# The last: groups of 8 channels, where float64 runs the native convolution path.
+# 6x71 at stride 2: odd rows of several chunks of the gradient's unpacking. The last:
+# groups of 8 channels, where float64 runs the native convolution path.
 LAYERS = [(16, 16, 4, 1, 2, (4, 4)), (8, 16, 1, 2, 3, (9, 7)), (32, 32, 8, 1, 1, (13, 5)),
-          (16, 24, 2, 2, 2, (5, 10)), (16, 16, 4, 1, 1, (12, 80)), (16, 32, 4, 1, 2, (7, 9))]
+          (16, 24, 2, 2, 2, (5, 10)), (16, 16, 4, 1, 1, (12, 80)), (16, 16, 4, 2, 1, (6, 71)),
+          (16, 32, 4, 1, 2, (7, 9))]
 
 
 @pytest.mark.parametrize('native_on', [True, False])

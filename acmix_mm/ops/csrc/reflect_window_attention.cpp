@@ -160,17 +160,17 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* 
   });
 }
 
-// Pixels of a row taken back at a time from the planes to the token layout, through a
-// buffer (channels x pixels) that stays in L1: planes are read along their rows and
-// tokens written along their channels.
+// Pixels of a row taken back at a time: the 2C planes are read along their rows in runs
+// of this many pixels (a run per phase), and the chunk's tokens, written along their
+// channels, stay in the first caches. (Fetching the next run ahead by hand gained
+// nothing.)
 constexpr int64_t kChunk = 32;
 
 // The gradients of the padded planes taken back to the projection's layout (each source
 // pixel gathers its reflections), to the offset (minus the key gradients, summed over
 // images and heads) and to alpha (the value gradients times the values). Parallel over
 // source rows, so that each offset row has one writer; alpha's sum is taken per row,
-// then added in order (the same result on every run). Chunks of pixels go through a
-// small buffer: planes are read along their rows, tokens written along their channels.
+// then added in order (the same result on every run).
 template <typename T>
 void unpack(const T* grad_query, const T* grad_key, const T* grad_value, const T* qkv,
             T alpha, const Layout& l, T* grad_qkv, T* grad_offset, T* grad_alpha) {
@@ -182,12 +182,9 @@ void unpack(const T* grad_query, const T* grad_key, const T* grad_value, const T
     if (px != sx + l.pad) mirror_cols.emplace_back(sx, px);
   }
   const int64_t key_plane = l.padded_h * l.key_w(), query_plane = l.out_h * l.out_w;
-  // The packed column of each source pixel (at its own padded column).
-  std::vector<int64_t> own_column(l.width);
-  for (int64_t sx = 0; sx < l.width; ++sx) own_column[sx] = l.key_column(sx + l.pad);
   std::vector<double> alpha_rows(l.height, 0.0);
   at::parallel_for(0, l.height, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> buffer(l.columns() * kChunk);
+    T keys[kChunk], values[kChunk], queries[kChunk];
     for (int64_t sy = begin; sy < end; ++sy) {
       T* offsets = grad_offset + sy * l.width * l.dims;
       std::fill(offsets, offsets + l.width * l.dims, T(0));
@@ -197,48 +194,44 @@ void unpack(const T* grad_query, const T* grad_key, const T* grad_value, const T
         for (int64_t x0 = 0; x0 < l.width; x0 += kChunk) {
           const int64_t n = std::min(kChunk, l.width - x0);
           const int64_t first_token = b * l.pixels() + sy * l.width + x0;
+          // The chunk's first query column (at stride S, queries sit at multiples of S).
+          const int64_t first_query = (x0 + l.stride - 1) / l.stride;
           for (int64_t h = 0; h < l.heads; ++h) {
             for (int64_t c = 0; c < l.dims; ++c) {
               const int64_t plane = (b * l.heads + h) * l.dims + c;
-              T* queries = buffer.data() + l.column(0, h, c) * kChunk;
-              T* keys = buffer.data() + l.column(1, h, c) * kChunk;
-              T* values = buffer.data() + l.column(2, h, c) * kChunk;
               std::fill(keys, keys + n, T(0));
               std::fill(values, values + n, T(0));
               for (const int64_t py : rows[sy]) {
-                const int64_t at = plane * key_plane + py * l.key_w();
-                if (l.stride == 1) {
-                  const T* key_row = grad_key + at + l.pad + x0;
-                  const T* value_row = grad_value + at + l.pad + x0;
-                  for (int64_t t = 0; t < n; ++t) {
-                    keys[t] += key_row[t];
-                    values[t] += value_row[t];
-                  }
-                } else {
-                  const int64_t* columns = own_column.data() + x0;
-                  for (int64_t t = 0; t < n; ++t) {
-                    keys[t] += grad_key[at + columns[t]];
-                    values[t] += grad_value[at + columns[t]];
+                const T* key_row = grad_key + plane * key_plane + py * l.key_w();
+                const T* value_row = grad_value + plane * key_plane + py * l.key_w();
+                // Phase by phase: source column sx sits at key_column(sx + pad), and the
+                // chunk's sources in one phase are a run there.
+                for (int64_t u = 0; u < l.stride && u < n; ++u) {
+                  const int64_t first = l.key_column(x0 + u + l.pad);
+                  if (l.stride == 1) {
+                    for (int64_t t = 0; t < n; ++t) {
+                      keys[t] += key_row[first + t];
+                      values[t] += value_row[first + t];
+                    }
+                  } else {
+                    for (int64_t t = u, m = first; t < n; t += l.stride, ++m) {
+                      keys[t] += key_row[m];
+                      values[t] += value_row[m];
+                    }
                   }
                 }
                 if (x0 >= l.pad && x0 + n <= l.width - l.pad) continue;  // no mirrors
                 for (const auto& [sx, px] : mirror_cols) {
                   if (sx < x0 || sx >= x0 + n) continue;
-                  keys[sx - x0] += grad_key[at + l.key_column(px)];
-                  values[sx - x0] += grad_value[at + l.key_column(px)];
+                  keys[sx - x0] += key_row[l.key_column(px)];
+                  values[sx - x0] += value_row[l.key_column(px)];
                 }
               }
-              if (!query_row) {
-                std::fill(queries, queries + n, T(0));
-              } else {
+              std::fill(queries, queries + n, T(0));
+              if (query_row) {
                 const T* grads = grad_query + plane * query_plane + (sy / l.stride) * l.out_w;
-                if (l.stride == 1) {
-                  std::copy(grads + x0, grads + x0 + n, queries);
-                } else {
-                  for (int64_t t = 0; t < n; ++t) {
-                    const int64_t sx = x0 + t;
-                    queries[t] = sx % l.stride == 0 ? grads[sx / l.stride] : T(0);
-                  }
+                for (int64_t m = first_query; m * l.stride < x0 + n; ++m) {
+                  queries[m * l.stride - x0] = grads[m];
                 }
               }
               const T* token_values = qkv + first_token * l.columns() + l.column(2, h, c);
@@ -246,14 +239,19 @@ void unpack(const T* grad_query, const T* grad_key, const T* grad_value, const T
               for (int64_t t = 0; t < n; ++t) {
                 offsets[(x0 + t) * l.dims + c] -= keys[t];
                 value_sum += values[t] * token_values[t * l.columns()];
-                values[t] *= alpha;
               }
               alpha_sum += value_sum;
+              // Written along the chunk's tokens: the chunk (n tokens of 3C) stays in
+              // the caches until every channel is in.
+              T* grads = grad_qkv + first_token * l.columns();
+              const int64_t q_col = l.column(0, h, c), k_col = l.column(1, h, c),
+                            v_col = l.column(2, h, c);
+              for (int64_t t = 0; t < n; ++t) {
+                grads[t * l.columns() + q_col] = queries[t];
+                grads[t * l.columns() + k_col] = keys[t];
+                grads[t * l.columns() + v_col] = alpha * values[t];
+              }
             }
-          }
-          for (int64_t t = 0; t < n; ++t) {
-            T* grads = grad_qkv + (first_token + t) * l.columns();
-            for (int64_t col = 0; col < l.columns(); ++col) grads[col] = buffer[col * kChunk + t];
           }
         }
       }

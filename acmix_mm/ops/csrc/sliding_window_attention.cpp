@@ -117,18 +117,35 @@ struct Geometry {
   int64_t column(int64_t x, int64_t j) const { return (j % stride) * phase_w + j / stride + x; }
   // Row `row` of the band buffers' block `block` (a window offset, or a channel).
   int64_t band_at(int64_t block, int64_t row) const { return (block * band + row) * pitch + lead; }
-  // Register-blocked row kernels exist for stride 1 and kernels 3, 5 and 7.
+  // Register-blocked row kernels exist for kernels 3, 5 and 7 (any stride: the phases
+  // make every window column a unit-stride row).
   bool blocked() const {
 #ifdef ACMIX_VECTORS
-    return stride == 1 && (kernel == 3 || kernel == 5 || kernel == 7);
+    return kernel == 3 || kernel == 5 || kernel == 7;
 #else
     return false;
 #endif
   }
-  // ... and the key side reads the band copies, which needs keys exactly as wide as the
-  // windows of the row (as the operators pack them).
-  bool blocked_keys() const { return blocked() && key_w == out_w + kernel - 1; }
+  // ... and the key side reads the band copies whole vectors at a time, which needs the
+  // phases no wider than the windows of a row reach (as the operators pack them), so
+  // that every read beyond a band row's pixels lands in its zero margins.
+  // (Key-side kernels exist for strides 1 and 2.)
+  bool blocked_keys() const {
+    return blocked() && stride <= 2 && phase_w <= out_w + kernel - 1;
+  }
 };
+
+// The width of the tile of queries from x0 on: kTile, but never leaving a last tile
+// narrower than a vector where the row has one (rows are covered by whole vectors, the
+// last one shifted back over its neighbour: see window_dots).
+template <typename T>
+int64_t tile_width(int64_t out_w, int64_t x0) {
+  const int64_t n = std::min(kTile, out_w - x0), rest = out_w - x0 - n;
+#ifdef ACMIX_VECTORS
+  if (rest > 0 && rest < kLanes<T>) return n - kLanes<T>;
+#endif
+  return n;
+}
 
 // The blocked kernels' template argument K for g.kernel (3, 5 or 7): a plain switch,
 // as a lambda would be compiled apart from the caller's clone, for the baseline CPU.
@@ -151,8 +168,8 @@ struct Geometry {
   }
 
 #ifdef ACMIX_VECTORS
-// The register-blocked forms of the row sums below, for stride 1 and a fixed kernel K,
-// over the first `n` (a multiple of the vector's lanes) queries of a tile.
+// The register-blocked forms of the row sums below, for a fixed kernel K, over `n` (a
+// multiple of the vector's lanes) queries of a tile from x0 on.
 
 // window_dots: for each key row i, the K dot products of a vector of queries with
 // their keys are summed in registers over the channels: per channel one load of the
@@ -161,15 +178,17 @@ template <typename T, int K>
 ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, const T* b,
                                       const Geometry& g, int64_t y, int64_t x0, int64_t n) {
   using V = vec_t<T>;
+  int64_t columns[K];
+  for (int j = 0; j < K; ++j) columns[j] = g.column(x0, j);
   for (int64_t i = 0; i < K; ++i) {
     const T* queries = a + y * g.out_w + x0;
-    const T* keys = b + (y + i) * g.key_w + x0;
+    const T* keys = b + (y * g.stride + i) * g.key_w;
     for (int64_t t = 0; t < n; t += kLanes<T>) {
       V acc[K] = {};
       for (int64_t c = 0; c < g.dims; ++c) {
         const V q = load(queries + c * g.out_plane() + t);
         const T* k = keys + c * g.key_plane() + t;
-        for (int j = 0; j < K; ++j) acc[j] += q * load(k + j);
+        for (int j = 0; j < K; ++j) acc[j] += q * load(k + columns[j]);
       }
       for (int j = 0; j < K; ++j) store(logits + (i * K + j) * kTile + t, acc[j]);
     }
@@ -182,13 +201,15 @@ ACMIX_INLINE void blocked_window_sums(T* out, const T* weights, const T* b,
                                       const Geometry& g, int64_t y, int64_t x0, int64_t n,
                                       int64_t c0) {
   using V = vec_t<T>;
-  const T* values = b + c0 * g.key_plane() + y * g.key_w + x0;
+  int64_t columns[K];
+  for (int j = 0; j < K; ++j) columns[j] = g.column(x0, j);
+  const T* values = b + c0 * g.key_plane() + y * g.stride * g.key_w;
   for (int64_t t = 0; t < n; t += kLanes<T>) {
     V acc[C] = {};
     for (int64_t i = 0; i < K; ++i) {
       for (int j = 0; j < K; ++j) {
         const V w = load(weights + (i * K + j) * kTile + t);
-        const T* v = values + i * g.key_w + j + t;
+        const T* v = values + i * g.key_w + columns[j] + t;
         for (int c = 0; c < C; ++c) acc[c] += w * load(v + c * g.key_plane());
       }
     }
@@ -207,63 +228,67 @@ ACMIX_INLINE void blocked_window_sums(T* out, const T* weights, const T* b,
 
 // The key and value gradients of channels [c0, c0 + C) of one key row, from the band's
 // weights and logit gradients and its copies of the queries and output gradients (all
-// zero beside their rows): key column p gets query p - j's share at window column j.
-// rows holds (i, band row) pairs.
-template <typename T, int K, int C>
+// zero beside their rows), for stride S: column m of the key row's phase r is seen by
+// query m - j / S at window columns j = r, r + S, ... (at stride 1: key column m by
+// query m - j at every j). rows holds (i, band row) pairs.
+template <typename T, int K, int S, int C>
 ACMIX_INLINE void blocked_key_grads(const T* go_rows, const T* q_rows, const T* probs,
                                     const T* dlogits, T* grad_k, T* grad_v,
                                     const Geometry& g, int64_t key_row,
                                     const std::vector<int64_t>& rows, int64_t c0) {
   using V = vec_t<T>;
   constexpr int64_t L = kLanes<T>;
-  for (int64_t p0 = 0; p0 < g.key_w; p0 += L) {
-    V acc_k[C] = {}, acc_v[C] = {};
-    for (size_t r = 0; r < rows.size(); r += 2) {
-      const int64_t i = rows[r], row = rows[r + 1];
-      for (int j = 0; j < K; ++j) {
-        const int64_t at = g.band_at(i * K + j, row) + p0 - j;
-        const V dl = load(dlogits + at), p = load(probs + at);
-        const int64_t from = g.band_at(c0, row) + p0 - j;
-        for (int c = 0; c < C; ++c) {
-          acc_k[c] += dl * load(q_rows + from + c * g.band * g.pitch);
-          acc_v[c] += p * load(go_rows + from + c * g.band * g.pitch);
+  for (int phase = 0; phase < S; ++phase) {
+    for (int64_t p0 = 0; p0 < g.phase_w; p0 += L) {
+      V acc_k[C] = {}, acc_v[C] = {};
+      for (size_t r = 0; r < rows.size(); r += 2) {
+        const int64_t i = rows[r], row = rows[r + 1];
+        for (int j = phase; j < K; j += S) {
+          const int64_t at = g.band_at(i * K + j, row) + p0 - j / S;
+          const V dl = load(dlogits + at), p = load(probs + at);
+          const int64_t from = g.band_at(c0, row) + p0 - j / S;
+          for (int c = 0; c < C; ++c) {
+            acc_k[c] += dl * load(q_rows + from + c * g.band * g.pitch);
+            acc_v[c] += p * load(go_rows + from + c * g.band * g.pitch);
+          }
         }
       }
-    }
-    const int64_t n = std::min(L, g.key_w - p0);
-    for (int c = 0; c < C; ++c) {
-      // Added, not stored: rows at a band's edge are reached from two bands.
-      T* gk = grad_k + (c0 + c) * g.key_plane() + key_row * g.key_w + p0;
-      T* gv = grad_v + (c0 + c) * g.key_plane() + key_row * g.key_w + p0;
-      if (n == L) {
-        store(gk, load(gk) + acc_k[c]);
-        store(gv, load(gv) + acc_v[c]);
-      } else {
-        T k_sums[L], v_sums[L];
-        store(k_sums, acc_k[c]);
-        store(v_sums, acc_v[c]);
-        for (int64_t t = 0; t < n; ++t) {
-          gk[t] += k_sums[t];
-          gv[t] += v_sums[t];
+      const int64_t n = std::min(L, g.phase_w - p0);
+      const int64_t column = key_row * g.key_w + phase * g.phase_w + p0;
+      for (int c = 0; c < C; ++c) {
+        // Added, not stored: rows at a band's edge are reached from two bands.
+        T* gk = grad_k + (c0 + c) * g.key_plane() + column;
+        T* gv = grad_v + (c0 + c) * g.key_plane() + column;
+        if (n == L) {
+          store(gk, load(gk) + acc_k[c]);
+          store(gv, load(gv) + acc_v[c]);
+        } else {
+          T k_sums[L], v_sums[L];
+          store(k_sums, acc_k[c]);
+          store(v_sums, acc_v[c]);
+          for (int64_t t = 0; t < n; ++t) {
+            gk[t] += k_sums[t];
+            gv[t] += v_sums[t];
+          }
         }
       }
     }
   }
 }
 
-template <typename T, int K>
+template <typename T, int K, int S>
 ACMIX_INLINE void blocked_key_grads(const T* go_rows, const T* q_rows, const T* probs,
                                     const T* dlogits, T* grad_k, T* grad_v,
                                     const Geometry& g, int64_t key_row,
                                     const std::vector<int64_t>& rows) {
   int64_t c = 0;
   for (; c + 4 <= g.dims; c += 4) {
-    blocked_key_grads<T, K, 4>(go_rows, q_rows, probs, dlogits, grad_k, grad_v, g, key_row,
-                               rows, c);
+    blocked_key_grads<T, K, S, 4>(go_rows, q_rows, probs, dlogits, grad_k, grad_v, g,
+                                  key_row, rows, c);
   }
   for (; c < g.dims; ++c) {
-    blocked_key_grads<T, K, 1>(go_rows, q_rows, probs, dlogits, grad_k, grad_v, g, key_row,
-                               rows, c);
+    blocked_key_grads<T, K, S, 1>(go_rows, q_rows, probs, dlogits, grad_k, grad_v, g,
+                                  key_row, rows, c);
   }
 }
 #endif
@@ -282,10 +307,10 @@ struct Scratch {
         acc(kTile),
         row(kTile),
         zeros(std::max(kTile, g.out_w)),
-        pa(std::max({g.window(), g.dims, g.kernel}) + 3),
-        pb(std::max({g.window(), g.dims, g.kernel}) + 3),
         grad_key(g.key_w),
-        grad_value(g.key_w) {
+        grad_value(g.key_w),
+        pa(std::max({g.window(), g.dims, g.kernel}) + 3),
+        pb(std::max({g.window(), g.dims, g.kernel}) + 3) {
     rows.reserve(2 * g.kernel);
   }
 
@@ -309,15 +334,21 @@ ACMIX_INLINE void window_dots(T* __restrict logits, const T* a, const T* b,
                               const Geometry& g, int64_t y, int64_t x0, int64_t n,
                               Scratch<T>& s) {
 #ifdef ACMIX_VECTORS
-  if (g.blocked()) {  // whole vectors blocked, the rest below
+  if (g.blocked() && n >= kLanes<T>) {
+    // Whole vectors, and a tile's last lanes as one more vector shifted back over its
+    // neighbour: the lanes it shares are computed again, the same way, to the same
+    // values (where per-lane sums of the few pixels left would cost as much as a
+    // vector of pixels each).
     const int64_t whole = n - n % kLanes<T>;
     ACMIX_WITH_KERNEL(g.kernel, (blocked_window_dots<T, K>(logits, a, b, g, y, x0, whole)))
-    logits += whole;
-    x0 += whole;
-    n -= whole;
+    if (whole < n) {
+      const int64_t back = n - kLanes<T>;
+      ACMIX_WITH_KERNEL(g.kernel, (blocked_window_dots<T, K>(logits + back, a, b, g, y,
+                                                             x0 + back, kLanes<T>)))
+    }
+    return;
   }
 #endif
-  if (n == 0) return;
   for (int64_t i = 0; i < g.kernel; ++i) {
     for (int64_t j = 0; j < g.kernel; ++j) {
       T* row = logits + (i * g.kernel + j) * kTile;
@@ -337,15 +368,17 @@ template <typename T>
 ACMIX_INLINE void window_sums(T* out, const T* weights, const T* b, const Geometry& g,
                               int64_t y, int64_t x0, int64_t n, Scratch<T>& s) {
 #ifdef ACMIX_VECTORS
-  if (g.blocked()) {
+  if (g.blocked() && n >= kLanes<T>) {  // as window_dots: a last vector shifted back
     const int64_t whole = n - n % kLanes<T>;
     ACMIX_WITH_KERNEL(g.kernel, (blocked_window_sums<T, K>(out, weights, b, g, y, x0, whole)))
-    weights += whole;
-    x0 += whole;
-    n -= whole;
+    if (whole < n) {
+      const int64_t back = n - kLanes<T>;
+      ACMIX_WITH_KERNEL(g.kernel, (blocked_window_sums<T, K>(out, weights + back, b, g, y,
+                                                             x0 + back, kLanes<T>)))
+    }
+    return;
   }
 #endif
-  if (n == 0) return;
   T* __restrict acc = s.acc.data();
   for (int64_t w = 0; w < g.window(); ++w) s.pa[w] = weights + w * kTile;
   for (int64_t c = 0; c < g.dims; ++c) {
@@ -393,8 +426,8 @@ ACMIX_INLINE void softmax_tile(T* __restrict logits, T* __restrict lse, T scale,
 template <typename T>
 ACMIX_INLINE void forward_row_impl(const T* q, const T* k, const T* v, T* out, T* lse,
                                    const Geometry& g, int64_t y, T scale, Scratch<T>& s) {
-  for (int64_t x0 = 0; x0 < g.out_w; x0 += kTile) {
-    const int64_t n = std::min(kTile, g.out_w - x0);
+  for (int64_t x0 = 0, n; x0 < g.out_w; x0 += n) {
+    n = tile_width<T>(g.out_w, x0);
     window_dots(s.logits.data(), q, k, g, y, x0, n, s);
     softmax_tile(s.logits.data(), lse + y * g.out_w + x0, scale, g.window(), n,
                  s.acc.data());
@@ -411,8 +444,8 @@ ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* q, const T
                                           const T* v, const T* out, const T* lse, T* grad_q,
                                           T* probs, T* dlogits, const Geometry& g, int64_t y,
                                           int64_t band_row, T scale, Scratch<T>& s) {
-  for (int64_t x0 = 0; x0 < g.out_w; x0 += kTile) {
-    const int64_t n = std::min(kTile, g.out_w - x0);
+  for (int64_t x0 = 0, n; x0 < g.out_w; x0 += n) {
+    n = tile_width<T>(g.out_w, x0);
     T* p = s.logits.data();
     T* dp = s.grads.data();
     window_dots(p, q, k, g, y, x0, n, s);
@@ -449,14 +482,23 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
     std::vector<int64_t>& pairs = s.rows;
     pairs.clear();
     for (int64_t i = 0; i < g.kernel; ++i) {
-      const int64_t y = key_row - i;
+      const int64_t shifted = key_row - i;
+      if (shifted < 0 || shifted % g.stride) continue;
+      const int64_t y = shifted / g.stride;
       if (y < y_begin || y >= y_end) continue;
       pairs.push_back(i);
       pairs.push_back(y - y_begin);
     }
     if (pairs.empty()) return;
-    ACMIX_WITH_KERNEL(g.kernel, (blocked_key_grads<T, K>(go_rows, q_rows, probs, dlogits,
-                                                         grad_k, grad_v, g, key_row, pairs)))
+    if (g.stride == 1) {
+      ACMIX_WITH_KERNEL(g.kernel, (blocked_key_grads<T, K, 1>(go_rows, q_rows, probs, dlogits,
+                                                              grad_k, grad_v, g, key_row,
+                                                              pairs)))
+    } else {
+      ACMIX_WITH_KERNEL(g.kernel, (blocked_key_grads<T, K, 2>(go_rows, q_rows, probs, dlogits,
+                                                              grad_k, grad_v, g, key_row,
+                                                              pairs)))
+    }
     return;
   }
 #endif
