@@ -174,6 +174,23 @@ def test_fused_op_gradcheck_and_opcheck(channel_major, stride, size):
 
 
 @needs_native
+@pytest.mark.parametrize('channel_major', [False, True])
+@pytest.mark.parametrize('stride', [1, 2])
+def test_fused_op_in_float32_is_close_to_float64(channel_major, stride):
+    """float32 moves piece-major tokens and planes 16 channels of 16 pixels at a time
+    (transposed in registers), the rest value by value: 20 channels a head (a group of
+    16 and 4 left), rows of whole blocks and a remainder both ways."""
+    size = (9, 45)
+    inputs = fused_inputs(2, 2, 20, size)
+
+    def fused(qkv, offset, scale):
+        return torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, 2, *size, 7,
+                                                           stride, channel_major, 0.3)[0]
+
+    assert_float32_follows_float64(fused, inputs, 1e-5, 1e-3)
+
+
+@needs_native
 def test_op_refuses_windows_past_the_keys():
     query, key, value = padded_inputs(1, 2, (6, 6), 7, 1)
     with pytest.raises(RuntimeError, match='need keys of at least 12x12'):

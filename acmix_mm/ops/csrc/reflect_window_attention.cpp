@@ -15,10 +15,12 @@
 #include <ATen/Dispatch.h>
 
 #include "sliding_window_attention.h"
+#include "vectorize.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -95,6 +97,249 @@ Layout layout(const at::Tensor& qkv, int64_t heads, int64_t height, int64_t widt
 // plane's page, and the 2 * C planes outnumber the first-level TLB.
 constexpr int64_t kBlock = 16;
 
+// Pixels of a row taken back at a time: the 2C planes are read along their rows in runs
+// of this many pixels (a run per phase), and the chunk's tokens, written along their
+// channels, stay in the first caches. (Fetching the next run ahead by hand gained
+// nothing.)
+constexpr int64_t kChunk = 32;
+
+// Channels moved between tokens and planes together: a 16 x 16 block (16 channels of 16
+// pixels) is transposed in registers (transpose16) where the projection is piece-major
+// (each head's channels adjacent in a token) and the block is whole; the rest goes value
+// by value.
+constexpr int64_t kGroup = 16;
+
+template <typename T>
+constexpr bool transposes() {
+#ifdef ACMIX_TRANSPOSE
+  return std::is_same_v<T, float>;
+#else
+  return false;
+#endif
+}
+
+// n <= kBlock packed columns of one key row: the keys less their offsets and the values
+// times alpha of the columns' tokens and offset rows (token[t], token_offset[t]), to
+// the planes' rows from key_rows and value_rows on.
+template <typename T>
+ACMIX_INLINE void pack_keys_impl(const T* const* token, const T* const* token_offset,
+                                 T alpha, const Layout& l, int64_t key_plane, int64_t n,
+                                 T* key_rows, T* value_rows) {
+  for (int64_t h = 0; h < l.heads; ++h) {
+    int64_t c = 0;
+#ifdef ACMIX_TRANSPOSE
+    if constexpr (transposes<T>()) {
+      for (; n == kBlock && !l.channel_major && c + kGroup <= l.dims; c += kGroup) {
+        vec_t<T> keys[kGroup], values[kGroup];
+        const int64_t key_col = l.column(1, h, c), value_col = l.column(2, h, c);
+        for (int t = 0; t < kBlock; ++t) {
+          keys[t] = load(token[t] + key_col) - load(token_offset[t] + c);
+          values[t] = alpha * load(token[t] + value_col);
+        }
+        transpose16(keys);
+        transpose16(values);
+        for (int u = 0; u < kGroup; ++u) {
+          store(key_rows + (h * l.dims + c + u) * key_plane, keys[u]);
+          store(value_rows + (h * l.dims + c + u) * key_plane, values[u]);
+        }
+      }
+    }
+#endif
+    for (; c < l.dims; ++c) {
+      const int64_t at = (h * l.dims + c) * key_plane;
+      const int64_t key_col = l.column(1, h, c), value_col = l.column(2, h, c);
+      for (int64_t t = 0; t < n; ++t) key_rows[at + t] = token[t][key_col] - token_offset[t][c];
+      for (int64_t t = 0; t < n; ++t) value_rows[at + t] = alpha * token[t][value_col];
+    }
+  }
+}
+
+// n <= kBlock queries of one row, tokens `step` apart from `first` on, to the planes'
+// rows from `rows` on.
+template <typename T>
+ACMIX_INLINE void pack_queries_impl(const T* first, int64_t step, const Layout& l,
+                                    int64_t query_plane, int64_t n, T* rows) {
+  for (int64_t h = 0; h < l.heads; ++h) {
+    int64_t c = 0;
+#ifdef ACMIX_TRANSPOSE
+    if constexpr (transposes<T>()) {
+      for (; n == kBlock && !l.channel_major && c + kGroup <= l.dims; c += kGroup) {
+        vec_t<T> queries[kGroup];
+        for (int t = 0; t < kBlock; ++t) queries[t] = load(first + t * step + l.column(0, h, c));
+        transpose16(queries);
+        for (int u = 0; u < kGroup; ++u) store(rows + (h * l.dims + c + u) * query_plane, queries[u]);
+      }
+    }
+#endif
+    for (; c < l.dims; ++c) {
+      const T* column = first + l.column(0, h, c);
+      T* out = rows + (h * l.dims + c) * query_plane;
+      for (int64_t t = 0; t < n; ++t) out[t] = column[t * step];
+    }
+  }
+}
+
+// dst[t] = src[t] for t < n, in the caller's vectors: a short run, read back at once
+// in whole vectors (a library copy's narrower stores would stall those loads).
+template <typename T>
+ACMIX_INLINE void copy_run(T* __restrict dst, const T* __restrict src, int64_t n) {
+  int64_t t = 0;
+#ifdef ACMIX_VECTORS
+  for (; t + kLanes<T> <= n; t += kLanes<T>) store(dst + t, load(src + t));
+#endif
+  for (; t < n; ++t) dst[t] = src[t];
+}
+
+// Where unpack's chunk starts: image b, source row sy, column x0, n pixels; the padded
+// rows that reflect onto sy, and the padded columns beside the ones at source + pad
+// (source column, padded column).
+struct Chunk {
+  int64_t b, sy, x0, n;
+  const std::vector<int64_t>& rows;
+  const std::vector<std::pair<int64_t, int64_t>>& mirror_cols;
+};
+
+// One chunk of unpack (below): the projection's gradient at the chunk's tokens, the
+// offsets' (row `offsets` of the offset gradient, added to) and the chunk's share of
+// alpha's gradient (returned).
+template <typename T>
+ACMIX_INLINE T unpack_chunk_impl(const T* grad_query, const T* grad_key, const T* grad_value,
+                                 const T* qkv, T alpha, const Layout& l, const Chunk& k,
+                                 T* offsets, T* grad_qkv) {
+  const int64_t key_plane = l.padded_h * l.key_w(), query_plane = l.out_h * l.out_w;
+  const int64_t first_token = k.b * l.pixels() + k.sy * l.width + k.x0, n = k.n, x0 = k.x0;
+  // The chunk's first query column (at stride S, queries sit at multiples of S).
+  const int64_t first_query = (x0 + l.stride - 1) / l.stride;
+  const bool query_row = k.sy % l.stride == 0;
+  const T* tokens = qkv + first_token * l.columns();
+  T* grads = grad_qkv + first_token * l.columns();
+  alignas(64) T keys[kGroup][kChunk], values[kGroup][kChunk], queries[kGroup][kChunk];
+  T value_sum = 0;
+  for (int64_t h = 0; h < l.heads; ++h) {
+    for (int64_t c0 = 0; c0 < l.dims; c0 += kGroup) {
+      const int64_t group = std::min(kGroup, l.dims - c0);
+      // The group's planes along the chunk's row, each pixel's reflections gathered.
+      for (int64_t u = 0; u < group; ++u) {
+        const int64_t plane = (k.b * l.heads + h) * l.dims + c0 + u;
+        T* key = keys[u];
+        T* value = values[u];
+        for (const int64_t py : k.rows) {
+          const T* key_row = grad_key + plane * key_plane + py * l.key_w();
+          const T* value_row = grad_value + plane * key_plane + py * l.key_w();
+          // Phase by phase: source column sx sits at key_column(sx + pad), and the
+          // chunk's sources in one phase are a run there. The first row is stored, the
+          // mirror row added (no zero fill, whose narrow stores a wide load would wait
+          // for).
+          const bool first_row = py == k.rows.front();
+          if (l.stride == 1) {  // one run, vectorised
+            const T* keys_in = key_row + x0 + l.pad;
+            const T* values_in = value_row + x0 + l.pad;
+            if (first_row) {
+              copy_run(key, keys_in, n);
+              copy_run(value, values_in, n);
+            } else {
+              for (int64_t t = 0; t < n; ++t) {
+                key[t] += keys_in[t];
+                value[t] += values_in[t];
+              }
+            }
+          }
+          for (int64_t phase = 0; l.stride > 1 && phase < l.stride && phase < n; ++phase) {
+            const int64_t first = l.key_column(x0 + phase + l.pad);
+            for (int64_t t = phase, m = first; t < n; t += l.stride, ++m) {
+              key[t] = first_row ? key_row[m] : key[t] + key_row[m];
+              value[t] = first_row ? value_row[m] : value[t] + value_row[m];
+            }
+          }
+          if (x0 >= l.pad && x0 + n <= l.width - l.pad) continue;  // no mirrors
+          for (const auto& [sx, px] : k.mirror_cols) {
+            if (sx < x0 || sx >= x0 + n) continue;
+            key[sx - x0] += key_row[l.key_column(px)];
+            value[sx - x0] += value_row[l.key_column(px)];
+          }
+        }
+        T* query = queries[u];
+        const T* row = grad_query + plane * query_plane + (k.sy / l.stride) * l.out_w;
+        if (query_row && l.stride == 1) {
+          copy_run(query, row + x0, n);
+        } else {
+          std::fill(query, query + n, T(0));
+          for (int64_t m = first_query; query_row && m * l.stride < x0 + n; ++m) {
+            query[m * l.stride - x0] = row[m];
+          }
+        }
+      }
+      // ... then to the tokens, 16 pixels at a time transposed where they can be.
+      const int64_t q_col = l.column(0, h, c0), k_col = l.column(1, h, c0),
+                    v_col = l.column(2, h, c0);
+      int64_t t0 = 0;
+#ifdef ACMIX_TRANSPOSE
+      if constexpr (transposes<T>()) {
+        for (; group == kGroup && !l.channel_major && t0 + kGroup <= n; t0 += kGroup) {
+          using V = vec_t<T>;
+          V key[kGroup], value[kGroup], query[kGroup], sums = {};
+          for (int u = 0; u < kGroup; ++u) {
+            key[u] = load(keys[u] + t0);
+            value[u] = load(values[u] + t0);
+            query[u] = load(queries[u] + t0);
+          }
+          transpose16(key);
+          transpose16(value);
+          transpose16(query);
+          for (int t = 0; t < kGroup; ++t) {
+            T* token_grads = grads + (t0 + t) * l.columns();
+            store(token_grads + q_col, query[t]);
+            store(token_grads + k_col, key[t]);
+            store(token_grads + v_col, alpha * value[t]);
+            T* offset = offsets + (x0 + t0 + t) * l.dims + c0;
+            store(offset, load(offset) - key[t]);
+            sums += value[t] * load(tokens + (t0 + t) * l.columns() + v_col);
+          }
+          T lanes[kGroup];
+          store(lanes, sums);
+          for (int u = 0; u < kGroup; ++u) value_sum += lanes[u];
+        }
+      }
+#endif
+      for (int64_t u = 0; u < group; ++u) {
+        const int64_t c = c0 + u;
+        const int64_t qc = l.column(0, h, c), kc = l.column(1, h, c), vc = l.column(2, h, c);
+        for (int64_t t = t0; t < n; ++t) {
+          T* token_grads = grads + t * l.columns();
+          token_grads[qc] = queries[u][t];
+          token_grads[kc] = keys[u][t];
+          token_grads[vc] = alpha * values[u][t];
+          offsets[(x0 + t) * l.dims + c] -= keys[u][t];
+          value_sum += values[u][t] * tokens[t * l.columns() + vc];
+        }
+      }
+    }
+  }
+  return value_sum;
+}
+
+// The block kernels: float32 in AVX-512, AVX2 and baseline clones (the transposes and
+// row loops in each one's vectors), float64 in the baseline only.
+#define ACMIX_PACK_KERNELS(T, ATTRIBUTES)                                                   \
+  ATTRIBUTES void pack_keys(const T* const* token, const T* const* token_offset, T alpha,  \
+                            const Layout& l, int64_t key_plane, int64_t n, T* key_rows,    \
+                            T* value_rows) {                                               \
+    pack_keys_impl<T>(token, token_offset, alpha, l, key_plane, n, key_rows, value_rows);  \
+  }                                                                                        \
+  ATTRIBUTES void pack_queries(const T* first, int64_t step, const Layout& l,              \
+                               int64_t query_plane, int64_t n, T* rows) {                  \
+    pack_queries_impl<T>(first, step, l, query_plane, n, rows);                            \
+  }                                                                                        \
+  ATTRIBUTES T unpack_chunk(const T* grad_query, const T* grad_key, const T* grad_value,   \
+                            const T* qkv, T alpha, const Layout& l, const Chunk& k,        \
+                            T* offsets, T* grad_qkv) {                                     \
+    return unpack_chunk_impl<T>(grad_query, grad_key, grad_value, qkv, alpha, l, k,        \
+                                offsets, grad_qkv);                                        \
+  }
+ACMIX_PACK_KERNELS(float, ACMIX_CLONES)
+ACMIX_PACK_KERNELS(double, )
+#undef ACMIX_PACK_KERNELS
+
 // Queries at the strided positions; keys less their offset and values times alpha,
 // reflection-padded and phased. All as planes (B * heads, d, rows, columns), a block of
 // columns of a row at a time.
@@ -126,16 +371,8 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* 
           token[t] = sx < 0 ? zeros.data() : tokens + sx * l.columns();
           token_offset[t] = sx < 0 ? zeros.data() : offsets + sx * l.dims;
         }
-        for (int64_t h = 0; h < l.heads; ++h) {
-          for (int64_t c = 0; c < l.dims; ++c) {
-            const int64_t at = (h * l.dims + c) * key_plane + px0;
-            const int64_t key_col = l.column(1, h, c), value_col = l.column(2, h, c);
-            for (int64_t t = 0; t < n; ++t) {
-              key_rows[at + t] = token[t][key_col] - token_offset[t][c];
-            }
-            for (int64_t t = 0; t < n; ++t) value_rows[at + t] = alpha * token[t][value_col];
-          }
-        }
+        pack_keys(token, token_offset, alpha, l, key_plane, n, key_rows + px0,
+                  value_rows + px0);
       }
     }
   });
@@ -145,26 +382,12 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* 
       const T* tokens = qkv + (b * l.pixels() + y * l.stride * l.width) * l.columns();
       T* rows = query + b * l.heads * l.dims * query_plane + y * l.out_w;
       for (int64_t x0 = 0; x0 < l.out_w; x0 += kBlock) {
-        const int64_t n = std::min(kBlock, l.out_w - x0);
-        const T* first = tokens + x0 * l.stride * l.columns();
-        const int64_t step = l.stride * l.columns();
-        for (int64_t h = 0; h < l.heads; ++h) {
-          for (int64_t c = 0; c < l.dims; ++c) {
-            const T* column = first + l.column(0, h, c);
-            T* out = rows + (h * l.dims + c) * query_plane + x0;
-            for (int64_t t = 0; t < n; ++t) out[t] = column[t * step];
-          }
-        }
+        pack_queries(tokens + x0 * l.stride * l.columns(), l.stride * l.columns(), l,
+                     query_plane, std::min(kBlock, l.out_w - x0), rows + x0);
       }
     }
   });
 }
-
-// Pixels of a row taken back at a time: the 2C planes are read along their rows in runs
-// of this many pixels (a run per phase), and the chunk's tokens, written along their
-// channels, stay in the first caches. (Fetching the next run ahead by hand gained
-// nothing.)
-constexpr int64_t kChunk = 32;
 
 // The gradients of the padded planes taken back to the projection's layout (each source
 // pixel gathers its reflections), to the offset (minus the key gradients, summed over
@@ -175,84 +398,22 @@ template <typename T>
 void unpack(const T* grad_query, const T* grad_key, const T* grad_value, const T* qkv,
             T alpha, const Layout& l, T* grad_qkv, T* grad_offset, T* grad_alpha) {
   const auto rows = mirrors(l.height, l.pad, l.padded_h);
-  // Padded columns beside the ones at source + pad: (source column, padded column).
   std::vector<std::pair<int64_t, int64_t>> mirror_cols;
   for (int64_t px = 0; px < l.padded_w; ++px) {
     const int64_t sx = reflect(px - l.pad, l.width);
     if (px != sx + l.pad) mirror_cols.emplace_back(sx, px);
   }
-  const int64_t key_plane = l.padded_h * l.key_w(), query_plane = l.out_h * l.out_w;
   std::vector<double> alpha_rows(l.height, 0.0);
   at::parallel_for(0, l.height, 1, [&](int64_t begin, int64_t end) {
-    T keys[kChunk], values[kChunk], queries[kChunk];
     for (int64_t sy = begin; sy < end; ++sy) {
       T* offsets = grad_offset + sy * l.width * l.dims;
       std::fill(offsets, offsets + l.width * l.dims, T(0));
-      const bool query_row = sy % l.stride == 0;
       double alpha_sum = 0.0;
       for (int64_t b = 0; b < l.batch; ++b) {
         for (int64_t x0 = 0; x0 < l.width; x0 += kChunk) {
-          const int64_t n = std::min(kChunk, l.width - x0);
-          const int64_t first_token = b * l.pixels() + sy * l.width + x0;
-          // The chunk's first query column (at stride S, queries sit at multiples of S).
-          const int64_t first_query = (x0 + l.stride - 1) / l.stride;
-          for (int64_t h = 0; h < l.heads; ++h) {
-            for (int64_t c = 0; c < l.dims; ++c) {
-              const int64_t plane = (b * l.heads + h) * l.dims + c;
-              std::fill(keys, keys + n, T(0));
-              std::fill(values, values + n, T(0));
-              for (const int64_t py : rows[sy]) {
-                const T* key_row = grad_key + plane * key_plane + py * l.key_w();
-                const T* value_row = grad_value + plane * key_plane + py * l.key_w();
-                // Phase by phase: source column sx sits at key_column(sx + pad), and the
-                // chunk's sources in one phase are a run there.
-                for (int64_t u = 0; u < l.stride && u < n; ++u) {
-                  const int64_t first = l.key_column(x0 + u + l.pad);
-                  if (l.stride == 1) {
-                    for (int64_t t = 0; t < n; ++t) {
-                      keys[t] += key_row[first + t];
-                      values[t] += value_row[first + t];
-                    }
-                  } else {
-                    for (int64_t t = u, m = first; t < n; t += l.stride, ++m) {
-                      keys[t] += key_row[m];
-                      values[t] += value_row[m];
-                    }
-                  }
-                }
-                if (x0 >= l.pad && x0 + n <= l.width - l.pad) continue;  // no mirrors
-                for (const auto& [sx, px] : mirror_cols) {
-                  if (sx < x0 || sx >= x0 + n) continue;
-                  keys[sx - x0] += key_row[l.key_column(px)];
-                  values[sx - x0] += value_row[l.key_column(px)];
-                }
-              }
-              std::fill(queries, queries + n, T(0));
-              if (query_row) {
-                const T* grads = grad_query + plane * query_plane + (sy / l.stride) * l.out_w;
-                for (int64_t m = first_query; m * l.stride < x0 + n; ++m) {
-                  queries[m * l.stride - x0] = grads[m];
-                }
-              }
-              const T* token_values = qkv + first_token * l.columns() + l.column(2, h, c);
-              T value_sum = 0;
-              for (int64_t t = 0; t < n; ++t) {
-                offsets[(x0 + t) * l.dims + c] -= keys[t];
-                value_sum += values[t] * token_values[t * l.columns()];
-              }
-              alpha_sum += value_sum;
-              // Written along the chunk's tokens: the chunk (n tokens of 3C) stays in
-              // the caches until every channel is in.
-              T* grads = grad_qkv + first_token * l.columns();
-              const int64_t q_col = l.column(0, h, c), k_col = l.column(1, h, c),
-                            v_col = l.column(2, h, c);
-              for (int64_t t = 0; t < n; ++t) {
-                grads[t * l.columns() + q_col] = queries[t];
-                grads[t * l.columns() + k_col] = keys[t];
-                grads[t * l.columns() + v_col] = alpha * values[t];
-              }
-            }
-          }
+          const Chunk chunk{b, sy, x0, std::min(kChunk, l.width - x0), rows[sy], mirror_cols};
+          alpha_sum += unpack_chunk(grad_query, grad_key, grad_value, qkv, alpha, l, chunk,
+                                    offsets, grad_qkv);
         }
       }
       alpha_rows[sy] = alpha_sum;

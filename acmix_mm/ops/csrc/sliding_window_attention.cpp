@@ -630,10 +630,6 @@ at::Tensor unphased(const at::Tensor& x, int64_t stride, int64_t width) {
 
 }  // namespace
 
-int64_t phased_width(int64_t width, int64_t stride) {
-  return (width + stride - 1) / stride * stride;
-}
-
 std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
     int64_t key_width, int64_t kernel_size, int64_t stride, double scale) {

@@ -23,7 +23,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
 // The same on keys and values in the row phases of the stride (padded column m * S + r
 // at r * W_S / S + m in rows W_S = phased_width(Wp, S) wide; at stride 1 the planes as
 // they are), key_width = Wp; the key and value gradients come back phased too.
-int64_t phased_width(int64_t width, int64_t stride);
+inline int64_t phased_width(int64_t width, int64_t stride) {
+  return (width + stride - 1) / stride * stride;
+}
 
 std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,

@@ -50,5 +50,37 @@ template <typename T>
 ACMIX_INLINE void store(T* p, const vec_t<T>& v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
+
+#if !defined(__clang__)
+// Transposes 16 vectors of 16 floats in registers: rows[i][j] -> rows[j][i], as four
+// stages that each swap one bit of the row index with the same bit of the column index
+// (two-source shuffles, one instruction each with AVX-512). For moving data between
+// tokens (channels last) and planes sixteen values at a time. GCC's __builtin_shuffle;
+// elsewhere callers take their scalar loops.
+#define ACMIX_TRANSPOSE 1
+typedef int32_t shuffle_mask_t __attribute__((vector_size(64)));
+
+template <int H>
+ACMIX_INLINE void transpose_stage(vec_t<float>* rows, shuffle_mask_t low, shuffle_mask_t high) {
+  for (int i = 0; i < 16; ++i) {
+    if (i & H) continue;
+    const vec_t<float> a = rows[i], b = rows[i + H];
+    rows[i] = __builtin_shuffle(a, b, low);
+    rows[i + H] = __builtin_shuffle(a, b, high);
+  }
+}
+
+ACMIX_INLINE void transpose16(vec_t<float>* rows) {
+  // Row i keeps its columns j without bit H and takes row i + H's in their place.
+  transpose_stage<8>(rows, shuffle_mask_t{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
+                     shuffle_mask_t{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31});
+  transpose_stage<4>(rows, shuffle_mask_t{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
+                     shuffle_mask_t{4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31});
+  transpose_stage<2>(rows, shuffle_mask_t{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
+                     shuffle_mask_t{2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31});
+  transpose_stage<1>(rows, shuffle_mask_t{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
+                     shuffle_mask_t{1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31});
+}
+#endif
 }  // namespace acmix_mm
 #endif
