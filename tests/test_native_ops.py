@@ -386,9 +386,13 @@ def test_pieces_conv_gradcheck_and_opcheck():
 
 
 @needs_native
-def test_pieces_conv_in_float32_is_close_to_float64():
-    # sums of 108 products of unit normals: absolute tolerances
-    assert_float32_follows_float64(lambda *x: ops.pieces_conv(*x, (9, 40)),
+@pytest.mark.parametrize('stride', [1, 2])
+def test_pieces_conv_in_float32_is_close_to_float64(stride):
+    """float32 moves outputs and their gradients between planes and rows 16 groups of
+    16 pixels at a time (transposed in registers), the rest value by value: 32 groups,
+    rows of 40 and 20 outputs. Sums of 108 products of unit normals: absolute
+    tolerances."""
+    assert_float32_follows_float64(lambda *x: ops.pieces_conv(*x, (9, 40), stride),
                                    pieces_inputs(1, (9, 40), 32, 12), 1e-4, 1e-3)
 
 

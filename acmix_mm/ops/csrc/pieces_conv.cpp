@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace acmix_mm {
@@ -54,14 +55,13 @@ struct ConvGeometry {
 #ifdef ACMIX_VECTORS
 constexpr int kTile = 4;  // pixels per tile of the forward and input-gradient sums
 
-// row[x0 + p][(g * M + h)] of output row y for the tile's pixels and the groups
-// [g0, g0 + lanes).
+// row[x0 + p][h * d + g] of output row y (output g * M + h) for the tile's pixels and
+// the groups [g0, g0 + lanes).
 template <typename T, bool kInterior>
 ACMIX_INLINE void forward_tile(const T* tokens, const T* packed, T* out,
                                const ConvGeometry& g, int64_t y, int64_t x0, int64_t n,
                                int64_t g0) {
   using V = vec_t<T>;
-  constexpr int64_t L = kLanes<T>;
   V acc[kTile][kOutputs] = {};
   for (int64_t t = 0; t < g.pieces; ++t) {
     for (int64_t dy = 0; dy < kSide; ++dy) {
@@ -81,11 +81,57 @@ ACMIX_INLINE void forward_tile(const T* tokens, const T* packed, T* out,
     }
   }
   for (int p = 0; p < (kInterior ? kTile : n); ++p) {
-    T sums[kOutputs][L];
-    for (int h = 0; h < kOutputs; ++h) store(sums[h], acc[p][h]);
-    T* dst = out + (x0 + p) * g.channels() + g0 * kOutputs;
-    for (int64_t l = 0; l < L; ++l) {
-      for (int h = 0; h < kOutputs; ++h) dst[l * kOutputs + h] = sums[h][l];
+    for (int h = 0; h < kOutputs; ++h) {
+      store(out + (x0 + p) * g.channels() + h * g.dims + g0, acc[p][h]);
+    }
+  }
+}
+
+// Between a row of pixels laid out [x][h][g] (row) and the planes of outputs g * M + h
+// (planes: channel o's row at planes + o * plane): to the planes, or back with
+// kToRow. Blocks of 16 groups of 16 pixels of one output h are transposed in registers
+// (transpose16), the rest value by value; pixel by pixel, every store would go to
+// another plane's page.
+template <typename T, bool kToRow>
+ACMIX_INLINE void row_and_planes(T* row, T* planes, int64_t plane, const ConvGeometry& g) {
+  const int64_t width = g.out_w, channels = g.channels();
+  for (int h = 0; h < kOutputs; ++h) {
+    int64_t g0 = 0;
+#ifdef ACMIX_TRANSPOSE
+    if constexpr (std::is_same_v<T, float>) {
+      for (; g0 + 16 <= g.dims; g0 += 16) {
+        int64_t x0 = 0;
+        for (; x0 + 16 <= width; x0 += 16) {
+          vec_t<T> block[16];
+          for (int u = 0; u < 16; ++u) {
+            block[u] = kToRow ? load(planes + ((g0 + u) * kOutputs + h) * plane + x0)
+                              : load(row + (x0 + u) * channels + h * g.dims + g0);
+          }
+          transpose16(block);
+          for (int u = 0; u < 16; ++u) {
+            if (kToRow) {
+              store(row + (x0 + u) * channels + h * g.dims + g0, block[u]);
+            } else {
+              store(planes + ((g0 + u) * kOutputs + h) * plane + x0, block[u]);
+            }
+          }
+        }
+        for (int64_t c = g0; c < g0 + 16; ++c) {
+          T* in_plane = planes + (c * kOutputs + h) * plane;
+          for (int64_t x = x0; x < width; ++x) {
+            T& in_row = row[x * channels + h * g.dims + c];
+            if (kToRow) in_row = in_plane[x]; else in_plane[x] = in_row;
+          }
+        }
+      }
+    }
+#endif
+    for (int64_t c = g0; c < g.dims; ++c) {
+      T* in_plane = planes + (c * kOutputs + h) * plane;
+      for (int64_t x = 0; x < width; ++x) {
+        T& in_row = row[x * channels + h * g.dims + c];
+        if (kToRow) in_row = in_plane[x]; else in_plane[x] = in_row;
+      }
     }
   }
 }
@@ -208,6 +254,14 @@ ACMIX_INLINE void weight_grad_row(const T* tokens, const T* grads, T* partial,
       }                                                                                     \
     }                                                                                       \
   }                                                                                         \
+  ATTRIBUTES void row_to_planes(const T* row, T* planes, int64_t plane,                    \
+                                const ConvGeometry& g) {                                   \
+    row_and_planes<T, false>(const_cast<T*>(row), planes, plane, g);                        \
+  }                                                                                         \
+  ATTRIBUTES void planes_to_row(const T* planes, T* row, int64_t plane,                    \
+                                const ConvGeometry& g) {                                   \
+    row_and_planes<T, true>(row, const_cast<T*>(planes), plane, g);                         \
+  }                                                                                         \
   ATTRIBUTES void weight_grad_rows(const T* tokens, const T* grads, T* partial,            \
                                    const ConvGeometry& g, int64_t begin, int64_t end) {    \
     for (int64_t y = begin; y < end; ++y) {                                                 \
@@ -255,26 +309,24 @@ at::Tensor pack_weight(const at::Tensor& weight, const ConvGeometry& g) {
       .contiguous();
 }
 
-// Output gradients, planes (B, M * d, H'*W'), as [pixel][h][g]: row by row, each plane's
-// row read in order.
+// Output gradients, planes (B, M * d, H'*W'), as [pixel][h][g], row by row.
 at::Tensor grads_by_output(const at::Tensor& grad_out, const ConvGeometry& g) {
   const at::Tensor planes = grad_out.contiguous();
   at::Tensor grads = at::empty({g.batch, g.out_pixels(), g.channels()}, planes.options());
+#ifdef ACMIX_VECTORS
   AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "pieces_conv_grads", [&] {
     const scalar_t* src = planes.const_data_ptr<scalar_t>();
     scalar_t* dst = grads.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, g.batch * g.out_h, 1, [&](int64_t begin, int64_t end) {
       for (int64_t index = begin; index < end; ++index) {
         const int64_t b = index / g.out_h, y = index % g.out_h;
-        scalar_t* row = dst + (b * g.out_pixels() + y * g.out_w) * g.channels();
-        for (int64_t o = 0; o < g.channels(); ++o) {
-          const scalar_t* plane = src + (b * g.channels() + o) * g.out_pixels() + y * g.out_w;
-          scalar_t* column = row + (o % kOutputs) * g.dims + o / kOutputs;
-          for (int64_t x = 0; x < g.out_w; ++x) column[x * g.channels()] = plane[x];
-        }
+        planes_to_row(src + b * g.channels() * g.out_pixels() + y * g.out_w,
+                      dst + (b * g.out_pixels() + y * g.out_w) * g.channels(), g.out_pixels(),
+                      g);
       }
     });
   });
+#endif
   return grads;
 }
 
@@ -297,10 +349,8 @@ at::Tensor pieces_conv_forward(const at::Tensor& tokens, const at::Tensor& weigh
       for (int64_t index = begin; index < end; ++index) {
         const int64_t b = index / g.out_h, y = index % g.out_h;
         forward_row(in + b * g.pixels() * g.columns(), w, row.data(), g, y);
-        for (int64_t c = 0; c < g.channels(); ++c) {
-          scalar_t* plane = o + (b * g.channels() + c) * g.out_pixels() + y * g.out_w;
-          for (int64_t x = 0; x < g.out_w; ++x) plane[x] = row[x * g.channels() + c];
-        }
+        row_to_planes(row.data(), o + b * g.channels() * g.out_pixels() + y * g.out_w,
+                      g.out_pixels(), g);
       }
     });
   });
