@@ -594,3 +594,28 @@ def test_with_native_ops_switches_for_the_call_and_restores():
                                False)
     before = ops.native_enabled()
     assert step(3) == 3 and seen == [False] and ops.native_enabled() == before
+
+
+@needs_native
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_batched_transpose_equals_torch(dtype):
+    """Whole 16 x 16 blocks (transposed in registers in float32) and the edges beside
+    them, both ways; and its registration."""
+    x = torch.randn(2, 37, 50, dtype=dtype)
+    got = torch.ops.acmix_mm.batched_transpose(x)
+    assert got.is_contiguous() and torch.equal(got, x.transpose(1, 2))
+    assert torch.equal(torch.ops.acmix_mm.batched_transpose(got), x)
+    torch.library.opcheck(torch.ops.acmix_mm.batched_transpose.default, (x, ))
+
+
+@needs_native
+def test_channels_last_copies_equal_torch():
+    from acmix_mm.ops.layout import to_channels_first, to_channels_last
+    maps = torch.randn(2, 48, 5, 7)
+    last = to_channels_last(maps)
+    assert last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(last, maps)
+    first = to_channels_first(last)
+    assert first.is_contiguous() and torch.equal(first, maps)
+    # other layouts are torch's copy
+    assert torch.equal(to_channels_first(maps.transpose(2, 3)), maps.transpose(2, 3))

@@ -23,6 +23,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.utils import _pair
 
 from ..errors import ConfigError
+from ..ops.layout import to_channels_first, to_channels_last
 from ..ops.pieces_conv import pieces_conv, pieces_conv_fits, pieces_conv_usable
 from ..registry import ATTENTION_PATHS, register_model
 from .sliding_window import exporting
@@ -59,15 +60,16 @@ _ONEDNN = torch.backends.mkldnn.is_available()
 
 class _ChannelsLastCopy(torch.autograd.Function):
     """A channels-last copy of an NCHW map whose gradient goes back NCHW: the layers
-    before it (ReLU, BN) run their backward pass far slower on mixed layouts."""
+    before it (ReLU, BN) run their backward pass far slower on mixed layouts. Both
+    copies are the native batched transpose where it is built."""
 
     @staticmethod
     def forward(ctx, maps):
-        return maps.contiguous(memory_format=torch.channels_last)
+        return to_channels_last(maps)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.contiguous()
+        return to_channels_first(grad)
 
 
 def linear_of_tokens(x, weight, bias, hw_shape, planes=False):
