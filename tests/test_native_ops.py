@@ -619,3 +619,15 @@ def test_channels_last_copies_equal_torch():
     assert first.is_contiguous() and torch.equal(first, maps)
     # other layouts are torch's copy
     assert torch.equal(to_channels_first(maps.transpose(2, 3)), maps.transpose(2, 3))
+
+
+@needs_native
+def test_contiguous_tokens_of_planes_send_their_gradient_as_planes():
+    from acmix_mm.ops.layout import contiguous_tokens
+    planes = torch.randn(2, 24, 35, dtype=torch.float64, requires_grad=True)
+    tokens = contiguous_tokens(planes.transpose(1, 2))
+    assert tokens.is_contiguous() and torch.equal(tokens, planes.transpose(1, 2))
+    grad = torch.randn_like(tokens)
+    (got, ) = torch.autograd.grad(tokens, planes, grad)
+    assert got.is_contiguous() and torch.equal(got, grad.transpose(1, 2))
+    assert torch.autograd.gradcheck(lambda x: contiguous_tokens(x.transpose(1, 2)), (planes, ))

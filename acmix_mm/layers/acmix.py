@@ -23,7 +23,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.utils import _pair
 
 from ..errors import ConfigError
-from ..ops.layout import to_channels_first, to_channels_last
+from ..ops.layout import contiguous_tokens, to_channels_first, to_channels_last
 from ..ops.pieces_conv import pieces_conv, pieces_conv_fits, pieces_conv_usable
 from ..registry import ATTENTION_PATHS, register_model
 from .sliding_window import exporting
@@ -515,7 +515,7 @@ class TokenACmix(BaseModule):
         qkv = self.project(x, path_channel_major or conv_channel_major, hw_shape, planes)
         path_qkv = qkv
         if planes and not conv_channel_major:
-            qkv = qkv.contiguous()
+            qkv = contiguous_tokens(qkv)
         if conv_channel_major and not path_channel_major:
             path_qkv = qkv.view(*qkv.shape[:2], self.conv_path.head_dims,
                                 self.conv_path.num_pieces).transpose(2, 3).reshape(
