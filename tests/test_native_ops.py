@@ -631,3 +631,31 @@ def test_contiguous_tokens_of_planes_send_their_gradient_as_planes():
     (got, ) = torch.autograd.grad(tokens, planes, grad)
     assert got.is_contiguous() and torch.equal(got, grad.transpose(1, 2))
     assert torch.autograd.gradcheck(lambda x: contiguous_tokens(x.transpose(1, 2)), (planes, ))
+
+
+@needs_native
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('size', [(6, 8), (7, 9), (2, 3)])
+def test_max_pool2x2_equals_torch(dtype, size):
+    """Values and gradients of F.max_pool2d(x, 2, 2), odd sides dropped, with ties (the
+    zeros of a ReLU: the first maximum takes the gradient) and NaNs (the last one)."""
+    from acmix_mm.ops.max_pool import max_pool2x2
+    x = torch.randn(2, 3, *size, dtype=dtype).relu()
+    x[0, 0, 0, :2] = float('nan')
+    x[1, 2, :2, 1] = float('nan')
+    x.requires_grad_()
+    got, expected = max_pool2x2(x), torch.nn.functional.max_pool2d(x, 2, 2)
+    torch.testing.assert_close(got, expected, equal_nan=True, rtol=0, atol=0)
+    grad = torch.randn_like(expected)
+    torch.testing.assert_close(torch.autograd.grad(got, x, grad)[0],
+                               torch.autograd.grad(expected, x, grad)[0], rtol=0, atol=0)
+
+
+@needs_native
+def test_max_pool2x2_gradcheck_and_opcheck():
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: torch.ops.acmix_mm.max_pool2x2(x)[0], (x, ))
+    torch.library.opcheck(torch.ops.acmix_mm.max_pool2x2.default, (x.detach().float(), ))
+    out, argmax = torch.ops.acmix_mm.max_pool2x2(x.detach().float())
+    torch.library.opcheck(torch.ops.acmix_mm.max_pool2x2_backward.default,
+                          (torch.randn_like(out), argmax, 5, 6))

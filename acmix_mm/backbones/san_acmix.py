@@ -21,6 +21,7 @@ from mmengine.model import BaseModule, Sequential
 from ..checkpoint import join_projections, rename_key
 from ..errors import ConfigError
 from ..layers import TokenACmix
+from ..ops.max_pool import max_pool2x2
 from ..registry import register_model
 from .base import ACmixBackbone, register_official_layout
 
@@ -90,6 +91,18 @@ class SANBlock(BaseModule):
         return _inner_forward(x)
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2, 2)`` that runs the native pool where it is built
+    (:func:`~acmix_mm.ops.max_pool.max_pool2x2`: a byte of argmax per output instead of
+    torch's int64 index, and no zero-filled gradient to scatter into)."""
+
+    def __init__(self):
+        super().__init__(kernel_size=2, stride=2)
+
+    def forward(self, x):
+        return max_pool2x2(x)
+
+
 class SANStage(BaseModule):
     """2x2 max pool, 1x1 transition convolution, blocks, norm and ReLU.
 
@@ -104,7 +117,7 @@ class SANStage(BaseModule):
     def __init__(self, in_channels, channels, num_blocks, norm_cfg=dict(type='BN'),
                  **block_kwargs):
         super().__init__()
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool = MaxPool2x2()
         self.transition = nn.Conv2d(in_channels, channels, kernel_size=1, bias=False)
         self.blocks = Sequential(*[
             SANBlock(channels, norm_cfg=norm_cfg, **block_kwargs)
