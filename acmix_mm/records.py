@@ -71,14 +71,16 @@ def machine(device=None):
 
 
 def git_commit():
-    """The short commit of the checkout, with ``+dirty`` when tracked files changed."""
+    """The short commit of the checkout, with ``+dirty`` when tracked files changed (the
+    records themselves aside: a record appended earlier changes no code)."""
     git = shutil.which('git')
     if not git:
         return 'unknown'
     try:
         commit = subprocess.run([git, 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
                                 capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run([git, 'status', '--porcelain', '--untracked-files=no'],
+        dirty = subprocess.run([git, 'status', '--porcelain', '--untracked-files=no', '--',
+                                '.', ':(exclude)benchmarks/results'],
                                cwd=ROOT, capture_output=True, text=True,
                                timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
