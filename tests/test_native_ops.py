@@ -58,12 +58,14 @@ def native(query, key, value, kernel_size, stride, scale):
 # time. With kernels 3, 5 and 7 the register-blocked kernels take rows of at least a
 # vector (16 pixels in float32, 8 in float64), at stride 1 and 2: whole vectors, a last
 # one shifted back over its neighbour (37, 66 and 20 wide rows), and no tile narrower than
-# a vector (rows of 133 = 128 + 5 queries); the row kernels take narrower rows.
+# a vector (rows of 133 = 128 + 5 queries); the row kernels take narrower rows. Key rows
+# that no window reaches (below the last window, or between windows of 1 at stride 2)
+# get zero gradients.
 SHAPES = [(1, 4, (4, 4), 7, 1), (3, 5, (9, 13), 7, 2), (2, 8, (11, 6), 3, 1),
           (2, 3, (4, 5), 7, 2), (2, 16, (7, 70), 7, 1), (4, 1, (5, 131), 5, 2),
           (1, 6, (8, 8), 1, 1), (2, 5, (6, 37), 5, 1), (1, 7, (5, 140), 3, 1),
           (1, 2, (3, 9), 9, 1), (1, 3, (6, 40), 3, 2), (1, 3, (5, 133), 7, 1),
-          (1, 2, (5, 266), 7, 2)]
+          (1, 2, (5, 266), 7, 2), (1, 2, (6, 7), 1, 2)]
 
 
 @needs_native
