@@ -17,6 +17,8 @@ from ._native import (
                       triton_loaded,
                       with_native_ops,
 )
+from .layout import contiguous_tokens, to_channels_first, to_channels_last
+from .max_pool import max_pool2x2, max_pool2x2_usable
 from .patchwise import (
                       patch_aggregate,
                       patch_aggregate_reference,
@@ -38,11 +40,12 @@ from .sliding_window import (
 )
 
 __all__ = [
-    'native_built', 'native_enabled', 'native_ops', 'native_status', 'patch_aggregate',
+    'contiguous_tokens', 'max_pool2x2', 'max_pool2x2_usable', 'native_built',
+    'native_enabled', 'native_ops', 'native_status', 'patch_aggregate',
     'patch_aggregate_reference', 'patch_hidden', 'patch_hidden_reference', 'patch_moments',
     'patch_moments_reference', 'pieces_conv', 'pieces_conv_fits', 'pieces_conv_reference',
     'pieces_conv_usable',
     'reflect_window_attention', 'sliding_window_attention',
-    'sliding_window_attention_reference', 'triton_enabled', 'triton_loaded',
-    'with_native_ops'
+    'sliding_window_attention_reference', 'to_channels_first', 'to_channels_last',
+    'triton_enabled', 'triton_loaded', 'with_native_ops'
 ]
