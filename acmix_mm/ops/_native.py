@@ -25,6 +25,17 @@ def native_enabled():
     return LOAD_ERROR is None and _enabled
 
 
+def native_cpu_fits(device, dtype):
+    """Whether a native CPU op may serve a tensor on ``device`` of ``dtype``: the ops
+    built and on, a CPU float32 or float64 tensor, and no export or jit trace under way
+    (those take the standard operators; torch.compile traces the native ops through
+    their fake implementations)."""
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return False
+    return (native_enabled() and torch.device(device).type == 'cpu'
+            and dtype in (torch.float32, torch.float64))
+
+
 def triton_loaded():
     """Whether the Triton kernels for CUDA tensors are loaded (a GPU visible, Triton
     importable, ``ACMIX_MM_NATIVE_OPS`` not 0 at import)."""

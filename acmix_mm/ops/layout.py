@@ -1,12 +1,11 @@
 """Copies between NCHW maps and channels-last ones (or planes and tokens) through the
-native batched transpose (``csrc/batched_transpose.cpp``): blocks of 16 x 16 values transposed in
-registers, where torch's copy to channels-last runs its generic strided loop (64
-channels at 128x160: 1.1 ms there, 0.08 ms here; AMD EPYC, 2 cores). Elsewhere (not
-built, switched off, not CPU float32/float64, under export or compile) torch's own
-copy."""
+native batched transpose (``csrc/batched_transpose.cpp``): blocks of 16 x 16 values
+transposed in registers, where torch's copy to channels-last runs its generic strided
+loop (64 channels at 128x160: 1.1 ms there, 0.08 ms here; AMD EPYC, 2 cores). Elsewhere
+(:func:`~acmix_mm.ops._native.native_cpu_fits` false) torch's own copy."""
 import torch
 
-from ._native import native_built, native_enabled
+from ._native import native_built, native_cpu_fits
 
 OP = 'acmix_mm::batched_transpose'
 # An extension built from older sources lacks the op: torch's copy then.
@@ -14,9 +13,7 @@ BUILT = native_built() and hasattr(torch.ops.acmix_mm, 'batched_transpose')
 
 
 def _native_fits(x, dim):
-    return (BUILT and native_enabled() and x.device.type == 'cpu'
-            and x.dtype in (torch.float32, torch.float64) and x.dim() == dim
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
+    return BUILT and native_cpu_fits(x.device, x.dtype) and x.dim() == dim
 
 
 def to_channels_last(maps):

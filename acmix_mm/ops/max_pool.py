@@ -10,7 +10,7 @@ NaN).
 import torch
 import torch.nn.functional as F
 
-from ._native import native_built, native_enabled
+from ._native import native_built, native_cpu_fits
 
 OP = 'acmix_mm::max_pool2x2'
 # An extension built from older sources lacks the op: F.max_pool2d then.
@@ -21,11 +21,8 @@ def max_pool2x2_usable(x):
     """Whether :func:`max_pool2x2` runs the native operator for ``x``: CPU float32 or
     float64 maps (N, C, H, W) of at least 2x2, no export or jit trace under way (those
     take ``F.max_pool2d``, a standard operator)."""
-    if torch.jit.is_tracing() or torch.compiler.is_exporting():
-        return False
-    return (BUILT and native_enabled() and x.device.type == 'cpu' and x.dim() == 4
-            and x.dtype in (torch.float32, torch.float64) and x.shape[2] >= 2
-            and x.shape[3] >= 2)
+    return (BUILT and native_cpu_fits(x.device, x.dtype) and x.dim() == 4
+            and x.shape[2] >= 2 and x.shape[3] >= 2)
 
 
 def max_pool2x2(x):

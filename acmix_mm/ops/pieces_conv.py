@@ -13,7 +13,7 @@ multiple of the vector's lanes (16 float32, 8 float64 values); other cases take
 import torch
 import torch.nn.functional as F
 
-from ._native import native_built, native_enabled
+from ._native import native_built, native_cpu_fits
 
 OP = 'acmix_mm::pieces_conv'
 OUTPUTS_PER_GROUP = 4
@@ -49,11 +49,7 @@ def pieces_conv_fits(device, dtype, head_dims, channels, kernel_size, stride):
     outputs per group (``channels == 4 * head_dims``), ``head_dims`` a multiple of the
     lanes, no export or jit trace under way (those take ``F.conv2d``, a standard
     operator)."""
-    if torch.jit.is_tracing() or torch.compiler.is_exporting():
-        return False
-    if not (BUILT and native_enabled()) or torch.device(device).type != 'cpu':
-        return False
-    if torch.is_autocast_enabled('cpu') or dtype not in (torch.float32, torch.float64):
+    if not (BUILT and native_cpu_fits(device, dtype)) or torch.is_autocast_enabled('cpu'):
         return False
     lanes = 512 // torch.finfo(dtype).bits  # 64-byte vectors
     return (stride in (1, 2, (1, 1), (2, 2)) and kernel_size in (3, (3, 3))

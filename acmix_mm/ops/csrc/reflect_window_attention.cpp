@@ -243,12 +243,13 @@ ACMIX_INLINE T unpack_chunk_impl(const T* grad_query, const T* grad_key, const T
                 value[t] += values_in[t];
               }
             }
-          }
-          for (int64_t phase = 0; l.stride > 1 && phase < l.stride && phase < n; ++phase) {
-            const int64_t first = l.key_column(x0 + phase + l.pad);
-            for (int64_t t = phase, m = first; t < n; t += l.stride, ++m) {
-              key[t] = first_row ? key_row[m] : key[t] + key_row[m];
-              value[t] = first_row ? value_row[m] : value[t] + value_row[m];
+          } else {
+            for (int64_t phase = 0; phase < l.stride && phase < n; ++phase) {
+              const int64_t first = l.key_column(x0 + phase + l.pad);
+              for (int64_t t = phase, m = first; t < n; t += l.stride, ++m) {
+                key[t] = first_row ? key_row[m] : key[t] + key_row[m];
+                value[t] = first_row ? value_row[m] : value[t] + value_row[m];
+              }
             }
           }
           if (x0 >= l.pad && x0 + n <= l.width - l.pad) continue;  // no mirrors
