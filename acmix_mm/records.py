@@ -96,8 +96,11 @@ def command_line():
 
 def make(figure, value, unit, label, command=None, details=None, device=None, **extra):
     """One record of ``figure``, stamped with the machine (``device``'s: the CPU unless
-    it is a CUDA device), torch, date and commit."""
+    it is a CUDA device), torch, date and commit; and ``"allocator"`` where the process
+    kept freed blocks for reuse (:mod:`acmix_mm.cpu_memory`)."""
     import torch
+
+    from acmix_mm.cpu_memory import reuses_freed_memory
     record = dict(figure=figure, value=value, unit=unit, label=label,
                   command=command or command_line(), machine=machine(device),
                   threads=torch.get_num_threads(), torch=torch.__version__.split('+')[0],
@@ -106,6 +109,8 @@ def make(figure, value, unit, label, command=None, details=None, device=None, **
                   commit=git_commit())
     if details:
         record['details'] = details
+    if reuses_freed_memory():
+        record['allocator'] = 'glibc, freed blocks reused'
     record.update(extra)
     return record
 

@@ -110,13 +110,20 @@ def set_launcher(cfg, launcher):
 
 def build_runner(cfg):
     """The config's runner (its ``runner_type``, else mmengine's ``Runner``), with the
-    types of runner checkpoints allow-listed for the loading and saving it does."""
+    types of runner checkpoints allow-listed for the loading and saving it does. Without
+    a GPU, large freed blocks are kept for reuse first (:mod:`acmix_mm.cpu_memory`)."""
+    import torch
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
     from .checkpoint import allow_runner_checkpoint_types
+    from .cpu_memory import REUSE_MESSAGE, reuse_freed_memory
+    reusing = not torch.cuda.is_available() and reuse_freed_memory()
     allow_runner_checkpoint_types()
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if reusing:
+        runner.logger.info(REUSE_MESSAGE)
+    return runner
 
 
 def finish_distributed():

@@ -20,6 +20,9 @@ the CPU and with whatever else it runs). Also the peak of the bytes held through
 PyTorch's allocator during each layer step. On a CUDA device only the ResNet-ACmix layer
 runs (SAN's native ops are CPU kernels): the native operator is the Triton kernel and
 the fallback the masked fused attention; the figures get a ``.cuda`` suffix.
+On the CPU the process keeps large freed blocks for reuse, as ``tools/train.py`` does
+there (``acmix_mm/cpu_memory.py``; the records say so); ``ACMIX_MM_REUSE_FREED_MEMORY=0``
+measures with glibc's defaults.
 """
 import argparse
 
@@ -28,6 +31,7 @@ import torch.nn as nn
 
 from acmix_mm import ops, records
 from acmix_mm.analysis import best_times, device_name, peak_allocated_bytes
+from acmix_mm.cpu_memory import allocator_note, reuse_freed_memory
 from acmix_mm.layers import ACmix, TokenACmix
 
 PARTS = ['resnet-layer', 'san-layer', 'san-step']
@@ -153,8 +157,11 @@ def main():
         parser.error('SAN\'s native ops are CPU kernels: on CUDA, --parts resnet-layer')
     if not (ops.triton_loaded() if cuda else ops.native_built()):
         parser.error(f'the native ops are needed here: {ops.native_status()}')
+    if not cuda:  # as tools/train.py runs on the CPU
+        reuse_freed_memory()
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
-          f'{device_name(args.device)}; best of {args.repeat}, alternated')
+          f'{device_name(args.device)}; best of {args.repeat}, alternated'
+          f'{allocator_note()}')
     measured = []
     if 'resnet-layer' in args.parts:
         measured += resnet_layers(args)

@@ -11,6 +11,9 @@ tensors autograd saves (the same on every machine; on CUDA the peak allocation i
 printed too). Also the forward-only (eval, no gradients) time ratio. Issue target: every
 ratio at most 1.10; SAN-19 within 2x of ResNet-50's step. ``--amp`` runs both models
 under autocast (float16 on CUDA, as ``tools/train.py --amp``; bfloat16 on the CPU).
+On the CPU the process keeps large freed blocks for reuse, as ``tools/train.py`` does
+there (``acmix_mm/cpu_memory.py``; the records say so); ``ACMIX_MM_REUSE_FREED_MEMORY=0``
+measures with glibc's defaults.
 """
 import argparse
 
@@ -21,6 +24,7 @@ import acmix_mm  # noqa: F401
 from acmix_mm import ops, records
 from acmix_mm.analysis import best_times, device_name, saved_bytes
 from acmix_mm.backbones import SAN, PVTACmix, ResNetACmix, SANACmix, SwinACmix
+from acmix_mm.cpu_memory import allocator_note, reuse_freed_memory
 
 PAIRS = {
     'resnet': ('ResNet-ACmix-50', lambda: ResNetACmix(50), 'ResNet-50',
@@ -60,12 +64,14 @@ def main():
                         default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == 'cpu':  # as tools/train.py runs on the CPU
+        reuse_freed_memory()
     dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
     print(f'1x3x{args.size[0]}x{args.size[1]}, backbone training step (forward + '
           f'backward), best of {args.repeat}; torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads, {device.type}: {device_name(device)}'
           f'{", autocast " + str(dtype).split(".")[1] if args.amp else ""}; attention: '
-          f'{ops.native_status()}')
+          f'{ops.native_status()}{allocator_note()}')
     x = torch.randn(1, 3, *args.size, device=device)
     # Both models of every pair under the same autocast, if any.
     results = []
