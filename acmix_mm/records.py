@@ -110,7 +110,7 @@ def make(figure, value, unit, label, command=None, details=None, device=None, **
     if details:
         record['details'] = details
     if reuses_freed_memory():
-        record['allocator'] = 'glibc, freed blocks reused'
+        record['allocator'] = 'freed blocks reused (glibc)'
     record.update(extra)
     return record
 
@@ -176,10 +176,20 @@ def show(rec):
     return f'{about}{value:g} {unit}'
 
 
+def machine_of(rec):
+    """The record's machine, and the allocator setting where it has one."""
+    allocator = rec.get('allocator')
+    return rec['machine'] + (f' ({allocator})' if allocator else '')
+
+
 def when(recs, torch=True):
     """'AMD EPYC, 2 cores, 2 threads, torch 2.14.1, 2026-12-03' for the records of one
-    row or table: each machine (and torch version) and the dates once."""
+    row or table: each machine, allocator setting (:mod:`acmix_mm.cpu_memory`) and
+    torch version, and the dates, once."""
     parts = list(dict.fromkeys(r['machine'] for r in recs))
+    settings = {r.get('allocator') for r in recs}
+    for allocator in sorted(setting for setting in settings if setting):
+        parts.append(allocator if len(settings) == 1 else f'{allocator} in some')
     if torch:
         parts += [f'torch {v}' for v in dict.fromkeys(r['torch'] for r in recs)]
     dates = sorted({r['date'][:10] for r in recs})

@@ -77,4 +77,4 @@ def test_records_say_so():
             'print(json.dumps([a.get("allocator"), b.get("allocator")]))')
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, check=True,
                          capture_output=True, text=True, env=dict(os.environ, **clean_env()))
-    assert json.loads(out.stdout.splitlines()[-1]) == [None, 'glibc, freed blocks reused']
+    assert json.loads(out.stdout.splitlines()[-1]) == [None, 'freed blocks reused (glibc)']

@@ -81,3 +81,13 @@ def test_demo_sh_records_the_figures_the_pages_show():
     for _, figure in gen_docs.SETUP:
         if figure.startswith('setup.'):
             assert f'SETUP={figure.split(".")[1]}' in demo, figure
+
+
+def test_pages_name_the_allocator_setting_of_cpu_runs():
+    plain = record('a', 1.0, '2026-12-05T07:00:00Z')
+    reused = record('b', 1.0, '2026-12-05T08:00:00Z', allocator='freed blocks reused (glibc)')
+    assert records.machine_of(plain) == 'm'
+    assert records.machine_of(reused) == 'm (freed blocks reused (glibc))'
+    assert records.when([reused]) == 'm, freed blocks reused (glibc), torch 2.14.1, 2026-12-05'
+    assert records.when([plain, reused], torch=False) == (
+        'm, freed blocks reused (glibc) in some, 2026-12-05')

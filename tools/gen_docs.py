@@ -135,8 +135,9 @@ def render_benchmarks(latest):
             if figure.startswith(prefixes):
                 rec = latest[figure]
                 date = rec['date'][:10] + (' (t)' if rec.get('source') else '')
-                lines.append(f'| {rec["label"]} | {records.show(rec)} | {rec["machine"]} | '
-                             f'{rec["torch"]} | {date} | `{rec["command"]}` |')
+                lines.append(f'| {rec["label"]} | {records.show(rec)} | '
+                             f'{records.machine_of(rec)} | {rec["torch"]} | {date} | '
+                             f'`{rec["command"]}` |')
         lines.append('')
     lines += ['## Params and GFLOPs', '',
               'Per config, beside the paper\'s columns: [model_zoo.md](model_zoo.md).']
