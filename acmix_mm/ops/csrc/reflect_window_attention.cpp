@@ -190,6 +190,29 @@ ACMIX_INLINE void copy_run(T* __restrict dst, const T* __restrict src, int64_t n
   for (; t < n; ++t) dst[t] = src[t];
 }
 
+template <typename T>
+constexpr bool interleaves() {
+  return transposes<T>() && kChunk == 32;
+}
+
+// dst[2i] (+)= even[i], dst[2i + 1] (+)= odd[i] (zeros where odd is null) for i < 16:
+// stored where `store_first`, else added. float only (interleaves()).
+template <typename T>
+ACMIX_INLINE void interleave_runs(T* dst, const T* even, const T* odd, bool store_first) {
+#ifdef ACMIX_TRANSPOSE
+  if constexpr (interleaves<T>()) {
+    vec_t<T> low, high;
+    interleave(load(even), odd ? load(odd) : vec_t<T>{}, low, high);
+    if (!store_first) {
+      low += load(dst);
+      high += load(dst + 16);
+    }
+    store(dst, low);
+    store(dst + 16, high);
+  }
+#endif
+}
+
 // Where unpack's chunk starts: image b, source row sy, column x0, n pixels; the padded
 // rows that reflect onto sy, and the padded columns beside the ones at source + pad
 // (source column, padded column).
@@ -243,6 +266,13 @@ ACMIX_INLINE T unpack_chunk_impl(const T* grad_query, const T* grad_key, const T
                 value[t] += values_in[t];
               }
             }
+          } else if (interleaves<T>() && l.stride == 2 && n == kChunk) {
+            // The chunk's sources are the two phases' runs of 16: interleaved in
+            // registers (value by value, each store waited on the one before).
+            interleave_runs(key, key_row + l.key_column(x0 + l.pad),
+                            key_row + l.key_column(x0 + 1 + l.pad), first_row);
+            interleave_runs(value, value_row + l.key_column(x0 + l.pad),
+                            value_row + l.key_column(x0 + 1 + l.pad), first_row);
           } else {
             for (int64_t phase = 0; phase < l.stride && phase < n; ++phase) {
               const int64_t first = l.key_column(x0 + phase + l.pad);
@@ -263,6 +293,9 @@ ACMIX_INLINE T unpack_chunk_impl(const T* grad_query, const T* grad_key, const T
         const T* row = grad_query + plane * query_plane + (k.sy / l.stride) * l.out_w;
         if (query_row && l.stride == 1) {
           copy_run(query, row + x0, n);
+        } else if (interleaves<T>() && query_row && l.stride == 2 && n == kChunk) {
+          // queries at the even pixels (x0 is even), zeros between
+          interleave_runs<T>(query, row + x0 / 2, nullptr, true);
         } else {
           std::fill(query, query + n, T(0));
           for (int64_t m = first_query; query_row && m * l.stride < x0 + n; ++m) {

@@ -81,6 +81,16 @@ ACMIX_INLINE void transpose16(vec_t<float>* rows) {
   transpose_stage<1>(rows, shuffle_mask_t{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
                      shuffle_mask_t{1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31});
 }
+
+// {a0, b0, a1, b1, ...}: the first halves of a and b interleaved (low), and the second
+// halves (high). For runs of the two phases of a stride-2 row taken back to pixel order.
+ACMIX_INLINE void interleave(vec_t<float> a, vec_t<float> b, vec_t<float>& low,
+                             vec_t<float>& high) {
+  low = __builtin_shuffle(a, b, shuffle_mask_t{0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6,
+                                               22, 7, 23});
+  high = __builtin_shuffle(a, b, shuffle_mask_t{8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13,
+                                                29, 14, 30, 15, 31});
+}
 #endif
 }  // namespace acmix_mm
 #endif
