@@ -75,10 +75,14 @@ def native_extensions():
         'acmix_mm.ops._C',
         sources,
         # -fno-trapping-math lets the vectoriser if-convert the comparisons of the
-        # softmax (results are unchanged); OpenMP runs at::parallel_for in torch's pool.
+        # softmax (results are unchanged); -fno-tree-loop-distribute-patterns keeps the
+        # kernels' copy loops as written (GCC made unpack's whole-vector run copies
+        # library memcpy calls, whose narrower stores stall the wide loads that follow);
+        # OpenMP runs at::parallel_for in torch's pool.
         # The 64-byte vector helpers (vectorize.h) are always inlined, so the ABI note
         # -Wpsabi gives about returning them does not apply.
-        extra_compile_args=['-O3', '-fno-trapping-math', '-fopenmp', '-Wno-psabi'],
+        extra_compile_args=['-O3', '-fno-trapping-math', '-fno-tree-loop-distribute-patterns',
+                            '-fopenmp', '-Wno-psabi'],
         extra_link_args=['-fopenmp'])
     return [extension], {'build_ext': OptionalBuildExtension.with_options(use_ninja=True)}
 
