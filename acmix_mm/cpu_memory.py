@@ -4,7 +4,7 @@ A training step allocates the same large tensors in every iteration. glibc's mal
 serves blocks above its mmap threshold (at most 32 MiB, however it adapts) with fresh
 pages from the kernel and unmaps them when they are freed, so every step faults them in
 again and the kernel zeroes them: SAN-19's step at 512x640 faulted 290-660 MiB this
-way, 5-15% of its time on a 2-core AMD EPYC, where mmdet's ResNet-50, whose maps stay
+way, 11-15% of its time on a 2-core AMD EPYC, where mmdet's ResNet-50, whose maps stay
 below the threshold, faults none. PyTorch has no caching allocator for CPU tensors (its
 performance guide suggests preloading jemalloc or tcmalloc for this reason);
 :func:`reuse_freed_memory` gets the same from glibc with two ``mallopt`` settings. The
