@@ -30,6 +30,12 @@ fi
 began=$(date +%s)
 PY=$(bash tools/setup_env.sh)
 set_up=$(date +%s)
+# An existing environment set up again (requirements.txt, setup_env.sh or setup.py
+# changed: setup_env.sh rewrote its stamp) is a reinstall, not a second run.
+STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/.acmix_mm_setup"
+if [ "$SETUP" = second ] && [ "$(stat -c %Y "$STAMP" 2>/dev/null || echo 0)" -ge "$began" ]; then
+  SETUP=reinstall
+fi
 CONFIG=configs/demo/$NAME.py
 WORK_DIR=work_dirs/$NAME
 

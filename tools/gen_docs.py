@@ -31,6 +31,7 @@ DEMOS = (('`bash tools/demo.sh`', 'det'), ('`bash tools/demo.sh seg`', 'seg'),
 SETUP = (('first run on a machine (builds mmcv)', 'setup.first'),
          ('first run in a new clone (mmcv wheel cached)', 'setup.new_clone'),
          ('second run in the same checkout', 'setup.second'),
+         ('same checkout after requirements.txt or setup.py changed', 'setup.reinstall'),
          ('`bash tools/run_tests.sh`: the whole suite', 'tests.suite_s'))
 # docs/benchmarks.md: (title, what it is, figure prefixes).
 SECTIONS = (
