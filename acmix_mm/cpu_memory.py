@@ -66,5 +66,5 @@ def reuses_freed_memory():
 
 
 def allocator_note():
-    """'; freed blocks reused' for a benchmark's header line where they are."""
+    """The benchmarks' header-line note on the setting: empty where it is off."""
     return '; glibc malloc: freed blocks reused' if _applied else ''

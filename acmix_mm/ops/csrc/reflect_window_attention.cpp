@@ -268,7 +268,7 @@ ACMIX_INLINE T unpack_chunk_impl(const T* grad_query, const T* grad_key, const T
             }
           } else if (interleaves<T>() && l.stride == 2 && n == kChunk) {
             // The chunk's sources are the two phases' runs of 16: interleaved in
-            // registers (value by value, each store waited on the one before).
+            // registers rather than value by value.
             interleave_runs(key, key_row + l.key_column(x0 + l.pad),
                             key_row + l.key_column(x0 + 1 + l.pad), first_row);
             interleave_runs(value, value_row + l.key_column(x0 + l.pad),
