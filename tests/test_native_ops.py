@@ -178,11 +178,13 @@ def test_fused_op_gradcheck_and_opcheck(channel_major, stride, size):
 @needs_native
 @pytest.mark.parametrize('channel_major', [False, True])
 @pytest.mark.parametrize('stride', [1, 2])
-def test_fused_op_in_float32_is_close_to_float64(channel_major, stride):
+@pytest.mark.parametrize('size', [(9, 45), (4, 150)])
+def test_fused_op_in_float32_is_close_to_float64(channel_major, stride, size):
     """float32 moves piece-major tokens and planes 16 channels of 16 pixels at a time
     (transposed in registers), the rest value by value: 20 channels a head (a group of
-    16 and 4 left), rows of whole blocks and a remainder both ways."""
-    size = (9, 45)
+    16 and 4 left), rows of whole blocks and a remainder both ways; the backward takes
+    rows back in chunks (128 pixels at stride 1, 32 at stride 2: 150 wide is a whole
+    chunk and a remainder at both)."""
     inputs = fused_inputs(2, 2, 20, size)
 
     def fused(qkv, offset, scale):
