@@ -91,6 +91,41 @@ ACMIX_INLINE void interleave(vec_t<float> a, vec_t<float> b, vec_t<float>& low,
   high = __builtin_shuffle(a, b, shuffle_mask_t{8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13,
                                                 29, 14, 30, 15, 31});
 }
+
+// The vector of row[x + M .. x + M + L) from first = row[x ..) and last = row[x + N - 1 ..)
+// (0 <= M < N <= L): a window column between two loaded ones, by one two-source shuffle
+// (the mask folds to a constant) rather than another unaligned load.
+template <typename T>
+struct ShuffleMask;
+template <>
+struct ShuffleMask<float> {
+  typedef int32_t type __attribute__((vector_size(64)));
+};
+template <>
+struct ShuffleMask<double> {
+  typedef int64_t type __attribute__((vector_size(64)));
+};
+
+template <typename T, int N, int M>
+ACMIX_INLINE vec_t<T> column_between(const vec_t<T>& first, const vec_t<T>& last) {
+  if constexpr (M == 0) {
+    return first;
+  } else if constexpr (M == N - 1) {
+    return last;
+  } else {
+    constexpr int L = kLanes<T>;
+    typename ShuffleMask<T>::type mask;
+    for (int e = 0; e < L; ++e) mask[e] = M + e < L ? M + e : L + M + e - (N - 1);
+    return __builtin_shuffle(first, last, mask);
+  }
+}
+
+// Whether the loader picked the AVX-512 clones (ACMIX_CLONES), where such a shuffle is
+// one instruction; AVX2 lowers 16-lane shuffles to sequences slower than the loads.
+#if defined(__x86_64__) && !defined(ACMIX_NO_CLONES)
+#define ACMIX_SHUFFLES 1
+inline bool shuffles_pay() { return __builtin_cpu_supports("x86-64-v4"); }
+#endif
 #endif
 }  // namespace acmix_mm
 #endif
