@@ -75,16 +75,10 @@ def test_layer_equals_the_unfold_formulation(native_on, acmix, mode, kernel_size
         torch.testing.assert_close(ours.beta.grad, reference.rate2.grad)
 
 
-@pytest.mark.parametrize('native_on', [True, False], ids=['native', 'fallback'])
-def test_both_paths_read_the_projection_in_one_layout(native_on, monkeypatch):
-    """SAN-ACmix projects once, in the layout its convolution path reads (piece-major
-    for the native grouped convolution, channel-major for F.conv2d), and the patchwise
-    path reads that same tensor: no reordered copy of the projection for either."""
+def conv_layouts(monkeypatch):
+    """The list of the layouts (channel-major or not) that the convolution path's calls of
+    ``conv_of_pieces`` are given from now on."""
     from acmix_mm.layers import acmix as acmix_layer
-    # Not built, or ACMIX_MM_NATIVE_OPS=0: both cases check the fallback. Six pieces
-    # (q, k and 4 heads of v) of 16 channels, four outputs per group.
-    native_on = native_on and ops.pieces_conv_usable(
-        torch.empty(1, 1, 6 * 16), torch.empty(64, 6, 3, 3), 1)
     layouts = []
     conv_of_pieces = acmix_layer.conv_of_pieces
 
@@ -94,6 +88,19 @@ def test_both_paths_read_the_projection_in_one_layout(native_on, monkeypatch):
         return conv_of_pieces(*args, **kwargs)
 
     monkeypatch.setattr(acmix_layer, 'conv_of_pieces', spy)
+    return layouts
+
+
+@pytest.mark.parametrize('native_on', [True, False], ids=['native', 'fallback'])
+def test_both_paths_read_the_projection_in_one_layout(native_on, monkeypatch):
+    """SAN-ACmix projects once, in the layout its convolution path reads (piece-major
+    for the native grouped convolution, channel-major for F.conv2d), and the patchwise
+    path reads that same tensor: no reordered copy of the projection for either."""
+    # Not built, or ACMIX_MM_NATIVE_OPS=0: both cases check the fallback. Six pieces
+    # (q, k and 4 heads of v) of 16 channels, four outputs per group.
+    native_on = native_on and ops.pieces_conv_usable(
+        torch.empty(1, 1, 6 * 16), torch.empty(64, 6, 3, 3), 1)
+    layouts = conv_layouts(monkeypatch)
     torch.manual_seed(0)
     layer = TokenACmix(64, 4, dict(type='PatchwiseAttentionPath', kernel_size=7),
                        in_dims=128, qk_dims=16, fc_bias=False)
@@ -107,6 +114,42 @@ def test_both_paths_read_the_projection_in_one_layout(native_on, monkeypatch):
                  for qkv, channel_major in zip(projections, (False, True))]
     torch.testing.assert_close(path_outs[0], path_outs[1])
     assert out.shape == (1, 90, 64)
+
+
+@pytest.mark.parametrize('fc_bias', [False, True], ids=['no-bias', 'bias'])
+def test_narrow_groups_run_as_one_dense_convolution(fc_bias, monkeypatch):
+    """SAN-ACmix-19's first stage (6 pieces of 4 channels: 4 groups) runs its convolution
+    path as one dense conv on the piece-major projection, which the patchwise path reads
+    too (no reordered copy for either), with the grouped conv's outputs and gradients."""
+    from acmix_mm.layers import acmix as acmix_layer
+    conv_of_pieces = acmix_layer.conv_of_pieces
+    layouts = conv_layouts(monkeypatch)
+    torch.manual_seed(0)
+    layer = TokenACmix(16, 4, dict(type='PatchwiseAttentionPath', kernel_size=7),
+                       in_dims=64, qk_dims=4, fc_bias=fc_bias).double()
+    x = torch.randn(2, 9 * 10, 64, dtype=torch.float64)
+    path = layer.conv_path
+    results = []
+    for max_groups in (acmix_layer.DENSE_MAX_GROUPS, 0):  # dense, then grouped
+        monkeypatch.setattr(acmix_layer, 'DENSE_MAX_GROUPS', max_groups)
+        out = layer(x, (9, 10))
+        params = [layer.qkv.weight, path.fc.weight, path.dep_conv.weight] + (
+            [path.fc.bias] if fc_bias else [])
+        results.append((out, *torch.autograd.grad(out.square().sum(), params)))
+    assert path.head_dims == 4 and layouts == [False, True]
+    for dense, grouped in zip(*results):
+        torch.testing.assert_close(dense, grouped, rtol=1e-10, atol=1e-10)
+    # and a channel-major projection (as paths that read that layout get) alike
+    monkeypatch.setattr(acmix_layer, 'DENSE_MAX_GROUPS', 4)
+    weight, bias_kernel, stride = path.grouped_conv(layer.beta)
+    qkv = layer.project(x)
+    channel_major = qkv.view(2, 90, path.num_pieces, 4).transpose(2, 3).reshape(qkv.shape)
+    outs = [conv_of_pieces(tokens, (9, 10), path.num_pieces, weight, bias_kernel, stride,
+                           layout) for tokens, layout in ((qkv, False), (channel_major, True))]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-10, atol=1e-10)
+    f_att = layer.attn_path(x, qkv, (9, 10), layer.qkv, out_scale=layer.alpha,
+                            channel_major=False)
+    torch.testing.assert_close(outs[0], results[1][0] - f_att, rtol=1e-9, atol=1e-9)
 
 
 def test_layer_keeps_no_unfolded_patches_for_backward():
