@@ -119,11 +119,15 @@ def test_both_paths_read_the_projection_in_one_layout(native_on, monkeypatch):
 @pytest.mark.parametrize('fc_bias', [False, True], ids=['no-bias', 'bias'])
 def test_narrow_groups_run_as_one_dense_convolution(fc_bias, monkeypatch):
     """SAN-ACmix-19's first stage (6 pieces of 4 channels: 4 groups) runs its convolution
-    path as one dense conv on the piece-major projection, which the patchwise path reads
-    too (no reordered copy for either), with the grouped conv's outputs and gradients."""
+    path as one dense conv on the piece-major projection planes, which the patchwise path
+    reads too (no copy for either), with the grouped conv's outputs and gradients."""
     from acmix_mm.layers import acmix as acmix_layer
     conv_of_pieces = acmix_layer.conv_of_pieces
     layouts = conv_layouts(monkeypatch)
+    copies = []
+    contiguous_tokens = acmix_layer.contiguous_tokens
+    monkeypatch.setattr(acmix_layer, 'contiguous_tokens',
+                        lambda tokens: copies.append(tokens.shape) or contiguous_tokens(tokens))
     torch.manual_seed(0)
     layer = TokenACmix(16, 4, dict(type='PatchwiseAttentionPath', kernel_size=7),
                        in_dims=64, qk_dims=4, fc_bias=fc_bias).double()
@@ -136,7 +140,8 @@ def test_narrow_groups_run_as_one_dense_convolution(fc_bias, monkeypatch):
         params = [layer.qkv.weight, path.fc.weight, path.dep_conv.weight] + (
             [path.fc.bias] if fc_bias else [])
         results.append((out, *torch.autograd.grad(out.square().sum(), params)))
-    assert path.head_dims == 4 and layouts == [False, True]
+    # the dense conv reads the patchwise path's planes as they are: no copy as tokens
+    assert path.head_dims == 4 and layouts == [False, True] and copies == []
     for dense, grouped in zip(*results):
         torch.testing.assert_close(dense, grouped, rtol=1e-10, atol=1e-10)
     # and a channel-major projection (as paths that read that layout get) alike

@@ -229,6 +229,11 @@ class ShiftConvPath(nn.Module):
         else :attr:`reads_channel_major`."""
         return self.reads_channel_major and not reads_piece_major(self.dep_conv, x)
 
+    def reads_planes_for(self, x):
+        """Whether :meth:`forward` reads the projection of tokens ``x`` as a view of NCHW
+        planes without a copy (the dense conv: :func:`dense_conv_fits`)."""
+        return self.runs_fused and dense_conv_fits(x, self.dep_conv.groups)
+
     def forward(self, qkv, hw_shape, channel_major=False, scale=None):
         """Apply the path to token-layout projections.
 
@@ -348,7 +353,8 @@ def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
         if bias_kernel is not None:
             out = out + bias_map(bias_kernel, hw_shape, stride, qkv, qkv.dtype)
     elif dense_conv_fits(qkv, head_dims):
-        maps = qkv.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+        # NCHW maps as a view of either contiguous tokens or planes
+        maps = qkv.transpose(1, 2).unflatten(2, hw_shape)
         out = conv_of_piece_maps(maps, dense_weight(weight, head_dims, channel_major),
                                  bias_kernel, stride)
     else:
@@ -397,6 +403,10 @@ class FusedConvPath(nn.Module):
     def reads_channel_major_for(self, x):
         """As :meth:`ShiftConvPath.reads_channel_major_for`."""
         return not reads_piece_major(self.conv, x)
+
+    def reads_planes_for(self, x):
+        """As :meth:`ShiftConvPath.reads_planes_for`."""
+        return dense_conv_fits(x, self.conv.groups)
 
     def __init__(self, conv_path, scale):
         super().__init__()
@@ -552,12 +562,13 @@ class TokenACmix(BaseModule):
             path_channel_major = conv_channel_major
             path_kwargs = dict(path_kwargs, channel_major=conv_channel_major)
         # A path that reads planes gets them, and so does F.conv2d's convolution path
-        # (channel-major planes are its NCHW input); the native one gets a copy as
-        # tokens, narrower than the copy of the input that tokens would take.
+        # (channel-major planes are its NCHW input, piece-major ones the dense conv's);
+        # the native one gets a copy as tokens, narrower than the copy of the input that
+        # tokens would take.
         planes = getattr(self.attn_path, 'reads_planes', False)
         qkv = self.project(x, path_channel_major or conv_channel_major, hw_shape, planes)
         path_qkv = qkv
-        if planes and not conv_channel_major:
+        if planes and not conv_channel_major and not self.conv_path.reads_planes_for(x):
             qkv = contiguous_tokens(qkv)
         if conv_channel_major and not path_channel_major:
             path_qkv = qkv.view(*qkv.shape[:2], self.conv_path.head_dims,
