@@ -11,6 +11,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from acmix_mm import ops
 from acmix_mm.backbones import SAN, ResNetACmix, resnet_official_to_acmix
@@ -369,13 +370,9 @@ def test_pieces_conv_equals_conv2d_in_float64(batch, size, head_dims, pieces, st
     gradients of the tokens and the weight."""
     tokens, weight = pieces_inputs(batch, size, head_dims, pieces)
     assert ops.pieces_conv_usable(tokens, weight, stride)
-    got = ops.pieces_conv(tokens, weight, size, stride)
-    expected = ops.pieces_conv_reference(tokens, weight, size, stride)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    grad = torch.randn_like(expected)
-    for ours, theirs in zip(torch.autograd.grad(got, (tokens, weight), grad),
-                            torch.autograd.grad(expected, (tokens, weight), grad)):
-        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert_same_with_gradients(ops.pieces_conv(tokens, weight, size, stride),
+                               ops.pieces_conv_reference(tokens, weight, size, stride),
+                               (tokens, weight), (tokens, weight), (1e-12, ) * 4)
 
 
 @needs_native
@@ -398,6 +395,56 @@ def test_pieces_conv_in_float32_is_close_to_float64(stride):
     tolerances."""
     assert_float32_follows_float64(lambda *x: ops.pieces_conv(*x, (9, 40), stride),
                                    pieces_inputs(1, (9, 40), 32, 12), 1e-4, 1e-3)
+
+
+def narrow_inputs(batch, size, pieces, dtype=torch.float64, seed=0):
+    """Piece-major planes (B, 4 * P, H, W) and a weight (16, P, 3, 3): groups of 4."""
+    generator = torch.Generator().manual_seed(seed)
+    planes = torch.randn(batch, 4 * pieces, *size, dtype=dtype, generator=generator)
+    weight = torch.randn(16, pieces, 3, 3, dtype=dtype, generator=generator)
+    return planes.requires_grad_(), weight.requires_grad_()
+
+
+def narrow_reference(planes, weight):
+    """The grouped convolution of piece-major planes (group g reads channel g of every
+    piece), as F.conv2d reads it: the planes reordered channel-major."""
+    batch, channels, height, width = planes.shape
+    pieces = weight.shape[1]
+    maps = planes.view(batch, pieces, 4, height, width).transpose(1, 2).reshape(planes.shape)
+    return F.conv2d(maps, weight, None, 1, 1, groups=4)
+
+
+# (batch, map size, pieces): rows narrower than a vector, one pixel high, a vector and a
+# remainder, batch > 1; SAN-ACmix-19's 6 pieces, ResNet-ACmix's 12.
+NARROW_SHAPES = [(1, (5, 7), 6), (2, (1, 3), 3), (1, (4, 16), 12), (3, (9, 37), 6)]
+
+
+@needs_native
+@pytest.mark.parametrize('batch,size,pieces', NARROW_SHAPES)
+def test_narrow_pieces_conv_equals_conv2d_in_float64(batch, size, pieces):
+    """The native convolution of narrow groups (SAN-ACmix-19's first stage) gives F.conv2d's
+    grouped convolution and its gradients of the planes and the weight."""
+    planes, weight = narrow_inputs(batch, size, pieces)
+    assert ops.narrow_pieces_conv_usable(planes, weight, 1)
+    assert_same_with_gradients(ops.narrow_pieces_conv(planes, weight),
+                               narrow_reference(planes, weight), (planes, weight),
+                               (planes, weight), (1e-12, ) * 4)
+
+
+@needs_native
+def test_narrow_pieces_conv_gradcheck_opcheck_and_float32():
+    planes, weight = narrow_inputs(2, (3, 5), 3)
+    assert torch.autograd.gradcheck(ops.narrow_pieces_conv, (planes, weight))
+    singles = [x.detach().float().requires_grad_() for x in narrow_inputs(1, (5, 18), 6)]
+    torch.library.opcheck(torch.ops.acmix_mm.narrow_pieces_conv, singles)
+    # Sums of 54 products of unit normals: absolute tolerances.
+    assert_float32_follows_float64(ops.narrow_pieces_conv, narrow_inputs(1, (9, 40), 6),
+                                   1e-4, 1e-3)
+    # what the fast path does not take: stride 2, other widths, layouts, autocast
+    assert not ops.narrow_pieces_conv_usable(planes, weight, 2)
+    assert not ops.narrow_pieces_conv_usable(planes[:, :8], weight[:, :2], 1)
+    assert not ops.narrow_pieces_conv_usable(
+        planes.detach().to(memory_format=torch.channels_last), weight, 1)
 
 
 @needs_native

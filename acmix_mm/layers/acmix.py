@@ -24,7 +24,13 @@ from torch.nn.modules.utils import _pair
 
 from ..errors import ConfigError
 from ..ops.layout import contiguous_tokens, to_channels_first, to_channels_last
-from ..ops.pieces_conv import pieces_conv, pieces_conv_fits, pieces_conv_usable
+from ..ops.pieces_conv import (
+    narrow_pieces_conv,
+    narrow_pieces_conv_usable,
+    pieces_conv,
+    pieces_conv_fits,
+    pieces_conv_usable,
+)
 from ..registry import ATTENTION_PATHS, register_model
 from .sliding_window import exporting
 
@@ -281,19 +287,20 @@ def native_conv_fits(conv, x):
                             conv.kernel_size, conv.stride)
 
 
-# Groups of at most this many channels run on the CPU as one dense convolution (zeros
-# outside each output's group), which reads the projection in either layout: oneDNN's
-# grouped convolution of narrow groups is slower than the dense one of `groups` times
-# its multiply-adds. SAN-ACmix-19's first stage (4 groups, 24 -> 16 channels at 256x320):
-# the convolution forward + backward 6.3 ms against 7.8, and no reordered copy of the
-# projection; a block 2-5% faster (AMD EPYC, 2 cores). At 8 groups the two were even.
+# Groups of at most this many channels run on the CPU from the projection in either
+# layout: on piece-major planes as the native narrow_pieces_conv where it fits (4 groups,
+# as SAN-ACmix-19's first stage), else as one dense convolution (zeros outside each
+# output's group). oneDNN's grouped convolution of narrow groups is slower than the dense
+# one of `groups` times its multiply-adds: at SAN-ACmix-19's first stage (24 -> 16
+# channels at 256x320) forward + backward 7.8 ms against 6.3, and the dense one needs no
+# reordered copy of the projection. At 8 groups the two were even (AMD EPYC, 2 cores).
 DENSE_MAX_GROUPS = 4
 
 
 def dense_conv_fits(x, groups):
     """Whether :func:`conv_of_pieces` runs a grouped conv of ``groups`` groups on the
-    projection ``x`` as the dense conv (:data:`DENSE_MAX_GROUPS`; not in exports, whose
-    graphs keep the grouped conv)."""
+    projection ``x`` as the native narrow op or the dense conv (:data:`DENSE_MAX_GROUPS`;
+    not in exports, whose graphs keep the grouped conv)."""
     return x.device.type == 'cpu' and groups <= DENSE_MAX_GROUPS and not exporting()
 
 
@@ -322,9 +329,9 @@ def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
                    channel_major=False):
     """The convolution path as one grouped conv from the projection's pieces: the
     native operator where :func:`~acmix_mm.ops.pieces_conv_usable` (it reads the
-    projection piece-major), the dense conv of narrow groups where
-    :func:`dense_conv_fits` (either layout), else ``F.conv2d`` on channels-last maps
-    (channel-major).
+    projection piece-major); for narrow groups where :func:`dense_conv_fits`, the native
+    :func:`~acmix_mm.ops.narrow_pieces_conv` on piece-major planes or else the dense conv
+    (either layout); else ``F.conv2d`` on channels-last maps (channel-major).
 
     Args:
         qkv (Tensor): The projection, (B, H*W, num_pieces * d), piece-major or (with
@@ -355,8 +362,13 @@ def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
     elif dense_conv_fits(qkv, head_dims):
         # NCHW maps as a view of either contiguous tokens or planes
         maps = qkv.transpose(1, 2).unflatten(2, hw_shape)
-        out = conv_of_piece_maps(maps, dense_weight(weight, head_dims, channel_major),
-                                 bias_kernel, stride)
+        if not channel_major and narrow_pieces_conv_usable(maps, weight, stride):
+            out = narrow_pieces_conv(maps, weight)
+            if bias_kernel is not None:
+                out = out + bias_map(bias_kernel, hw_shape, stride, qkv, qkv.dtype)
+        else:
+            out = conv_of_piece_maps(maps, dense_weight(weight, head_dims, channel_major),
+                                     bias_kernel, stride)
     else:
         if not channel_major:
             qkv = qkv.view(batch, num_tokens, num_pieces, head_dims).transpose(2, 3).reshape(

@@ -28,6 +28,8 @@ from .patchwise import (
                       patch_moments_reference,
 )
 from .pieces_conv import (
+                      narrow_pieces_conv,
+                      narrow_pieces_conv_usable,
                       pieces_conv,
                       pieces_conv_fits,
                       pieces_conv_reference,
@@ -41,7 +43,8 @@ from .sliding_window import (
 
 __all__ = [
     'contiguous_tokens', 'max_pool2x2', 'max_pool2x2_usable', 'native_built',
-    'native_enabled', 'native_ops', 'native_status', 'patch_aggregate',
+    'narrow_pieces_conv', 'narrow_pieces_conv_usable', 'native_enabled', 'native_ops',
+    'native_status', 'patch_aggregate',
     'patch_aggregate_reference', 'patch_hidden', 'patch_hidden_reference', 'patch_moments',
     'patch_moments_reference', 'pieces_conv', 'pieces_conv_fits', 'pieces_conv_reference',
     'pieces_conv_usable',

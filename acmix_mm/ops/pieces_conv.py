@@ -97,3 +97,57 @@ if BUILT:
         return (grad_tokens, grad_weight) + (None, ) * len(ctx.options)
 
     torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
+
+
+# Narrow groups on planes (csrc/narrow_pieces_conv.cpp): d = 4 channels a piece, as in
+# SAN-ACmix-19's first stage, where the kernel above would need d a multiple of the lanes.
+NARROW_OP = 'acmix_mm::narrow_pieces_conv'
+NARROW_BUILT = native_built() and hasattr(torch.ops.acmix_mm, 'narrow_pieces_conv')
+NARROW_GROUPS = 4
+
+
+def narrow_pieces_conv_usable(planes, weight, stride):
+    """Whether :func:`narrow_pieces_conv` serves the convolution path's grouped conv of
+    ``weight`` (M * d, P, k, k) on contiguous piece-major NCHW ``planes`` (channel
+    ``p * d + g``): the native op built and on, CPU float32 or float64 without
+    autocast, 3x3 at stride 1, d = 4, four outputs per group and P a multiple of 3."""
+    if not (NARROW_BUILT and native_cpu_fits(planes.device, planes.dtype)) or \
+            torch.is_autocast_enabled('cpu'):
+        return False
+    pieces = weight.shape[1]
+    return (stride in (1, (1, 1)) and tuple(weight.shape[2:]) == (3, 3)
+            and weight.dtype == planes.dtype and pieces % 3 == 0
+            and weight.shape[0] == OUTPUTS_PER_GROUP * NARROW_GROUPS
+            and planes.dim() == 4 and planes.shape[1] == pieces * NARROW_GROUPS
+            and planes.is_contiguous())
+
+
+def narrow_pieces_conv(planes, weight):
+    """The native operator (see :func:`narrow_pieces_conv_usable`): the grouped conv
+    (groups of 4) of piece-major ``planes`` (B, 4 * P, H, W) with ``weight`` (16, P, 3,
+    3), zero padding 1; returns (B, 16, H, W). Differentiable in both."""
+    return torch.ops.acmix_mm.narrow_pieces_conv(planes, weight)
+
+
+if NARROW_BUILT:
+
+    @torch.library.register_fake(NARROW_OP)
+    def _narrow_fake(planes, weight):
+        torch._check(planes.dim() == 4 and planes.shape[1] == 4 * weight.shape[1])
+        return planes.new_empty((planes.shape[0], weight.shape[0], *planes.shape[2:]))
+
+    @torch.library.register_fake(NARROW_OP + '_backward')
+    def _narrow_backward_fake(grad_out, planes, weight):
+        return (torch.empty_like(planes, memory_format=torch.contiguous_format),
+                torch.empty_like(weight, memory_format=torch.contiguous_format))
+
+    def _narrow_setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _narrow_backward(ctx, grad_out):
+        planes, weight = ctx.saved_tensors
+        return torch.ops.acmix_mm.narrow_pieces_conv_backward(grad_out.contiguous(), planes,
+                                                              weight)
+
+    torch.library.register_autograd(NARROW_OP, _narrow_backward,
+                                    setup_context=_narrow_setup_context)
