@@ -192,27 +192,6 @@ ACMIX_INLINE void window_columns(const T* row, vec_t<T>* columns) {
   window_columns<T, K>(row, columns, std::make_integer_sequence<int, K>{});
 }
 
-// blocked_window_dots (below) with the columns shuffled.
-template <typename T, int K>
-ACMIX_INLINE void shuffled_window_dots(T* __restrict logits, const T* a, const T* b,
-                                       const Geometry& g, int64_t y, int64_t x0, int64_t n) {
-  using V = vec_t<T>;
-  for (int64_t i = 0; i < K; ++i) {
-    const T* queries = a + y * g.out_w + x0;
-    const T* keys = b + (y + i) * g.key_w + x0;
-    for (int64_t t = 0; t < n; t += kLanes<T>) {
-      V acc[K] = {};
-      for (int64_t c = 0; c < g.dims; ++c) {
-        const V q = load(queries + c * g.out_plane() + t);
-        V k[K];
-        window_columns<T, K>(keys + c * g.key_plane() + t, k);
-        for (int j = 0; j < K; ++j) acc[j] += q * k[j];
-      }
-      for (int j = 0; j < K; ++j) store(logits + (i * K + j) * kTile + t, acc[j]);
-    }
-  }
-}
-
 // blocked_window_sums (below) with the columns shuffled: the K weights of a window row
 // loaded once for C channels.
 template <typename T, int K, int C>
@@ -250,14 +229,12 @@ ACMIX_INLINE void shuffled_window_sums(T* out, const T* weights, const T* b,
 
 // window_dots: for each key row i, the K dot products of a vector of queries with
 // their keys are summed in registers over the channels: per channel one load of the
-// queries, K of the keys, K fused multiply-adds.
-template <typename T, int K>
+// queries, the K key columns (loaded, or kShuffled: window_columns), K fused
+// multiply-adds.
+template <typename T, int K, bool kShuffled>
 ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, const T* b,
                                       const Geometry& g, int64_t y, int64_t x0, int64_t n) {
   using V = vec_t<T>;
-#ifdef ACMIX_SHUFFLES
-  if (g.shuffled) return shuffled_window_dots<T, K>(logits, a, b, g, y, x0, n);
-#endif
   int64_t columns[K];
   for (int j = 0; j < K; ++j) columns[j] = g.column(x0, j);
   for (int64_t i = 0; i < K; ++i) {
@@ -268,11 +245,27 @@ ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, const T*
       for (int64_t c = 0; c < g.dims; ++c) {
         const V q = load(queries + c * g.out_plane() + t);
         const T* k = keys + c * g.key_plane() + t;
-        for (int j = 0; j < K; ++j) acc[j] += q * load(k + columns[j]);
+        V key[K];
+#ifdef ACMIX_SHUFFLES
+        if constexpr (kShuffled) {
+          window_columns<T, K>(k + columns[0], key);
+        } else
+#endif
+        {
+          for (int j = 0; j < K; ++j) key[j] = load(k + columns[j]);
+        }
+        for (int j = 0; j < K; ++j) acc[j] += q * key[j];
       }
       for (int j = 0; j < K; ++j) store(logits + (i * K + j) * kTile + t, acc[j]);
     }
   }
+}
+
+template <typename T, int K>
+ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, const T* b,
+                                      const Geometry& g, int64_t y, int64_t x0, int64_t n) {
+  if (g.shuffled) return blocked_window_dots<T, K, true>(logits, a, b, g, y, x0, n);
+  blocked_window_dots<T, K, false>(logits, a, b, g, y, x0, n);
 }
 
 // window_sums for channels [c0, c0 + C): each weight vector loaded once for C channels.
