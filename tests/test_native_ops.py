@@ -196,6 +196,20 @@ def test_fused_op_in_float32_is_close_to_float64(channel_major, stride, size):
 
 
 @needs_native
+def test_fused_op_on_planes_of_huge_pages():
+    """Planes of 8 MB and more (here 9 MB each in float32, the projection's gradient
+    25 MB) are asked for on huge pages (large_tensors.h): the same results as ever."""
+    size = (176, 184)
+    inputs = fused_inputs(1, 4, 16, size)
+
+    def fused(qkv, offset, scale):
+        return torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, 4, *size, 7,
+                                                           1, False, 0.25)[0]
+
+    assert_float32_follows_float64(fused, inputs, 1e-5, 1e-3)
+
+
+@needs_native
 def test_op_refuses_windows_past_the_keys():
     query, key, value = padded_inputs(1, 2, (6, 6), 7, 1)
     with pytest.raises(RuntimeError, match='need keys of at least 12x12'):

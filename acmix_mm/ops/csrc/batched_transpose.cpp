@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include "large_tensors.h"
 #include "vectorize.h"
 
 #include <algorithm>
@@ -58,7 +59,7 @@ at::Tensor batched_transpose(const at::Tensor& input) {
               "batched_transpose: a CPU tensor (B, R, S) expected, got ", input.sizes());
   const at::Tensor x = input.contiguous();
   const int64_t batch = x.size(0), rows = x.size(1), cols = x.size(2);
-  at::Tensor out = at::empty({batch, cols, rows}, x.options());
+  at::Tensor out = empty_large({batch, cols, rows}, x.options());
   const int64_t blocks = (rows + kSide - 1) / kSide;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batched_transpose", [&] {
     const scalar_t* src = x.const_data_ptr<scalar_t>();

@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include "large_tensors.h"
 #include "vectorize.h"
 
 #include <cmath>
@@ -79,7 +80,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2x2_forward(const at::Tensor& input) 
   const at::Tensor x = input.contiguous();
   const int64_t planes = x.size(0) * x.size(1), height = x.size(2), width = x.size(3);
   const int64_t out_h = height / 2, out_w = width / 2;
-  at::Tensor out = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+  at::Tensor out = empty_large({x.size(0), x.size(1), out_h, out_w}, x.options());
   at::Tensor argmax = at::empty({x.size(0), x.size(1), out_h, out_w},
                                 x.options().dtype(at::kByte));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "max_pool2x2", [&] {
@@ -106,7 +107,7 @@ at::Tensor max_pool2x2_backward(const at::Tensor& grad_out, const at::Tensor& ar
               "W / 2)");
   const at::Tensor grads = grad_out.contiguous(), places = argmax.contiguous();
   const int64_t planes = grads.size(0) * grads.size(1), out_h = height / 2, out_w = width / 2;
-  at::Tensor grad_in = at::empty({grads.size(0), grads.size(1), height, width}, grads.options());
+  at::Tensor grad_in = empty_large({grads.size(0), grads.size(1), height, width}, grads.options());
   AT_DISPATCH_FLOATING_TYPES(grads.scalar_type(), "max_pool2x2_backward", [&] {
     const scalar_t* src = grads.const_data_ptr<scalar_t>();
     const uint8_t* at = places.const_data_ptr<uint8_t>();

@@ -18,6 +18,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include "large_tensors.h"
 #include "vectorize.h"
 
 #include <algorithm>
@@ -242,7 +243,7 @@ void with_row_windows(const T* planes, int64_t count, const PlanesGeometry& g, i
 at::Tensor narrow_pieces_conv_forward(const at::Tensor& planes, const at::Tensor& weight) {
   const PlanesGeometry g = planes_geometry(planes, weight);
   const at::Tensor in = planes.contiguous(), w = weight.contiguous();
-  at::Tensor out = at::empty({g.batch, g.outputs(), g.height, g.width}, planes.options());
+  at::Tensor out = empty_large({g.batch, g.outputs(), g.height, g.width}, planes.options());
 #ifdef ACMIX_VECTORS
   AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "narrow_pieces_conv", [&] {
     const scalar_t* src = in.const_data_ptr<scalar_t>();
@@ -272,7 +273,7 @@ std::tuple<at::Tensor, at::Tensor> narrow_pieces_conv_backward(const at::Tensor&
                   grad_out.scalar_type() == planes.scalar_type(),
               "narrow_pieces_conv_backward: grad_out must be (B, 16, H, W) in the planes' dtype");
   const at::Tensor in = planes.contiguous(), w = weight.contiguous(), go = grad_out.contiguous();
-  at::Tensor grad_in = at::empty_like(in);
+  at::Tensor grad_in = empty_large_like(in);
   // Weight-gradient lane sums per chunk of rows, added in order: the same result on every
   // run whatever the threads.
   const int64_t rows = g.batch * g.height, chunks = std::min<int64_t>(rows, 32);

@@ -31,6 +31,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include "large_tensors.h"
 #include "vectorize.h"
 
 #include <algorithm>
@@ -629,7 +630,7 @@ at::Tensor patch_aggregate_forward(const at::Tensor& value, const at::Tensor& hi
   const AggregateGeometry g = aggregate_geometry(value, hidden, weight, bias, kernel_size);
   const at::Tensor v = value.contiguous(), h = hidden.contiguous();
   const at::Tensor fc = weight.contiguous(), fb = bias.contiguous();
-  at::Tensor out = at::empty({g.batch, g.channels, g.height, g.width}, v.options());
+  at::Tensor out = empty_large({g.batch, g.channels, g.height, g.width}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "patch_aggregate", [&] {
     using T = scalar_t;
     const T* v_data = v.const_data_ptr<T>();
@@ -659,8 +660,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_aggregate_backw
   const at::Tensor go = grad_out.contiguous(), v = value.contiguous(), h = hidden.contiguous();
   const at::Tensor fc = weight.contiguous(), fb = bias.contiguous();
   // Zeroed: padded rows at a band's edge are added to from two bands.
-  at::Tensor grad_value = at::zeros_like(v, at::MemoryFormat::Contiguous);
-  at::Tensor grad_hidden = at::empty_like(h, at::MemoryFormat::Contiguous);
+  at::Tensor grad_value = empty_large_like(v).zero_();
+  at::Tensor grad_hidden = empty_large_like(h);
   at::Tensor grad_weight = at::zeros_like(fc, at::MemoryFormat::Contiguous);
   at::Tensor grad_bias = at::zeros_like(fb, at::MemoryFormat::Contiguous);
   if (g.batch == 0 || g.plane() == 0) return {grad_value, grad_hidden, grad_weight, grad_bias};
@@ -671,8 +672,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_aggregate_backw
   const int64_t rows = g.weight_rows();
   const int64_t band = std::clamp<int64_t>(
       (int64_t{4} << 20) / (g.batch * rows * (2 * g.width + 1)), 1, g.height);
-  at::Tensor weights = at::empty({g.batch, rows, band * g.width}, v.options());
-  at::Tensor grad_w = at::empty({g.batch, rows, band * g.width}, v.options());
+  at::Tensor weights = empty_large({g.batch, rows, band * g.width}, v.options());
+  at::Tensor grad_w = empty_large({g.batch, rows, band * g.width}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "patch_aggregate_backward", [&] {
     using T = scalar_t;
     const T* go_data = go.const_data_ptr<T>();
@@ -735,7 +736,7 @@ at::Tensor patch_hidden_forward(const at::Tensor& query, const at::Tensor& key,
   const HiddenGeometry g = hidden_geometry(query, key, scale, shift, weight, kernel_size);
   const at::Tensor q = query.contiguous(), k = key.contiguous(), s = scale.contiguous();
   const at::Tensor t = shift.contiguous(), fc = weight.contiguous();
-  at::Tensor hidden = at::empty({g.batch, g.hidden, g.height, g.width}, q.options());
+  at::Tensor hidden = empty_large({g.batch, g.hidden, g.height, g.width}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "patch_hidden", [&] {
     using T = scalar_t;
     at::parallel_for(0, g.batch * g.height, 1, [&](int64_t begin, int64_t end) {
@@ -760,9 +761,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hid
               "patch_hidden_backward: grad_hidden must be (B, G', H, W) as the output");
   const at::Tensor gh = grad_hidden.contiguous(), q = query.contiguous(), k = key.contiguous();
   const at::Tensor s = scale.contiguous(), t = shift.contiguous(), fc = weight.contiguous();
-  at::Tensor grad_query = at::empty_like(q, at::MemoryFormat::Contiguous);
+  at::Tensor grad_query = empty_large_like(q);
   // Zeroed: padded rows at a band's edge are added to from two bands.
-  at::Tensor grad_key = at::zeros_like(k, at::MemoryFormat::Contiguous);
+  at::Tensor grad_key = empty_large_like(k).zero_();
   const int64_t patch = g.patch_channels();
   at::Tensor grad_weight = at::zeros_like(fc, at::MemoryFormat::Contiguous);
   // The scale and shift gradients: one share per thread (each thread of
@@ -783,8 +784,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hid
     // measured as fast or faster up to 32 (the matrix product writes and reads again
     // patch channels x pixels).
     const bool by_matrix = g.hidden >= 64;
-    at::Tensor relu = at::empty({g.batch, patch, band * g.width}, q.options());
-    at::Tensor patch_grads = at::empty({g.batch, patch, band * g.width}, q.options());
+    at::Tensor relu = empty_large({g.batch, patch, band * g.width}, q.options());
+    at::Tensor patch_grads = empty_large({g.batch, patch, band * g.width}, q.options());
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "patch_hidden_backward", [&] {
       using T = scalar_t;
       std::vector<T> key_grads(g.batch * band * row_keys);
@@ -875,8 +876,8 @@ std::tuple<at::Tensor, at::Tensor> patch_moments_backward(
   const at::Tensor gs = grad_sums.to(at::kDouble).contiguous();
   const at::Tensor q = query.contiguous(), k = key.contiguous();
   const at::Tensor cq = centres_q.contiguous(), ck = centres_k.contiguous();
-  at::Tensor grad_query = at::empty_like(q, at::MemoryFormat::Contiguous);
-  at::Tensor grad_key = at::empty_like(k, at::MemoryFormat::Contiguous);
+  at::Tensor grad_query = empty_large_like(q);
+  at::Tensor grad_key = empty_large_like(k);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "patch_moments_backward", [&] {
     using T = scalar_t;
     at::parallel_for(0, g.batch * g.channels, 1, [&](int64_t begin, int64_t end) {

@@ -17,6 +17,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include "large_tensors.h"
 #include "vectorize.h"
 
 #include <algorithm>
@@ -312,7 +313,7 @@ at::Tensor pack_weight(const at::Tensor& weight, const ConvGeometry& g) {
 // Output gradients, planes (B, M * d, H'*W'), as [pixel][h][g], row by row.
 at::Tensor grads_by_output(const at::Tensor& grad_out, const ConvGeometry& g) {
   const at::Tensor planes = grad_out.contiguous();
-  at::Tensor grads = at::empty({g.batch, g.out_pixels(), g.channels()}, planes.options());
+  at::Tensor grads = empty_large({g.batch, g.out_pixels(), g.channels()}, planes.options());
 #ifdef ACMIX_VECTORS
   AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "pieces_conv_grads", [&] {
     const scalar_t* src = planes.const_data_ptr<scalar_t>();
@@ -336,7 +337,7 @@ at::Tensor pieces_conv_forward(const at::Tensor& tokens, const at::Tensor& weigh
                                int64_t height, int64_t width, int64_t stride) {
   const ConvGeometry g = conv_geometry(tokens, weight, height, width, stride);
   const at::Tensor input = tokens.contiguous(), packed = pack_weight(weight, g);
-  at::Tensor out = at::empty({g.batch, g.channels(), g.out_pixels()}, tokens.options());
+  at::Tensor out = empty_large({g.batch, g.channels(), g.out_pixels()}, tokens.options());
 #ifdef ACMIX_VECTORS
   AT_DISPATCH_FLOATING_TYPES(tokens.scalar_type(), "pieces_conv", [&] {
     const scalar_t* in = input.const_data_ptr<scalar_t>();
@@ -370,7 +371,7 @@ std::tuple<at::Tensor, at::Tensor> pieces_conv_backward(const at::Tensor& grad_o
               "pieces_conv_backward: grad_out must be (B, 4 * d, H'*W') in the tokens' dtype");
   const at::Tensor input = tokens.contiguous(), packed = pack_weight(weight, g);
   const at::Tensor grads = grads_by_output(grad_out, g);
-  at::Tensor grad_tokens = at::empty_like(input);
+  at::Tensor grad_tokens = empty_large_like(input);
   // Weight-gradient sums per chunk of output rows, added in order: the same result on
   // every run whatever the threads.
   const int64_t rows = g.batch * g.out_h;

@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include "large_tensors.h"
 #include "sliding_window_attention.h"
 #include "vectorize.h"
 
@@ -481,9 +482,9 @@ struct Packed {
 Packed pack_tensors(const at::Tensor& qkv, const at::Tensor& key_offset,
                     const at::Tensor& out_scale, const Layout& l) {
   const auto options = qkv.options();
-  Packed packed{at::empty({l.planes(), l.dims, l.out_h, l.out_w}, options),
-                at::empty({l.planes(), l.dims, l.padded_h, l.key_w()}, options),
-                at::empty({l.planes(), l.dims, l.padded_h, l.key_w()}, options)};
+  Packed packed{empty_large({l.planes(), l.dims, l.out_h, l.out_w}, options),
+                empty_large({l.planes(), l.dims, l.padded_h, l.key_w()}, options),
+                empty_large({l.planes(), l.dims, l.padded_h, l.key_w()}, options)};
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "reflect_window_attention_pack", [&] {
     pack<scalar_t>(qkv.const_data_ptr<scalar_t>(), key_offset.const_data_ptr<scalar_t>(),
                    out_scale.item<scalar_t>(), l, packed.query.mutable_data_ptr<scalar_t>(),
@@ -518,7 +519,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
   const auto grads = phased_window_attention_backward(
       grad_out, p.query, p.key, p.value, out, lse, l.padded_w, kernel_size, stride, scale);
   p = Packed{};  // freed before the projection's gradient is allocated: a lower peak
-  at::Tensor grad_qkv = at::empty_like(tokens);
+  at::Tensor grad_qkv = empty_large_like(tokens);
   at::Tensor grad_offset = at::empty({l.pixels(), l.dims}, qkv.options());
   at::Tensor grad_scale = at::empty_like(out_scale);
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "reflect_window_attention_backward", [&] {

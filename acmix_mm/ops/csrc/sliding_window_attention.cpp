@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include "large_tensors.h"
 #include "sliding_window_attention.h"
 #include "vectorize.h"
 
@@ -718,7 +719,7 @@ std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
               "sliding_window_attention: phased keys of the wrong width");
   const at::Tensor q = query.contiguous(), k = key.contiguous(), v = value.contiguous();
   const Geometry g = geometry(q, k, kernel_size, stride);
-  at::Tensor out = at::empty_like(q, at::MemoryFormat::Contiguous);
+  at::Tensor out = empty_large_like(q);
   at::Tensor lse = at::empty({g.planes, g.out_h, g.out_w}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "sliding_window_attention", [&] {
     const scalar_t* q_data = q.const_data_ptr<scalar_t>();
@@ -776,10 +777,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
   // Per band row: the weights and logit gradients, and the blocked kernels' copies of
   // the queries and output gradients.
   const int64_t blocks = 2 * g.window() + (g.blocked_keys() ? 2 * g.dims : 0);
-  at::Tensor grad_q = at::empty_like(q, at::MemoryFormat::Contiguous);
+  at::Tensor grad_q = empty_large_like(q);
   // Zeroed: key rows at a band's edge are added to from two bands.
-  at::Tensor grad_k = at::zeros_like(k, at::MemoryFormat::Contiguous);
-  at::Tensor grad_v = at::zeros_like(v, at::MemoryFormat::Contiguous);
+  at::Tensor grad_k = empty_large_like(k).zero_();
+  at::Tensor grad_v = empty_large_like(v).zero_();
   if (g.planes == 0 || g.out_plane() == 0) return {grad_q, grad_k, grad_v};
   const int64_t threads = at::get_num_threads();
   // Bands of query rows: their weights and logit gradients are the only scratch (each
