@@ -8,6 +8,7 @@ the tracer cannot look into; its modules report their own count (k*k keys per qu
 the paper counts it) through ``attention_flops``. Like the counter, we count one
 multiply-add as one FLOP.
 """
+import os
 import time
 from math import prod
 
@@ -137,6 +138,11 @@ def peak_allocated_bytes(fn):
     """
     from torch.autograd import DeviceType
     from torch.profiler import profile
+
+    # Kineto (the profiler's engine) logs every start and stop, and its failed look for
+    # a GPU, to stderr; above its highest level (ERROR is 4) it says nothing, unless the
+    # user asked for its log. Read when the profiler first starts.
+    os.environ.setdefault('KINETO_LOG_LEVEL', '6')
     with profile(profile_memory=True) as prof:
         fn()
     events = sorted((event.start_ns(), event.nbytes())
