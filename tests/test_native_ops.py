@@ -196,16 +196,29 @@ def test_fused_op_in_float32_is_close_to_float64(channel_major, stride, size):
 
 
 @needs_native
-def test_fused_op_on_planes_of_huge_pages():
-    """Planes of 8 MB and more (here 9 MB each in float32, the projection's gradient
-    25 MB) are asked for on huge pages (large_tensors.h): the same results as ever."""
-    size = (176, 184)
-    inputs = fused_inputs(1, 4, 16, size)
+@pytest.mark.parametrize('stride', [1, 2])
+def test_fused_op_in_bands_equals_whole_planes(stride):
+    """The forward pass packs and attends bands of query rows (here 21 rows in float64,
+    42 in float32); the result is that of the planes padded whole (the formulation of
+    the CUDA path, on the planes op) to float64 rounding, and float32 follows it. The
+    planes are large enough (9 MB each in float32) to be asked for on huge pages."""
+    size, heads, dims = (176, 184), 4, 16
+    inputs = fused_inputs(1, heads, dims, size)
 
     def fused(qkv, offset, scale):
-        return torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, 4, *size, 7,
-                                                           1, False, 0.25)[0]
+        return torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, heads, *size,
+                                                           7, stride, False, dims**-0.5)[0]
 
+    def whole(qkv, offset, scale):
+        return sliding_window._padded_window_attention(qkv, size, heads, 7, stride, offset,
+                                                       scale, False)
+
+    expected, got = whole(*inputs), fused(*inputs)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(expected)
+    for ours, theirs in zip(torch.autograd.grad(got, inputs, grad),
+                            torch.autograd.grad(expected, inputs, grad)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
     assert_float32_follows_float64(fused, inputs, 1e-5, 1e-3)
 
 

@@ -379,30 +379,41 @@ ACMIX_PACK_KERNELS(float, ACMIX_CLONES)
 ACMIX_PACK_KERNELS(double, )
 #undef ACMIX_PACK_KERNELS
 
+// The rows of the planes that pack (below) fills: query rows [first_query, first_query +
+// queries) and padded key rows [first_key, first_key + keys), the planes that many rows
+// high. Rows::all is every row; Rows::band the rows that query rows [y0, y0 + n) read.
+struct Rows {
+  int64_t first_query, queries, first_key, keys;
+  static Rows all(const Layout& l) { return {0, l.out_h, 0, l.padded_h}; }
+  static Rows band(const Layout& l, int64_t kernel, int64_t y0, int64_t n) {
+    return {y0, n, y0 * l.stride, (n - 1) * l.stride + kernel};
+  }
+};
+
 // Queries at the strided positions; keys less their offset and values times alpha,
-// reflection-padded and phased. All as planes (B * heads, d, rows, columns), a block of
-// columns of a row at a time.
+// reflection-padded and phased. All as planes (B * heads, d, rows, columns) of the rows
+// r, a block of columns of a row at a time.
 template <typename T>
-void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* key,
-          T* value) {
+void pack(const T* qkv, const T* offset, T alpha, const Layout& l, const Rows& r, T* query,
+          T* key, T* value) {
   // The source pixel of each packed column; -1 for the zeros that phases end with.
   std::vector<int64_t> source_x(l.key_w(), -1);
   for (int64_t px = 0; px < l.padded_w; ++px) {
     source_x[l.key_column(px)] = reflect(px - l.pad, l.width);
   }
-  const int64_t key_plane = l.padded_h * l.key_w(), query_plane = l.out_h * l.out_w;
+  const int64_t key_plane = r.keys * l.key_w(), query_plane = r.queries * l.out_w;
   // A zero token and offset for the columns without a source.
   const std::vector<T> zeros(l.columns(), T(0));
-  at::parallel_for(0, l.batch * l.padded_h, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, l.batch * r.keys, 1, [&](int64_t begin, int64_t end) {
     const T* token[kBlock];
     const T* token_offset[kBlock];
     for (int64_t index = begin; index < end; ++index) {
-      const int64_t b = index / l.padded_h, py = index % l.padded_h;
-      const int64_t sy = reflect(py - l.pad, l.height);
+      const int64_t b = index / r.keys, row = index % r.keys;
+      const int64_t sy = reflect(r.first_key + row - l.pad, l.height);
       const T* tokens = qkv + (b * l.pixels() + sy * l.width) * l.columns();
       const T* offsets = offset + sy * l.width * l.dims;
-      T* key_rows = key + b * l.heads * l.dims * key_plane + py * l.key_w();
-      T* value_rows = value + b * l.heads * l.dims * key_plane + py * l.key_w();
+      T* key_rows = key + b * l.heads * l.dims * key_plane + row * l.key_w();
+      T* value_rows = value + b * l.heads * l.dims * key_plane + row * l.key_w();
       for (int64_t px0 = 0; px0 < l.key_w(); px0 += kBlock) {
         const int64_t n = std::min(kBlock, l.key_w() - px0);
         for (int64_t t = 0; t < n; ++t) {
@@ -415,11 +426,12 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, T* query, T* 
       }
     }
   });
-  at::parallel_for(0, l.batch * l.out_h, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, l.batch * r.queries, 1, [&](int64_t begin, int64_t end) {
     for (int64_t index = begin; index < end; ++index) {
-      const int64_t b = index / l.out_h, y = index % l.out_h;
+      const int64_t b = index / r.queries, row = index % r.queries;
+      const int64_t y = r.first_query + row;
       const T* tokens = qkv + (b * l.pixels() + y * l.stride * l.width) * l.columns();
-      T* rows = query + b * l.heads * l.dims * query_plane + y * l.out_w;
+      T* rows = query + b * l.heads * l.dims * query_plane + row * l.out_w;
       for (int64_t x0 = 0; x0 < l.out_w; x0 += kBlock) {
         pack_queries(tokens + x0 * l.stride * l.columns(), l.stride * l.columns(), l,
                      query_plane, std::min(kBlock, l.out_w - x0), rows + x0);
@@ -480,18 +492,31 @@ struct Packed {
 };
 
 Packed pack_tensors(const at::Tensor& qkv, const at::Tensor& key_offset,
-                    const at::Tensor& out_scale, const Layout& l) {
+                    const at::Tensor& out_scale, const Layout& l, const Rows& r) {
   const auto options = qkv.options();
-  Packed packed{empty_large({l.planes(), l.dims, l.out_h, l.out_w}, options),
-                empty_large({l.planes(), l.dims, l.padded_h, l.key_w()}, options),
-                empty_large({l.planes(), l.dims, l.padded_h, l.key_w()}, options)};
+  Packed packed{empty_large({l.planes(), l.dims, r.queries, l.out_w}, options),
+                empty_large({l.planes(), l.dims, r.keys, l.key_w()}, options),
+                empty_large({l.planes(), l.dims, r.keys, l.key_w()}, options)};
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "reflect_window_attention_pack", [&] {
     pack<scalar_t>(qkv.const_data_ptr<scalar_t>(), key_offset.const_data_ptr<scalar_t>(),
-                   out_scale.item<scalar_t>(), l, packed.query.mutable_data_ptr<scalar_t>(),
+                   out_scale.item<scalar_t>(), l, r, packed.query.mutable_data_ptr<scalar_t>(),
                    packed.key.mutable_data_ptr<scalar_t>(),
                    packed.value.mutable_data_ptr<scalar_t>());
   });
   return packed;
+}
+
+// The forward pass packs and attends a band of query rows at a time, the band's planes
+// about kBandBytes (the window rows around a band are packed again for the next), so
+// that the attention reads them from the caches rather than memory: 64 channels at
+// 200x336 forward 11.7 -> 9.2 ms against whole planes (AMD EPYC, 2 cores; bands of
+// 3 MB 9.7 ms, of 1 MB 12-13: each band is two parallel loops).
+constexpr int64_t kBandBytes = int64_t{6} << 20;
+
+int64_t band_rows(const Layout& l, int64_t element_size) {
+  const int64_t row_bytes =
+      l.planes() * l.dims * (l.out_w + 2 * l.stride * l.key_w()) * element_size;
+  return std::clamp<int64_t>(kBandBytes / row_bytes, 1, l.out_h);
 }
 
 }  // namespace
@@ -502,9 +527,20 @@ std::tuple<at::Tensor, at::Tensor> reflect_window_attention_forward(
     bool channel_major, double scale) {
   const Layout l = layout(qkv, num_heads, height, width, kernel_size, stride, channel_major);
   check_extras(qkv, key_offset, out_scale, l);
-  const Packed p = pack_tensors(qkv.contiguous(), key_offset.contiguous(), out_scale, l);
-  return phased_window_attention_forward(p.query, p.key, p.value, l.padded_w, kernel_size,
-                                         stride, scale);
+  const at::Tensor tokens = qkv.contiguous(), offset = key_offset.contiguous();
+  at::Tensor out = empty_large({l.planes(), l.dims, l.out_h, l.out_w}, qkv.options());
+  at::Tensor lse = at::empty({l.planes(), l.out_h, l.out_w}, qkv.options());
+  const int64_t band = band_rows(l, qkv.element_size());
+  for (int64_t y0 = 0; y0 < l.out_h; y0 += band) {
+    const int64_t rows = std::min(band, l.out_h - y0);
+    const Packed p = pack_tensors(tokens, offset, out_scale, l,
+                                  Rows::band(l, kernel_size, y0, rows));
+    const auto [band_out, band_lse] = phased_window_attention_forward(
+        p.query, p.key, p.value, l.padded_w, kernel_size, stride, scale);
+    out.narrow(2, y0, rows).copy_(band_out);
+    lse.narrow(1, y0, rows).copy_(band_lse);
+  }
+  return {out, lse};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward(
@@ -515,7 +551,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
   const Layout l = layout(qkv, num_heads, height, width, kernel_size, stride, channel_major);
   check_extras(qkv, key_offset, out_scale, l);
   const at::Tensor tokens = qkv.contiguous();
-  Packed p = pack_tensors(tokens, key_offset.contiguous(), out_scale, l);
+  Packed p = pack_tensors(tokens, key_offset.contiguous(), out_scale, l, Rows::all(l));
   const auto grads = phased_window_attention_backward(
       grad_out, p.query, p.key, p.value, out, lse, l.padded_w, kernel_size, stride, scale);
   p = Packed{};  // freed before the projection's gradient is allocated: a lower peak
