@@ -737,3 +737,83 @@ def test_max_pool2x2_gradcheck_and_opcheck():
     out, argmax = torch.ops.acmix_mm.max_pool2x2(x.detach().float())
     torch.library.opcheck(torch.ops.acmix_mm.max_pool2x2_backward.default,
                           (torch.randn_like(out), argmax, 5, 6))
+
+
+def batch_norm_pair(channels, momentum=0.1, dtype=torch.float64):
+    """A NativeBatchNorm2d and an nn.BatchNorm2d with the same random affine parameters
+    and running statistics."""
+    from acmix_mm.layers import NativeBatchNorm2d
+    native = NativeBatchNorm2d(channels, momentum=momentum).to(dtype)
+    plain = torch.nn.BatchNorm2d(channels, momentum=momentum).to(dtype)
+    with torch.no_grad():
+        for norm in (native, plain):
+            for name, tensor in (('weight', torch.linspace(0.5, 2, channels)),
+                                 ('bias', torch.linspace(-1, 1, channels)),
+                                 ('running_mean', torch.linspace(-0.2, 0.3, channels)),
+                                 ('running_var', torch.linspace(0.8, 1.5, channels))):
+                getattr(norm, name).copy_(tensor)
+    return native, plain
+
+
+@needs_native
+@pytest.mark.parametrize('shape', [(2, 3, 7, 9), (1, 4, 70, 131), (3, 2, 1, 2)])
+@pytest.mark.parametrize('momentum', [0.1, None])
+def test_native_batch_norm_equals_torch_in_float64(shape, momentum):
+    """Training mode: output, gradients of the map, weight and bias, and the running
+    statistics (momentum and cumulative averages) of nn.BatchNorm2d; planes of whole
+    vector blocks and remainders, a plane of two values; an offset mean (the variance is
+    taken about it without cancellation). Eval mode is BatchNorm's own."""
+    native, plain = batch_norm_pair(shape[1], momentum)
+    x = (torch.randn(shape, dtype=torch.float64) * 3 + 50).requires_grad_()
+    for step in range(2):
+        got, expected = native(x), plain(x)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        grad = torch.randn_like(expected)
+        params = [x, native.weight, native.bias]
+        for ours, theirs in zip(torch.autograd.grad(got, params, grad),
+                                torch.autograd.grad(expected, [x, plain.weight, plain.bias],
+                                                    grad)):
+            torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+        for name in ('running_mean', 'running_var', 'num_batches_tracked'):
+            torch.testing.assert_close(getattr(native, name), getattr(plain, name),
+                                       rtol=1e-12, atol=1e-12)
+    native.eval(), plain.eval()
+    torch.testing.assert_close(native(x), plain(x), rtol=1e-12, atol=1e-12)
+
+
+@needs_native
+def test_native_batch_norm_gradcheck_opcheck_and_float32():
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *t: torch.ops.acmix_mm.batch_norm_nchw(*t, 1e-5)[0], (x, weight, bias))
+    singles = [t.detach().float() for t in (x, weight, bias)]
+    torch.library.opcheck(torch.ops.acmix_mm.batch_norm_nchw.default, (*singles, 1e-5))
+    # float32 sums in vectors, blocks of 4096 added in double: torch's float64 result.
+    native, plain = batch_norm_pair(16, dtype=torch.float32)
+    big = torch.randn(2, 16, 150, 170) * 2 + 5
+    torch.testing.assert_close(native(big).double(),
+                               plain.double()(big.double()), rtol=1e-5, atol=1e-5)
+
+
+def test_native_batch_norm_runs_torch_elsewhere(monkeypatch):
+    """Channels-last maps, maps without affine parameters and the fallback setting take
+    BatchNorm's own forward; SAN builds its plain BN norms as NativeBatchNorm2d."""
+    from acmix_mm.layers import NativeBatchNorm2d
+    from acmix_mm.layers.batch_norm import build_norm
+    calls = []
+    monkeypatch.setattr(torch.ops.acmix_mm, 'batch_norm_nchw',
+                        lambda *args: calls.append(args) or 1 / 0, raising=False)
+    norm = NativeBatchNorm2d(3)
+    norm(torch.randn(2, 3, 4, 5).to(memory_format=torch.channels_last))
+    NativeBatchNorm2d(3, affine=False)(torch.randn(2, 3, 4, 5))
+    with ops.native_ops(False):
+        norm(torch.randn(2, 3, 4, 5))
+    assert calls == []
+    assert type(build_norm(dict(type='BN'), 3)) is NativeBatchNorm2d
+    frozen = build_norm(dict(type='BN', requires_grad=False), 3)
+    assert not frozen.weight.requires_grad and not frozen.bias.requires_grad
+    assert type(build_norm(dict(type='GN', num_groups=1), 3)) is torch.nn.GroupNorm
+    assert all(type(m) is not torch.nn.BatchNorm2d for m in SAN(19).modules()
+               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))

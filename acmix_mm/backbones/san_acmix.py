@@ -15,12 +15,12 @@ from collections import OrderedDict
 
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, Sequential
 
 from ..checkpoint import join_projections, rename_key
 from ..errors import ConfigError
 from ..layers import TokenACmix
+from ..layers.batch_norm import build_norm
 from ..ops.max_pool import max_pool2x2
 from ..registry import register_model
 from .base import ACmixBackbone, register_official_layout
@@ -55,7 +55,7 @@ class SANBlock(BaseModule):
         super().__init__(init_cfg=init_cfg)
         mid_channels = channels // 4
         self.with_cp = with_cp
-        self.norm1 = build_norm_layer(norm_cfg, channels)[1]
+        self.norm1 = build_norm(norm_cfg, channels)
         # v in 4 pieces of C/4, the width of q and of k (Appendix C).
         self.attn = TokenACmix(
             mid_channels,
@@ -71,7 +71,7 @@ class SANBlock(BaseModule):
             kernel_conv=kernel_conv,
             fc_bias=False,
             rate_init=rate_init)
-        self.norm2 = build_norm_layer(norm_cfg, mid_channels)[1]
+        self.norm2 = build_norm(norm_cfg, mid_channels)
         self.conv = nn.Conv2d(mid_channels, channels, kernel_size=1)
         self.relu = nn.ReLU(inplace=True)
 
@@ -123,7 +123,7 @@ class SANStage(BaseModule):
             SANBlock(channels, norm_cfg=norm_cfg, **block_kwargs)
             for _ in range(num_blocks)
         ])
-        self.norm = build_norm_layer(norm_cfg, channels)[1]
+        self.norm = build_norm(norm_cfg, channels)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x, relu_input=False):
@@ -219,7 +219,7 @@ class SANACmix(ACmixBackbone):
         self.convert_weights = convert_weights
 
         self.conv_in = nn.Conv2d(3, self.stage_channels[0], kernel_size=1, bias=False)
-        self.norm_in = build_norm_layer(norm_cfg, self.stage_channels[0])[1]
+        self.norm_in = build_norm(norm_cfg, self.stage_channels[0])
         in_channels = self.stage_channels[0]
         self.stages = nn.ModuleList()
         for i, (channels, num_blocks) in enumerate(

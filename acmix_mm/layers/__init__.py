@@ -6,6 +6,7 @@ from .attention_paths import (
                               SlidingWindowAttentionPath,
                               SpatialReductionAttentionPath,
 )
+from .batch_norm import NativeBatchNorm2d
 from .sliding_window import local_attention
 from .sync_batchnorm import CPUSyncBatchNorm, convert_to_cpu_sync_batchnorm
 
@@ -14,5 +15,5 @@ __all__ = [
     'FusedConvPath', 'ShiftConvPath', 'TokenACmix', 'fuse_acmix', 'shift_kernels',
     'PatchwiseAttentionPath', 'ShiftedWindowAttentionPath',
     'SlidingWindowAttentionPath', 'SpatialReductionAttentionPath', 'local_attention',
-    'CPUSyncBatchNorm', 'convert_to_cpu_sync_batchnorm'
+    'CPUSyncBatchNorm', 'convert_to_cpu_sync_batchnorm', 'NativeBatchNorm2d'
 ]

@@ -23,6 +23,7 @@ from mmengine.model import BaseModule
 
 from ..errors import ConfigError
 from ..registry import ATTENTION_PATHS
+from .batch_norm import build_norm
 from .patchwise import patch_aggregate, patch_hidden
 from .sliding_window import local_attention, native_local_attention, native_usable
 from .window_attention import partition_windows, window_attention
@@ -337,9 +338,9 @@ class PatchwiseAttentionPath(BaseModule):
         self.kernel_size = kernel_size
         weight_dims = embed_dims // share_planes
         patch_dims = self.qk_dims * (kernel_size**2 + 1)
-        self.norm_in = build_norm_layer(norm_cfg, patch_dims)[1]
+        self.norm_in = build_norm(norm_cfg, patch_dims)
         self.fc1 = nn.Linear(patch_dims, weight_dims, bias=False)
-        self.norm_mid = build_norm_layer(norm_cfg, weight_dims)[1]
+        self.norm_mid = build_norm(norm_cfg, weight_dims)
         self.fc2 = nn.Linear(weight_dims, kernel_size**2 * weight_dims)
 
     def attention_flops(self, batch, hw_shape):

@@ -17,6 +17,7 @@ from ._native import (
                       triton_loaded,
                       with_native_ops,
 )
+from .batch_norm import batch_norm_nchw, batch_norm_nchw_usable
 from .layout import contiguous_tokens, to_channels_first, to_channels_last
 from .max_pool import max_pool2x2, max_pool2x2_usable
 from .patchwise import (
@@ -42,7 +43,8 @@ from .sliding_window import (
 )
 
 __all__ = [
-    'contiguous_tokens', 'max_pool2x2', 'max_pool2x2_usable', 'native_built',
+    'batch_norm_nchw', 'batch_norm_nchw_usable', 'contiguous_tokens', 'max_pool2x2',
+    'max_pool2x2_usable', 'native_built',
     'narrow_pieces_conv', 'narrow_pieces_conv_usable', 'native_enabled', 'native_ops',
     'native_status', 'patch_aggregate',
     'patch_aggregate_reference', 'patch_hidden', 'patch_hidden_reference', 'patch_moments',
