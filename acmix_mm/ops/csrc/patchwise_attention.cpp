@@ -32,6 +32,7 @@
 #include <ATen/Dispatch.h>
 
 #include "large_tensors.h"
+#include "matmul.h"
 #include "vectorize.h"
 
 #include <algorithm>
@@ -694,7 +695,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_aggregate_backw
       };
       for (int64_t b = 0; b < g.batch; ++b) {
         at::Tensor out = matrix(w_band, b);
-        at::addmm_out(out, fb.unsqueeze(1), fc, band_of(h, b));
+        out.copy_(fb.unsqueeze(1).expand({rows, pixels}));
+        matmul_into(out, fc, band_of(h, b), true);
       }
       at::parallel_for(0, g.batch * band_rows, 1, [&](int64_t begin, int64_t end) {
         Pairs<T> pairs(g.channels / g.groups);
@@ -713,9 +715,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_aggregate_backw
       }
       for (int64_t b = 0; b < g.batch; ++b) {
         const at::Tensor band_grads = matrix(gw_band, b);
-        grad_weight.addmm_(band_grads, band_of(h, b).t());
+        matmul_into(grad_weight, band_grads, band_of(h, b).t(), true);
         at::Tensor hidden_grads = band_of(grad_hidden, b);
-        at::mm_out(hidden_grads, fc.t(), band_grads);
+        matmul_into(hidden_grads, fc.t(), band_grads, false);
       }
       const int64_t value_rows = band_rows + g.kernel - 1;
       at::parallel_for(0, g.batch * value_rows, 1, [&](int64_t begin, int64_t end) {
@@ -804,7 +806,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hid
         if (by_matrix) {
           for (int64_t b = 0; b < g.batch; ++b) {
             at::Tensor out = matrix(patch_grad_data, b);
-            at::mm_out(out, fc.t(), hidden_grads(b));
+            matmul_into(out, fc.t(), hidden_grads(b), false);
           }
         }
         at::parallel_for(0, g.batch * band_rows, 1, [&](int64_t begin, int64_t end) {
@@ -824,7 +826,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_hid
         // The fc1 gradient: the hidden gradients times the normalised patches, over the
         // band's pixels.
         for (int64_t b = 0; b < g.batch; ++b) {
-          grad_weight.addmm_(hidden_grads(b), matrix(relu_data, b).t());
+          matmul_into(grad_weight, hidden_grads(b), matrix(relu_data, b).t(), true);
         }
         const int64_t key_rows = band_rows + g.kernel - 1;
         at::parallel_for(0, g.batch * key_rows, 1, [&](int64_t begin, int64_t end) {
