@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 
-from ..ops import native_enabled
 from ..ops.batch_norm import batch_norm_nchw, batch_norm_nchw_usable
 
 
@@ -22,8 +21,7 @@ class NativeBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x):
         batch_stats = self.training or self.running_mean is None
-        if not (batch_stats and native_enabled()
-                and batch_norm_nchw_usable(x, self.weight, self.bias)):
+        if not (batch_stats and batch_norm_nchw_usable(x, self.weight, self.bias)):
             return super().forward(x)
         self._check_input_dim(x)
         out, mean, var = batch_norm_nchw(x, self.weight, self.bias, self.eps)
