@@ -817,3 +817,34 @@ def test_native_batch_norm_runs_torch_elsewhere(monkeypatch):
     assert type(build_norm(dict(type='GN', num_groups=1), 3)) is torch.nn.GroupNorm
     assert all(type(m) is not torch.nn.BatchNorm2d for m in SAN(19).modules()
                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+
+@needs_native
+def test_san_with_running_statistics_is_the_same_with_native_ops_on_and_off(monkeypatch):
+    """Norms in eval mode (tests, and detection training with norm_eval): the native
+    patchwise ops take the running statistics' scale and shift; outputs and gradients
+    (the norms' weights too) as the PyTorch path, which runs the norm itself."""
+    from acmix_mm.layers import patchwise
+    calls = []
+    native_hidden = patchwise.ops.patch_hidden
+    monkeypatch.setattr(patchwise.ops, 'patch_hidden',
+                        lambda *args: calls.append(1) or native_hidden(*args))
+    torch.manual_seed(0)
+    backbone, size, param = small_san()
+    backbone.double()
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    backbone(x)  # running statistics away from their initial values
+    trained = len(calls)
+    backbone.eval()
+    norm = backbone.stages[1].blocks[0].attn.attn_path.norm_in
+    results = []
+    for native_on in (True, False):
+        with ops.native_ops(native_on):
+            outs = backbone(x)
+            loss = sum(out.square().mean() for out in outs)
+            results.append((outs, torch.autograd.grad(loss, [x, param, norm.weight])))
+    (outs_on, grads_on), (outs_off, grads_off) = results
+    for on, off in zip(outs_on + grads_on, outs_off + grads_off):
+        torch.testing.assert_close(on, off, rtol=1e-9, atol=1e-10)
+    # Each patchwise path that ran in the training pass ran natively in eval mode too.
+    assert trained > 0 and len(calls) == 2 * trained

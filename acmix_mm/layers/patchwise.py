@@ -191,7 +191,9 @@ def patch_hidden(query, key, norm, fc1_weight, kernel_size):
         key (Tensor): (B, r, H, W).
         norm (nn.BatchNorm2d): Norm of the r * (k*k + 1) channels; in
             training mode (or without running statistics) it normalises with the
-            statistics of the batch and updates its running ones, as BatchNorm does.
+            statistics of the batch and updates its running ones, as BatchNorm does;
+            in eval mode (tests, and training with ``norm_eval``) with its running
+            statistics.
         fc1_weight (Tensor): (G, r * (k*k + 1)).
         kernel_size (int): Patch side k.
     """
@@ -199,9 +201,9 @@ def patch_hidden(query, key, norm, fc1_weight, kernel_size):
     key_padded = reflection_pad(key, kernel_size)
     bands = row_bands(height, width, key.shape[1] * kernel_size**2)
     batch_stats = norm.training or norm.running_mean is None
-    if not batch_stats:
+    if not batch_stats and not native_serves(query):
         # Running statistics: the norm itself runs on each band (and complexity
-        # counters see it as the norm it is).
+        # counters, which trace this path, see it as the norm it is).
         parts = [
             run_band(
                 functools.partial(_hidden_band_eval, norm=norm, top=top, bottom=bottom,
@@ -209,9 +211,12 @@ def patch_hidden(query, key, norm, fc1_weight, kernel_size):
             for top, bottom in bands
         ]
         return torch.cat(parts, dim=2)
-    mean, var, count = patch_statistics(query, key_padded, kernel_size, norm)
-    if norm.training and norm.running_mean is not None:
-        _update_running_stats(norm, mean.detach(), var.detach(), count)
+    if batch_stats:
+        mean, var, count = patch_statistics(query, key_padded, kernel_size, norm)
+        if norm.training and norm.running_mean is not None:
+            _update_running_stats(norm, mean.detach(), var.detach(), count)
+    else:  # the native op with the running statistics' scale and shift (norm_eval, test)
+        mean, var = norm.running_mean, norm.running_var
     scale = torch.rsqrt(var + norm.eps)
     if norm.weight is not None:
         scale = scale * norm.weight
