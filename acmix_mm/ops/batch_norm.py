@@ -1,5 +1,6 @@
 """Batch normalisation with batch statistics on NCHW-contiguous CPU maps: the native
-operator (``csrc/batch_norm.cpp``) and ``F.batch_norm`` elsewhere.
+operator (``csrc/batch_norm.cpp``), which ``layers.NativeBatchNorm2d`` runs where
+:func:`batch_norm_nchw_usable` (BatchNorm's own forward elsewhere).
 
 torch's CPU kernel sums each channel of an NCHW-contiguous map in a scalar loop, which
 SAN's wide maps of few channels make slow; the native one sums in vectors. It returns
@@ -11,7 +12,7 @@ import torch
 from ._native import native_built, native_cpu_fits
 
 OP = 'acmix_mm::batch_norm_nchw'
-# An extension built from older sources lacks the op: F.batch_norm then.
+# An extension built from older sources lacks the op: BatchNorm's own forward then.
 BUILT = native_built() and hasattr(torch.ops.acmix_mm, 'batch_norm_nchw')
 
 
