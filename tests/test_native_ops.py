@@ -711,6 +711,67 @@ def test_contiguous_tokens_of_planes_send_their_gradient_as_planes():
     assert torch.autograd.gradcheck(lambda x: contiguous_tokens(x.transpose(1, 2)), (planes, ))
 
 
+def tokens_of(layout, batch, tokens, channels, dtype=torch.float64):
+    """Random tokens (B, N, C) as contiguous tokens, a view of NCHW planes, or neither
+    (every other token of a wider map)."""
+    if layout == 'planes':
+        return torch.randn(batch, channels, tokens, dtype=dtype).transpose(1, 2)
+    if layout == 'strided':
+        return torch.randn(batch, 2 * tokens, channels, dtype=dtype)[:, ::2]
+    return torch.randn(batch, tokens, channels, dtype=dtype)
+
+
+@needs_native
+@pytest.mark.parametrize('layout', ['planes', 'tokens', 'strided'])
+@pytest.mark.parametrize('planes_out', [False, True])
+@pytest.mark.parametrize('with_bias', [True, False])
+def test_linear_of_maps_equals_linear(layout, planes_out, with_bias):
+    """Values and gradients of F.linear in float64 from every input layout, the output
+    in the layout asked for and the input's gradient in the input's (or contiguous
+    tokens, for an input that is neither); gradcheck and opcheck."""
+    from acmix_mm.ops.linear import linear_of_maps, linear_of_maps_usable
+    torch.manual_seed(0)
+    x = tokens_of(layout, 2, 35, 12).requires_grad_()
+    weight = torch.randn(20, 12, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(20, dtype=torch.float64, requires_grad=True) if with_bias else None
+    assert linear_of_maps_usable(x, weight)
+    got = linear_of_maps(x, weight, bias, planes_out)
+    expected = F.linear(x, weight, bias)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    assert (got.transpose(1, 2) if planes_out else got).is_contiguous()
+    inputs = [t for t in (x, weight, bias) if t is not None]
+    grad = torch.randn_like(expected)
+    ours = torch.autograd.grad(got, inputs, grad)
+    theirs = torch.autograd.grad(expected, inputs, grad)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert ours[0].stride() == (x.stride() if layout != 'strided' else x.contiguous().stride())
+    small = [tokens_of(layout, 2, 6, 3), torch.randn(4, 3, dtype=torch.float64),
+             torch.randn(4, dtype=torch.float64) if with_bias else None]
+    small = [t if t is None else t.requires_grad_() for t in small]
+    assert torch.autograd.gradcheck(lambda *t: linear_of_maps(*t, planes_out), small)
+    torch.library.opcheck(torch.ops.acmix_mm.linear_of_maps.default,
+                          (*[t if t is None else t.float() for t in small], planes_out))
+
+
+@needs_native
+def test_linear_of_maps_in_float32_and_without_an_input_gradient():
+    """float32 through oneDNN within float32's error of float64; with x not requiring a
+    gradient only the weight's and bias's are made."""
+    from acmix_mm.ops.linear import linear_of_maps
+    x = tokens_of('planes', 1, 3000, 64, torch.float32)
+    weight = torch.randn(192, 64, requires_grad=True)
+    bias = torch.randn(192, requires_grad=True)
+    got = linear_of_maps(x, weight, bias, False)
+    torch.testing.assert_close(got.double(), F.linear(x.double(), weight.double(),
+                                                      bias.double()), rtol=1e-5, atol=1e-4)
+    got.sum().backward()
+    assert x.grad is None
+    torch.testing.assert_close(weight.grad.double(), x.double().sum(1).expand(192, -1),
+                               rtol=1e-5, atol=1e-2)
+    torch.testing.assert_close(bias.grad, torch.full((192, ), 3000.))
+
+
 @needs_native
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('size', [(6, 8), (7, 9), (2, 3)])

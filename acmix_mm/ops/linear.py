@@ -1,0 +1,69 @@
+"""The 1x1 projection of a map's tokens through oneDNN's matrix product: the native
+operator (``csrc/linear_of_maps.cpp``) that ``layers.acmix.linear_of_tokens`` runs
+where :func:`linear_of_maps_usable`.
+
+It reads tokens that are a view of NCHW planes as they lie and writes contiguous tokens
+or planes, where torch's F.linear runs MKL's sgemm (AVX2 kernels on AMD CPUs) and
+oneDNN's 1x1 convolution wants channels-last copies. The input's gradient comes back in
+the input's layout.
+"""
+import torch
+
+from ._native import native_built, native_cpu_fits
+
+OP = 'acmix_mm::linear_of_maps'
+# An extension built from older sources lacks the op: the convolution then.
+BUILT = native_built() and hasattr(torch.ops.acmix_mm, 'linear_of_maps')
+
+
+def linear_of_maps_usable(x, weight):
+    """Whether :func:`linear_of_maps` runs natively: CPU float32 or float64 tokens
+    (B, N, K) of weight's dtype, no autocast, export or jit trace under way."""
+    return (BUILT and native_cpu_fits(x.device, x.dtype) and x.dim() == 3
+            and weight.dtype == x.dtype and not torch.is_autocast_enabled('cpu'))
+
+
+def linear_of_maps(x, weight, bias=None, planes=False):
+    """``F.linear(x, weight, bias)`` by the native operator (see
+    :func:`linear_of_maps_usable`): contiguous tokens (B, N, M), or with ``planes`` a
+    view of contiguous NCHW planes (B, M, N). Differentiable in all three."""
+    return torch.ops.acmix_mm.linear_of_maps(x, weight, bias, planes)
+
+
+def _empty_tokens(like, batch, tokens, channels, planes):
+    if planes:
+        return like.new_empty((batch, channels, tokens)).transpose(1, 2)
+    return like.new_empty((batch, tokens, channels))
+
+
+def _are_planes(tokens):
+    return tokens.transpose(1, 2).is_contiguous()
+
+
+if BUILT:
+
+    @torch.library.register_fake(OP)
+    def _forward_fake(x, weight, bias, planes):
+        torch._check(x.dim() == 3 and weight.dim() == 2)
+        return _empty_tokens(x, x.shape[0], x.shape[1], weight.shape[0], planes)
+
+    @torch.library.register_fake(OP + '_backward')
+    def _backward_fake(grad_out, x, weight, with_bias, input_grad):
+        grad_x = (_empty_tokens(x, *x.shape, _are_planes(x)) if input_grad else
+                  x.new_empty(0))
+        grad_bias = weight.new_empty(weight.shape[0]) if with_bias else weight.new_empty(0)
+        return grad_x, weight.new_empty(weight.shape), grad_bias
+
+    def _setup_context(ctx, inputs, output):
+        x, weight, bias, _ = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.with_bias = bias is not None
+
+    def _backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grad_x, grad_weight, grad_bias = torch.ops.acmix_mm.linear_of_maps_backward(
+            grad_out, x, weight, ctx.with_bias, ctx.needs_input_grad[0])
+        return (grad_x if ctx.needs_input_grad[0] else None, grad_weight,
+                grad_bias if ctx.with_bias else None, None)
+
+    torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
