@@ -1,7 +1,8 @@
 """Training cost of each ACmix backbone beside its baseline: step time and memory.
 
     python benchmarks/train_step.py [--size 512 640] [--repeat 3] [--device cpu]
-                                    [--pairs resnet swin pvt san san-vs-resnet] [--amp]
+                                    [--pairs resnet swin pvt swin-onednn pvt-onednn san
+                                             san-vs-resnet] [--amp]
 
 One training step of the backbone alone (forward, a sum of its outputs as the loss,
 backward) on one 1x3xHxW image, in train mode. The two models of a pair run alternately
@@ -25,6 +26,7 @@ from acmix_mm import ops, records
 from acmix_mm.analysis import best_times, device_name, saved_bytes
 from acmix_mm.backbones import SAN, PVTACmix, ResNetACmix, SANACmix, SwinACmix
 from acmix_mm.cpu_memory import allocator_note, reuse_freed_memory
+from acmix_mm.layers.linear import native_linears
 
 PAIRS = {
     'resnet': ('ResNet-ACmix-50', lambda: ResNetACmix(50), 'ResNet-50',
@@ -34,6 +36,15 @@ PAIRS = {
                                      num_heads=[3, 6, 12, 24])),
     'pvt': ('PVT-ACmix-T', lambda: PVTACmix('tiny'), 'PVT-T',
             lambda: PyramidVisionTransformer(num_layers=[2, 2, 2, 2])),
+    # The ACmix backbones run their Linear layers through oneDNN (layers/linear.py),
+    # mmdet's as shipped through F.linear (MKL; AVX2 kernels on AMD CPUs): these pairs
+    # give the baseline the same products.
+    'swin-onednn': ('Swin-ACmix-T', lambda: SwinACmix('tiny'), 'Swin-T (oneDNN linears)',
+                    lambda: native_linears(
+                        SwinTransformer(embed_dims=96, depths=[2, 2, 6, 2],
+                                        num_heads=[3, 6, 12, 24]))),
+    'pvt-onednn': ('PVT-ACmix-T', lambda: PVTACmix('tiny'), 'PVT-T (oneDNN linears)',
+                   lambda: native_linears(PyramidVisionTransformer(num_layers=[2, 2, 2, 2]))),
     'san': ('SAN-ACmix-19', lambda: SANACmix(19), 'SAN-19', lambda: SAN(19)),
     'san-vs-resnet': ('SAN-19', lambda: SAN(19), 'ResNet-50', lambda: ResNet(50)),
 }

@@ -755,6 +755,41 @@ def test_linear_of_maps_equals_linear(layout, planes_out, with_bias):
 
 
 @needs_native
+def test_native_linears_equal_linear_and_keep_the_state(monkeypatch):
+    """native_linears makes nn.Linear and mmcv's Linear (the FFN's) NativeLinear in
+    place: the same state dict, F.linear's values and gradients for inputs of rank 2 to
+    4 through the native op, and F.linear where the op does not fit (empty input)."""
+    from mmcv.cnn.bricks.transformer import FFN
+
+    from acmix_mm.layers.linear import NativeLinear, native_linears
+    from acmix_mm.ops import linear as linear_ops
+    torch.manual_seed(0)
+    ffn = FFN(embed_dims=12, feedforward_channels=20).double()
+    plain = FFN(embed_dims=12, feedforward_channels=20).double()
+    plain.load_state_dict(ffn.state_dict())
+    state = {k: v.clone() for k, v in ffn.state_dict().items()}
+    assert native_linears(ffn) is ffn
+    linears = [m for m in ffn.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 2 and all(type(m) is NativeLinear for m in linears)
+    assert all(torch.equal(state[k], v) for k, v in ffn.state_dict().items())
+    calls = []
+    native_op = linear_ops.linear_of_maps
+    monkeypatch.setattr(linear_ops, 'linear_of_maps',
+                        lambda *a: calls.append(1) or native_op(*a))
+    for shape in [(7, 12), (2, 9, 12), (2, 3, 5, 12)]:
+        x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        got, expected = ffn(x), plain(x)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+        grad = torch.randn_like(got)
+        for a, b in zip(torch.autograd.grad(got, [x, *ffn.parameters()], grad),
+                        torch.autograd.grad(expected, [x, *plain.parameters()], grad)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert len(calls) == 6
+    assert ffn(torch.zeros(0, 12, dtype=torch.float64)).shape == (0, 12)
+    assert len(calls) == 6
+
+
+@needs_native
 def test_linear_of_maps_in_float32_and_without_an_input_gradient():
     """float32 through oneDNN within float32's error of float64; with x not requiring a
     gradient only the weight's and bias's are made."""

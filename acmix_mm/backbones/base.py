@@ -24,6 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..checkpoint import load_pretrained
 from ..errors import ConfigError
 from ..layers import TokenACmix
+from ..layers.linear import native_linears
 
 
 class OfficialLayout(NamedTuple):
@@ -307,6 +308,7 @@ class ACmixTransformerBlock(BaseModule):
             ffn_drop=drop_rate,
             dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
             act_cfg=act_cfg)
+        native_linears(self)  # oneDNN's products on the CPU (layers/linear.py)
 
     def mix(self, x, hw_shape):
         """The token mixer: norm, then ACmix."""

@@ -20,6 +20,7 @@ from mmengine.model import BaseModule, ModuleList
 
 from ..checkpoint import rename_key
 from ..layers import ShiftedWindowAttentionPath
+from ..layers.linear import NativeLinear
 from ..registry import register_model
 from .base import ACmixTransformerBackbone, ACmixTransformerBlock, register_official_layout
 
@@ -106,7 +107,7 @@ class PatchMerging(BaseModule):
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.norm = build_norm_layer(norm_cfg, 4 * in_channels)[1]
-        self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
+        self.reduction = NativeLinear(4 * in_channels, out_channels, bias=False)
 
     def forward(self, x, hw_shape):
         batch, _, channels = x.shape

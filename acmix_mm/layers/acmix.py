@@ -24,7 +24,7 @@ from torch.nn.modules.utils import _pair
 
 from ..errors import ConfigError
 from ..ops.layout import contiguous_tokens, to_channels_first, to_channels_last
-from ..ops.linear import linear_of_maps, linear_of_maps_usable
+from ..ops.linear import linear, linear_of_maps, linear_of_maps_usable
 from ..ops.pieces_conv import (
     narrow_pieces_conv,
     narrow_pieces_conv_usable,
@@ -95,11 +95,11 @@ def linear_of_tokens(x, weight, bias, hw_shape, planes=False):
     contiguous tokens; with ``planes``, a view of NCHW planes instead, for a consumer
     that reads planes.
     """
+    if linear_of_maps_usable(x, weight):
+        return linear_of_maps(x, weight, bias, planes)
     if (x.device.type != 'cpu' or x.dtype != torch.float32 or exporting() or not _ONEDNN
             or not x.transpose(1, 2).is_contiguous()):
         return F.linear(x, weight, bias)
-    if linear_of_maps_usable(x, weight):
-        return linear_of_maps(x, weight, bias, planes)
     maps = x.transpose(1, 2).unflatten(2, hw_shape)
     if not planes:
         maps = _ChannelsLastCopy.apply(maps)
@@ -275,7 +275,7 @@ class ShiftConvPath(nn.Module):
         else:
             pieces = qkv.view(batch, num_tokens, self.num_pieces,
                               self.head_dims).transpose(2, 3)
-        maps = F.linear(pieces, self.fc.weight.view(num_shifts, -1), self.fc.bias)
+        maps = linear(pieces, self.fc.weight.view(num_shifts, -1), self.fc.bias)
         # (B, N, d, k*k) is already channels-last for the groups (d, k*k) of dep_conv,
         # so this permute is a view, not a copy.
         maps = maps.reshape(batch, height, width, -1).permute(0, 3, 1, 2)
@@ -612,7 +612,7 @@ class TokenACmix(BaseModule):
             weight = to_channel_major(weight, self.num_pieces)
             bias = None if bias is None else to_channel_major(bias, self.num_pieces)
         if hw_shape is None:
-            return F.linear(x, weight, bias)
+            return linear(x, weight, bias)
         return linear_of_tokens(x, weight, bias, hw_shape, planes)
 
     def fuse_conv_path(self):

@@ -22,6 +22,7 @@ from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 
 from ..errors import ConfigError
+from ..ops.linear import linear as native_linear
 from ..registry import ATTENTION_PATHS
 from .batch_norm import build_norm
 from .patchwise import patch_aggregate, patch_hidden
@@ -39,7 +40,7 @@ def scaled_linear(x, linear, scale=None):
     if scale is None:
         return linear(x)
     bias = None if linear.bias is None else linear.bias * scale
-    return F.linear(x, linear.weight * scale, bias)
+    return native_linear(x, linear.weight * scale, bias)
 
 
 def scale_output(out, scale=None):
@@ -106,7 +107,8 @@ class SpatialReductionAttentionPath(BaseModule):
             reduced = self.sr(x.transpose(1, 2).reshape(batch, channels, *hw_shape))
             reduced = self.norm(reduced.flatten(2).transpose(1, 2))
             bias = None if projection.bias is None else projection.bias[dims:]
-            key, value = F.linear(reduced, projection.weight[dims:], bias).chunk(2, dim=-1)
+            key, value = native_linear(reduced, projection.weight[dims:], bias).chunk(
+                2, dim=-1)
             key, value = self._split_heads(key), self._split_heads(value)
         else:
             key = pieces[:, :, heads:2 * heads].transpose(1, 2)

@@ -8,6 +8,7 @@ oneDNN's 1x1 convolution wants channels-last copies. The input's gradient comes 
 the input's layout.
 """
 import torch
+import torch.nn.functional as F
 
 from ._native import native_built, native_cpu_fits
 
@@ -18,8 +19,9 @@ BUILT = native_built() and hasattr(torch.ops.acmix_mm, 'linear_of_maps')
 
 def linear_of_maps_usable(x, weight):
     """Whether :func:`linear_of_maps` runs natively: CPU float32 or float64 tokens
-    (B, N, K) of weight's dtype, no autocast, export or jit trace under way."""
-    return (BUILT and native_cpu_fits(x.device, x.dtype) and x.dim() == 3
+    (B, N, K), not empty, of weight's dtype; no autocast, export or jit trace under
+    way."""
+    return (BUILT and native_cpu_fits(x.device, x.dtype) and x.dim() == 3 and x.numel() > 0
             and weight.dtype == x.dtype and not torch.is_autocast_enabled('cpu'))
 
 
@@ -28,6 +30,17 @@ def linear_of_maps(x, weight, bias=None, planes=False):
     :func:`linear_of_maps_usable`): contiguous tokens (B, N, M), or with ``planes`` a
     view of contiguous NCHW planes (B, M, N). Differentiable in all three."""
     return torch.ops.acmix_mm.linear_of_maps(x, weight, bias, planes)
+
+
+def linear(x, weight, bias=None):
+    """``F.linear(x, weight, bias)`` for inputs (..., K) of any rank, by
+    :func:`linear_of_maps` where it is usable (as (1, N, K) tokens where ``x`` is not
+    3-d), else ``F.linear``."""
+    tokens = x if x.dim() == 3 else x.reshape(1, -1, x.shape[-1])
+    if not linear_of_maps_usable(tokens, weight):
+        return F.linear(x, weight, bias)
+    out = linear_of_maps(tokens, weight, bias, False)
+    return out if x.dim() == 3 else out.view(*x.shape[:-1], weight.shape[0])
 
 
 def _empty_tokens(like, batch, tokens, channels, planes):
