@@ -33,6 +33,7 @@ from ..ops.pieces_conv import (
     pieces_conv_usable,
 )
 from ..registry import ATTENTION_PATHS, register_model
+from .linear import native_linears
 from .sliding_window import exporting
 
 
@@ -534,6 +535,7 @@ class TokenACmix(BaseModule):
             self.alpha = nn.Parameter(torch.empty(1))
             self.beta = nn.Parameter(torch.empty(1))
             self.reset_rates()
+        native_linears(self)  # oneDNN's products on the CPU (layers/linear.py)
 
     def reset_rates(self):
         """Set alpha and beta to ``rate_init``."""

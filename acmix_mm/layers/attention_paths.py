@@ -43,11 +43,6 @@ def scaled_linear(x, linear, scale=None):
     return native_linear(x, linear.weight * scale, bias)
 
 
-def scale_output(out, scale=None):
-    """``scale * out`` for paths without an output projection to fold it into."""
-    return out if scale is None else out * scale
-
-
 @ATTENTION_PATHS.register_module()
 class SpatialReductionAttentionPath(BaseModule):
     """Global attention with spatial reduction (PVT v1), as an ACmix attention path.
@@ -372,6 +367,10 @@ class PatchwiseAttentionPath(BaseModule):
         query, key, value = maps.split([self.qk_dims, self.qk_dims, self.embed_dims], 1)
         hidden = patch_hidden(query, key, self.norm_in, self.fc1.weight, self.kernel_size)
         hidden = F.relu(self.norm_mid(hidden))
-        out = patch_aggregate(value, hidden, self.fc2.weight, self.fc2.bias,
-                              self.kernel_size)
-        return scale_output(out.flatten(2).transpose(1, 2), out_scale)
+        # The output scale folded into fc2 (the sum is linear in the weights fc2 makes):
+        # no product of the whole output, forward or backward.
+        fc2_weight, fc2_bias = self.fc2.weight, self.fc2.bias
+        if out_scale is not None:
+            fc2_weight, fc2_bias = fc2_weight * out_scale, fc2_bias * out_scale
+        out = patch_aggregate(value, hidden, fc2_weight, fc2_bias, self.kernel_size)
+        return out.flatten(2).transpose(1, 2)
