@@ -10,6 +10,9 @@ Swin-ACmix-T. One image, eval mode, no gradients. The two models of a pair run
 alternately, after a warm-up each, and the best time of each is kept, so that both see
 the same machine state. Prints the times and the ratio first / second. ``--deploy``
 fuses the ACmix convolution paths where that is cheaper (``acmix_mm.layers.fuse_acmix``).
+On the CPU the process keeps large freed blocks for reuse, as the tools do there
+(``acmix_mm/cpu_memory.py``; the records say so): without it, page faults on fresh
+output maps took about half of both models' forward time at 800x1344.
 """
 import argparse
 
@@ -20,6 +23,7 @@ import acmix_mm  # noqa: F401
 from acmix_mm import records
 from acmix_mm.analysis import best_times, device_name
 from acmix_mm.backbones import AttNet, PVTACmix, SwinACmix
+from acmix_mm.cpu_memory import allocator_note, reuse_freed_memory
 from acmix_mm.layers import fuse_acmix
 
 PAIRS = {
@@ -46,10 +50,12 @@ def main():
                         help='fuse the ACmix convolution paths of both models')
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == 'cpu':  # as the tools run on the CPU
+        reuse_freed_memory()
     where = device_name(device)
     print(f'1x3x{args.size[0]}x{args.size[1]}, forward, eval, best of {args.repeat}; '
           f'torch {torch.__version__}, {torch.get_num_threads()} threads, '
-          f'device {device.type} ({where})')
+          f'device {device.type} ({where}){allocator_note()}')
     x = torch.randn(1, 3, *args.size, device=device)
     results = []
     for pair in args.pairs:
