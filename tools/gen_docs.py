@@ -25,8 +25,8 @@ REGENERATE = 'python tools/gen_docs.py'
 
 # The README's speed table: (label, pair) rows.
 PAIRS = (('PVT-ACmix-T / PVT-T', 'pvt'), ('Swin-ACmix-T / Swin-T', 'swin'),
-         ('PVT-ACmix-T / PVT-T, both with oneDNN linears', 'pvt-onednn'),
-         ('Swin-ACmix-T / Swin-T, both with oneDNN linears', 'swin-onednn'),
+         ('PVT-ACmix-T / PVT-T, same linears', 'pvt-onednn'),
+         ('Swin-ACmix-T / Swin-T, same linears', 'swin-onednn'),
          ('ResNet-ACmix-50 / ResNet-50', 'resnet'), ('SAN-ACmix-19 / SAN-19', 'san'))
 DEMOS = (('`bash tools/demo.sh`', 'det'), ('`bash tools/demo.sh seg`', 'seg'),
          ('`bash tools/demo.sh cls`', 'cls'))

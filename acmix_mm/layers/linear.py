@@ -4,8 +4,8 @@ torch's ``F.linear`` on the CPU calls MKL's sgemm, which on AMD CPUs takes its A
 kernels. :class:`NativeLinear` is an ``nn.Linear`` (same arguments, parameters and
 checkpoints) whose forward runs ``acmix_mm.ops.linear`` (oneDNN's matrix product, the
 native ``linear_of_maps``) where it fits and ``F.linear`` elsewhere (other devices and
-dtypes, autocast, exports). Swin-ACmix-T's training step at 512x640: 1170 -> 727 ms,
-PVT-ACmix-T's 673 -> 501 (alternated in one process; AMD EPYC, 2 cores).
+dtypes, autocast, exports). Swin-ACmix-T's training step at 512x640: 1185 -> 729 ms,
+PVT-ACmix-T's 677 -> 511 (alternated in one process; AMD EPYC, 2 cores).
 """
 import torch.nn as nn
 from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear

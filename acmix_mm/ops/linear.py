@@ -1,6 +1,7 @@
-"""The 1x1 projection of a map's tokens through oneDNN's matrix product: the native
-operator (``csrc/linear_of_maps.cpp``) that ``layers.acmix.linear_of_tokens`` runs
-where :func:`linear_of_maps_usable`.
+"""Linear products of tokens through oneDNN's matrix product: the native operator
+(``csrc/linear_of_maps.cpp``) that ACmix's projection of a map
+(``layers.acmix.linear_of_tokens``) and ``layers.linear.NativeLinear`` run where
+:func:`linear_of_maps_usable`.
 
 It reads tokens that are a view of NCHW planes as they lie and writes contiguous tokens
 or planes, where torch's F.linear runs MKL's sgemm (AVX2 kernels on AMD CPUs) and
