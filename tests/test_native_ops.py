@@ -223,6 +223,33 @@ def test_fused_op_in_bands_equals_whole_planes(stride):
 
 
 @needs_native
+@pytest.mark.parametrize('stride,size,channel_major', [(1, (9, 21), False), (2, (7, 8), True),
+                                                        (1, (20, 40), False)])
+def test_fused_op_reads_planes_as_it_reads_tokens(stride, size, channel_major):
+    """A projection that is a view of NCHW planes (packed by copying rows) gives the
+    tokens' outputs and gradients; the projection's gradient comes back as planes."""
+    planes = torch.randn(2, 30, size[0] * size[1], dtype=torch.float64, requires_grad=True)
+    tokens = planes.detach().transpose(1, 2).contiguous().requires_grad_()
+    _, offset, scale = fused_inputs(2, 2, 5, size)
+
+    def fused(qkv):
+        return torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, 2, *size, 7,
+                                                           stride, channel_major, 0.5)[0]
+
+    from_planes, from_tokens = fused(planes.transpose(1, 2)), fused(tokens)
+    assert torch.equal(from_planes, from_tokens)
+    grad = torch.randn_like(from_planes)
+    ours = torch.autograd.grad(from_planes, (planes, offset, scale), grad)
+    theirs = torch.autograd.grad(from_tokens, (tokens, offset, scale), grad)
+    assert ours[0].is_contiguous() and torch.equal(ours[0].transpose(1, 2), theirs[0])
+    for a, b in zip(ours[1:], theirs[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.library.opcheck(torch.ops.acmix_mm.reflect_window_attention.default,
+                          (planes.detach().float().transpose(1, 2), offset.detach().float(),
+                           scale.detach().float(), 2, *size, 7, stride, channel_major, 0.5))
+
+
+@needs_native
 def test_op_refuses_windows_past_the_keys():
     query, key, value = padded_inputs(1, 2, (6, 6), 7, 1)
     with pytest.raises(RuntimeError, match='need keys of at least 12x12'):
@@ -274,6 +301,24 @@ def test_acmix_layer_equals_the_official_formulation(native_on, in_channels, out
     for ours_grad, ref_grad in zip(got_grads, ref_grads):
         torch.testing.assert_close(ours_grad.flatten(), ref_grad.flatten(), rtol=1e-9,
                                    atol=1e-9)
+
+
+@needs_native
+@pytest.mark.parametrize('stride', [1, 2])
+def test_acmix_layer_reads_the_projection_as_planes_where_both_paths_do(monkeypatch,
+                                                                       stride):
+    """At stride 1 the projection is written as planes, which the attention operator and
+    the convolution path on planes read as they are; at stride 2 (no planes kernel for
+    the convolution path) both read contiguous tokens. No token copy either way."""
+    from acmix_mm.layers import acmix as acmix_module
+    calls = []
+    for name in ('narrow_pieces_conv', 'pieces_conv', 'contiguous_tokens'):
+        function = getattr(acmix_module, name)
+        monkeypatch.setattr(acmix_module, name,
+                            lambda *a, _f=function, _n=name: calls.append(_n) or _f(*a))
+    layer = ACmix(64, 64, stride=stride)  # 16 channels a head, as ResNet-ACmix's first
+    layer(torch.randn(1, 64, 12, 20, requires_grad=True)).sum().backward()
+    assert calls == (['narrow_pieces_conv'] if stride == 1 else ['pieces_conv'])
 
 
 def small_resnet_acmix():
@@ -424,11 +469,11 @@ def test_pieces_conv_in_float32_is_close_to_float64(stride):
                                    pieces_inputs(1, (9, 40), 32, 12), 1e-4, 1e-3)
 
 
-def narrow_inputs(batch, size, pieces, dtype=torch.float64, seed=0):
-    """Piece-major planes (B, 4 * P, H, W) and a weight (16, P, 3, 3): groups of 4."""
+def narrow_inputs(batch, size, pieces, dtype=torch.float64, seed=0, groups=4):
+    """Piece-major planes (B, d * P, H, W) and a weight (4 * d, P, 3, 3): d groups."""
     generator = torch.Generator().manual_seed(seed)
-    planes = torch.randn(batch, 4 * pieces, *size, dtype=dtype, generator=generator)
-    weight = torch.randn(16, pieces, 3, 3, dtype=dtype, generator=generator)
+    planes = torch.randn(batch, groups * pieces, *size, dtype=dtype, generator=generator)
+    weight = torch.randn(4 * groups, pieces, 3, 3, dtype=dtype, generator=generator)
     return planes.requires_grad_(), weight.requires_grad_()
 
 
@@ -436,22 +481,26 @@ def narrow_reference(planes, weight):
     """The grouped convolution of piece-major planes (group g reads channel g of every
     piece), as F.conv2d reads it: the planes reordered channel-major."""
     batch, channels, height, width = planes.shape
-    pieces = weight.shape[1]
-    maps = planes.view(batch, pieces, 4, height, width).transpose(1, 2).reshape(planes.shape)
-    return F.conv2d(maps, weight, None, 1, 1, groups=4)
+    pieces, groups = weight.shape[1], weight.shape[0] // 4
+    maps = planes.view(batch, pieces, groups, height, width).transpose(1, 2).reshape(
+        planes.shape)
+    return F.conv2d(maps, weight, None, 1, 1, groups=groups)
 
 
-# (batch, map size, pieces): rows narrower than a vector, one pixel high, a vector and a
-# remainder, batch > 1; SAN-ACmix-19's 6 pieces, ResNet-ACmix's 12.
-NARROW_SHAPES = [(1, (5, 7), 6), (2, (1, 3), 3), (1, (4, 16), 12), (3, (9, 37), 6)]
+# (batch, map size, pieces, groups): rows narrower than a vector, one pixel high, a
+# vector and a remainder, rows of more than one tile of 4 vectors, batch > 1;
+# SAN-ACmix-19's 6 pieces, ResNet-ACmix's 12 (whose planes run 6 pieces a pass of the
+# input gradient); d = 4 (SAN-ACmix-19's first stage) and 8, 16 (blocks of 4 groups).
+NARROW_SHAPES = [(1, (5, 7), 6, 4), (2, (1, 3), 3, 4), (1, (4, 16), 12, 4),
+                 (3, (9, 37), 6, 4), (2, (6, 70), 12, 8), (1, (3, 133), 3, 16)]
 
 
 @needs_native
-@pytest.mark.parametrize('batch,size,pieces', NARROW_SHAPES)
-def test_narrow_pieces_conv_equals_conv2d_in_float64(batch, size, pieces):
-    """The native convolution of narrow groups (SAN-ACmix-19's first stage) gives F.conv2d's
-    grouped convolution and its gradients of the planes and the weight."""
-    planes, weight = narrow_inputs(batch, size, pieces)
+@pytest.mark.parametrize('batch,size,pieces,groups', NARROW_SHAPES)
+def test_narrow_pieces_conv_equals_conv2d_in_float64(batch, size, pieces, groups):
+    """The native convolution on planes gives F.conv2d's grouped convolution and its
+    gradients of the planes and the weight."""
+    planes, weight = narrow_inputs(batch, size, pieces, groups=groups)
     assert ops.narrow_pieces_conv_usable(planes, weight, 1)
     assert_same_with_gradients(ops.narrow_pieces_conv(planes, weight),
                                narrow_reference(planes, weight), (planes, weight),

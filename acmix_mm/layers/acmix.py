@@ -27,6 +27,7 @@ from ..ops.layout import contiguous_tokens, to_channels_first, to_channels_last
 from ..ops.linear import linear, linear_of_maps, linear_of_maps_usable
 from ..ops.pieces_conv import (
     narrow_pieces_conv,
+    narrow_pieces_conv_fits,
     narrow_pieces_conv_usable,
     pieces_conv,
     pieces_conv_fits,
@@ -105,6 +106,13 @@ def linear_of_tokens(x, weight, bias, hw_shape, planes=False):
     if not planes:
         maps = _ChannelsLastCopy.apply(maps)
     return F.conv2d(maps, weight[:, :, None, None], bias).flatten(2).transpose(1, 2)
+
+
+def reads_planes(attn_path, x):
+    """Whether an attention path reads the projection of tokens ``x`` as a view of NCHW
+    planes without a copy: its ``reads_planes_for(x)``, else its ``reads_planes``."""
+    reads_for = getattr(attn_path, 'reads_planes_for', None)
+    return reads_for(x) if reads_for is not None else getattr(attn_path, 'reads_planes', False)
 
 
 def build_attention_path(cfg, embed_dims, num_heads, **kwargs):
@@ -244,8 +252,12 @@ class ShiftConvPath(nn.Module):
 
     def reads_planes_for(self, x):
         """Whether :meth:`forward` reads the projection of tokens ``x`` as a view of NCHW
-        planes without a copy (the dense conv: :func:`dense_conv_fits`)."""
-        return self.runs_fused and dense_conv_fits(x, self.dep_conv.groups)
+        planes without a copy (the dense conv, :func:`dense_conv_fits`, or the native
+        planes conv, :func:`~acmix_mm.ops.pieces_conv.narrow_pieces_conv_fits`)."""
+        return self.runs_fused and (
+            dense_conv_fits(x, self.dep_conv.groups) or narrow_pieces_conv_fits(
+                x, self.dep_conv.groups, self.num_pieces, self.embed_dims,
+                self.kernel_size, self.dep_conv.stride))
 
     def forward(self, qkv, hw_shape, channel_major=False, scale=None):
         """Apply the path to token-layout projections.
@@ -358,7 +370,13 @@ def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
     batch, num_tokens, channels = qkv.shape
     head_dims = channels // num_pieces
     height, width = hw_shape
-    if pieces_conv_usable(qkv, weight, stride):  # no autocast: in qkv's dtype
+    maps = qkv.transpose(1, 2).unflatten(2, hw_shape)  # a view of either layout
+    if not channel_major and narrow_pieces_conv_usable(maps, weight, stride):
+        # planes as they are (the projection written as planes)
+        out = narrow_pieces_conv(maps, weight)
+        if bias_kernel is not None:
+            out = out + bias_map(bias_kernel, hw_shape, stride, qkv, qkv.dtype)
+    elif pieces_conv_usable(qkv, weight, stride):  # no autocast: in qkv's dtype
         if channel_major:  # the native op reads piece-major
             qkv = qkv.view(batch, num_tokens, head_dims, num_pieces).transpose(2, 3).reshape(
                 qkv.shape)
@@ -368,14 +386,8 @@ def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
             out = out + bias_map(bias_kernel, hw_shape, stride, qkv, qkv.dtype)
     elif dense_conv_fits(qkv, head_dims):
         # NCHW maps as a view of either contiguous tokens or planes
-        maps = qkv.transpose(1, 2).unflatten(2, hw_shape)
-        if not channel_major and narrow_pieces_conv_usable(maps, weight, stride):
-            out = narrow_pieces_conv(maps, weight)
-            if bias_kernel is not None:
-                out = out + bias_map(bias_kernel, hw_shape, stride, qkv, qkv.dtype)
-        else:
-            out = conv_of_piece_maps(maps, dense_weight(weight, head_dims, channel_major),
-                                     bias_kernel, stride)
+        out = conv_of_piece_maps(maps, dense_weight(weight, head_dims, channel_major),
+                                 bias_kernel, stride)
     else:
         if not channel_major:
             qkv = qkv.view(batch, num_tokens, num_pieces, head_dims).transpose(2, 3).reshape(
@@ -425,7 +437,9 @@ class FusedConvPath(nn.Module):
 
     def reads_planes_for(self, x):
         """As :meth:`ShiftConvPath.reads_planes_for`."""
-        return dense_conv_fits(x, self.conv.groups)
+        return dense_conv_fits(x, self.conv.groups) or narrow_pieces_conv_fits(
+            x, self.conv.groups, self.num_pieces, self.conv.out_channels,
+            self.conv.kernel_size, self.conv.stride)
 
     def __init__(self, conv_path, scale):
         super().__init__()
@@ -569,8 +583,13 @@ class TokenACmix(BaseModule):
         # and so does a fused convolution path; the weights keep the usual q, k, v row
         # order.
         path_channel_major = self.attn_path.channel_major
+        planes = reads_planes(self.attn_path, x)
+        if (planes and self.conv_path is not None and not self.conv_path.reads_planes_for(x)
+                and getattr(self.attn_path, 'reads_tokens_natively', False)):
+            # tokens for both paths rather than a token copy for the convolution path
+            planes = False
         if self.conv_path is None:
-            if getattr(self.attn_path, 'reads_planes', False):
+            if planes:
                 # piece-major: q, k and v are then whole planes, no copy
                 return self.attn_path(x, self.project(x, False, hw_shape, planes=True),
                                       hw_shape, self.qkv, channel_major=False, **path_kwargs)
@@ -585,7 +604,6 @@ class TokenACmix(BaseModule):
         # (channel-major planes are its NCHW input, piece-major ones the dense conv's);
         # the native one gets a copy as tokens, narrower than the copy of the input that
         # tokens would take.
-        planes = getattr(self.attn_path, 'reads_planes', False)
         qkv = self.project(x, path_channel_major or conv_channel_major, hw_shape, planes)
         path_qkv = qkv
         if planes and not conv_channel_major and not self.conv_path.reads_planes_for(x):

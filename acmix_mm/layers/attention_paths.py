@@ -162,6 +162,16 @@ class SlidingWindowAttentionPath(BaseModule):
     channel_major = True
     reads_either_layout = True
 
+    # The native CPU operator packs tokens as well as planes: TokenACmix gives it planes
+    # only where the convolution path reads them too.
+    reads_tokens_natively = True
+
+    def reads_planes_for(self, x):
+        """Whether the path reads the projection of tokens ``x`` as a view of NCHW planes
+        without a copy: where the native CPU operator serves (it copies rows of planes
+        where it would transpose tokens)."""
+        return x.device.type == 'cpu' and native_usable(x)
+
     def position_encoding(self, hw_shape, like):
         """pe(p) without bias for every pixel p: shape (H*W, head_dims)."""
         height, width = hw_shape

@@ -12,6 +12,7 @@ multiple of the vector's lanes (16 float32, 8 float64 values); other cases take
 """
 import torch
 import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
 
 from ._native import native_built, native_cpu_fits
 
@@ -99,27 +100,35 @@ if BUILT:
     torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
 
 
-# Narrow groups on planes (csrc/narrow_pieces_conv.cpp): d = 4 channels a piece, as in
-# SAN-ACmix-19's first stage, where the kernel above would need d a multiple of the lanes.
+# The convolution path on planes (csrc/narrow_pieces_conv.cpp), four groups at a time:
+# d = 4 channels a piece, as in SAN-ACmix-19's first stage, where the kernel above would
+# need d a multiple of the lanes, and any d a multiple of 4 where the projection is planes.
 NARROW_OP = 'acmix_mm::narrow_pieces_conv'
 NARROW_BUILT = native_built() and hasattr(torch.ops.acmix_mm, 'narrow_pieces_conv')
 NARROW_GROUPS = 4
 
 
+def narrow_pieces_conv_fits(x, groups, pieces, channels, kernel_size, stride):
+    """Whether :func:`narrow_pieces_conv` serves a grouped conv of ``groups`` groups
+    (``pieces`` inputs and 4 outputs each, ``channels`` outputs in all) on the planes of
+    a projection of tokens ``x``: the op built and on, CPU float32 or float64 without
+    autocast, 3x3 at stride 1, groups a multiple of 4 and pieces of 3."""
+    return (NARROW_BUILT and native_cpu_fits(x.device, x.dtype)
+            and not torch.is_autocast_enabled('cpu') and _pair(stride) == (1, 1)
+            and _pair(kernel_size) == (3, 3) and groups % NARROW_GROUPS == 0
+            and pieces % 3 == 0 and channels == OUTPUTS_PER_GROUP * groups)
+
+
 def narrow_pieces_conv_usable(planes, weight, stride):
     """Whether :func:`narrow_pieces_conv` serves the convolution path's grouped conv of
     ``weight`` (M * d, P, k, k) on contiguous piece-major NCHW ``planes`` (channel
-    ``p * d + g``): the native op built and on, CPU float32 or float64 without
-    autocast, 3x3 at stride 1, d = 4, four outputs per group and P a multiple of 3."""
-    if not (NARROW_BUILT and native_cpu_fits(planes.device, planes.dtype)) or \
-            torch.is_autocast_enabled('cpu'):
-        return False
-    pieces = weight.shape[1]
-    return (stride in (1, (1, 1)) and tuple(weight.shape[2:]) == (3, 3)
-            and weight.dtype == planes.dtype and pieces % 3 == 0
-            and weight.shape[0] == OUTPUTS_PER_GROUP * NARROW_GROUPS
-            and planes.dim() == 4 and planes.shape[1] == pieces * NARROW_GROUPS
-            and planes.is_contiguous())
+    ``p * d + g``): as :func:`narrow_pieces_conv_fits` (M = 4, d a multiple of 4), with
+    the weight in the planes' dtype."""
+    groups, pieces = weight.shape[0] // OUTPUTS_PER_GROUP, weight.shape[1]
+    return (narrow_pieces_conv_fits(planes, groups, pieces, weight.shape[0],
+                                    tuple(weight.shape[2:]), stride)
+            and weight.dtype == planes.dtype and planes.dim() == 4
+            and planes.shape[1] == pieces * groups and planes.is_contiguous())
 
 
 def narrow_pieces_conv(planes, weight):
@@ -133,7 +142,8 @@ if NARROW_BUILT:
 
     @torch.library.register_fake(NARROW_OP)
     def _narrow_fake(planes, weight):
-        torch._check(planes.dim() == 4 and planes.shape[1] == 4 * weight.shape[1])
+        # d = weight.shape[0] // 4 channels a piece
+        torch._check(planes.dim() == 4 and 4 * planes.shape[1] == weight.shape[0] * weight.shape[1])
         return planes.new_empty((planes.shape[0], weight.shape[0], *planes.shape[2:]))
 
     @torch.library.register_fake(NARROW_OP + '_backward')

@@ -31,6 +31,9 @@ namespace {
 struct Layout {
   int64_t batch, heads, dims, height, width, pad, padded_h, padded_w, out_h, out_w, stride;
   bool channel_major;
+  // Whether the projection is a view of NCHW planes (B, 3C, H, W) rather than tokens:
+  // packing is then copying rows (pack_planes, unpack_planes).
+  bool from_planes;
   // Keys and values are packed in the row phases of the stride (phased_window_attention):
   // rows key_w wide, padded column px at key_column(px).
   int64_t key_w() const { return phased_width(padded_w, stride); }
@@ -64,6 +67,12 @@ std::vector<std::vector<int64_t>> mirrors(int64_t size, int64_t pad, int64_t pad
   return sources;
 }
 
+// Whether tokens (B, N, C) are a view of contiguous NCHW planes (and not contiguous
+// tokens too): the projection as linear_of_maps writes it for readers of planes.
+bool are_planes(const at::Tensor& tokens) {
+  return !tokens.is_contiguous() && tokens.transpose(1, 2).is_contiguous();
+}
+
 Layout layout(const at::Tensor& qkv, int64_t heads, int64_t height, int64_t width,
               int64_t kernel_size, int64_t stride, bool channel_major) {
   TORCH_CHECK(qkv.device().is_cpu(), "reflect_window_attention: CPU tensors only");
@@ -90,7 +99,8 @@ Layout layout(const at::Tensor& qkv, int64_t heads, int64_t height, int64_t widt
                 (height + stride - 1) / stride,
                 (width + stride - 1) / stride,
                 stride,
-                channel_major};
+                channel_major,
+                are_planes(qkv)};
 }
 
 // Pixels packed together: each plane's row gets kBlock consecutive values (whole cache
@@ -357,6 +367,87 @@ ACMIX_INLINE T unpack_chunk_impl(const T* grad_query, const T* grad_key, const T
   return value_sum;
 }
 
+// One padded key row of a head's channel from planes: keys less their offset and values
+// times alpha, at the packed columns of source_x (-1 for zeros); at stride 1 the row's
+// interior is one vectorised run.
+template <typename T>
+ACMIX_INLINE void pack_key_row_impl(const T* __restrict key_src, const T* __restrict value_src,
+                                    const T* __restrict offset, T alpha,
+                                    const int64_t* source_x, const Layout& l,
+                                    T* __restrict key_dst, T* __restrict value_dst) {
+  int64_t first = 0, last = 0;  // the interior run [first, last) of the packed row
+  if (l.stride == 1) {
+    first = l.pad;
+    last = l.pad + l.width;
+    for (int64_t x = 0; x < l.width; ++x) {
+      key_dst[first + x] = key_src[x] - offset[x];
+      value_dst[first + x] = alpha * value_src[x];
+    }
+  }
+  for (int64_t m = 0; m < l.key_w(); ++m) {
+    if (m == first && last > first) m = last;
+    if (m >= l.key_w()) break;
+    const int64_t sx = source_x[m];
+    key_dst[m] = sx < 0 ? T(0) : key_src[sx] - offset[sx];
+    value_dst[m] = sx < 0 ? T(0) : alpha * value_src[sx];
+  }
+}
+
+// A padded plane's gradient rows (those in `rows`, phased as packed) folded back onto
+// the source row: out[sx] = sum of the padded columns that reflect onto sx.
+template <typename T>
+ACMIX_INLINE void fold_row_impl(const T* grad, const std::vector<int64_t>& rows,
+                                const std::vector<std::pair<int64_t, int64_t>>& mirror_cols,
+                                const Layout& l, T* __restrict out) {
+  bool first_row = true;
+  for (const int64_t py : rows) {
+    const T* __restrict row = grad + py * l.key_w();
+    if (l.stride == 1) {
+      const T* __restrict src = row + l.pad;
+      if (first_row) {
+        for (int64_t x = 0; x < l.width; ++x) out[x] = src[x];
+      } else {
+        for (int64_t x = 0; x < l.width; ++x) out[x] += src[x];
+      }
+    } else {
+      for (int64_t x = 0; x < l.width; ++x) {
+        const T value = row[l.key_column(x + l.pad)];
+        out[x] = first_row ? value : out[x] + value;
+      }
+    }
+    for (const auto& [sx, px] : mirror_cols) out[sx] += row[l.key_column(px)];
+    first_row = false;
+  }
+}
+
+// One source row of one channel of the projection's gradient as planes: keys (and minus
+// them the offset's row), values times alpha, and the queries at the strided pixels
+// (zeros between). Returns the row's share of alpha's gradient (values' gradients times
+// the values).
+template <typename T>
+ACMIX_INLINE T unpack_row_impl(const T* __restrict key_grad, const T* __restrict value_grad,
+                               const T* query_row, const T* __restrict value_src, T alpha,
+                               const Layout& l, T* __restrict key_dst, T* __restrict value_dst,
+                               T* __restrict query_dst, T* __restrict offset) {
+  T value_sum = 0;
+  for (int64_t x = 0; x < l.width; ++x) {
+    key_dst[x] = key_grad[x];
+    offset[x] -= key_grad[x];
+    value_dst[x] = alpha * value_grad[x];
+    value_sum += value_grad[x] * value_src[x];
+  }
+  if (query_row == nullptr) {
+    std::fill(query_dst, query_dst + l.width, T(0));
+  } else if (l.stride == 1) {
+    std::copy(query_row, query_row + l.width, query_dst);
+  } else {
+    for (int64_t x = 0; x < l.width; ++x) {
+      query_dst[x] = x % l.stride ? T(0) : query_row[x / l.stride];
+    }
+  }
+  return value_sum;
+}
+
 // The block kernels: float32 in AVX-512, AVX2 and baseline clones (the transposes and
 // row loops in each one's vectors), float64 in the baseline only.
 #define ACMIX_PACK_KERNELS(T, ATTRIBUTES)                                                   \
@@ -374,6 +465,23 @@ ACMIX_INLINE T unpack_chunk_impl(const T* grad_query, const T* grad_key, const T
                             T* offsets, T* grad_qkv) {                                     \
     return unpack_chunk_impl<T>(grad_query, grad_key, grad_value, qkv, alpha, l, k,        \
                                 offsets, grad_qkv);                                        \
+  }                                                                                        \
+  ATTRIBUTES void pack_key_row(const T* key_src, const T* value_src, const T* offset,      \
+                               T alpha, const int64_t* source_x, const Layout& l,          \
+                               T* key_dst, T* value_dst) {                                 \
+    pack_key_row_impl<T>(key_src, value_src, offset, alpha, source_x, l, key_dst,          \
+                         value_dst);                                                       \
+  }                                                                                        \
+  ATTRIBUTES void fold_row(const T* grad, const std::vector<int64_t>& rows,                \
+                           const std::vector<std::pair<int64_t, int64_t>>& mirror_cols,    \
+                           const Layout& l, T* out) {                                      \
+    fold_row_impl<T>(grad, rows, mirror_cols, l, out);                                     \
+  }                                                                                        \
+  ATTRIBUTES T unpack_row(const T* key_grad, const T* value_grad, const T* query_row,      \
+                          const T* value_src, T alpha, const Layout& l, T* key_dst,        \
+                          T* value_dst, T* query_dst, T* offset) {                         \
+    return unpack_row_impl<T>(key_grad, value_grad, query_row, value_src, alpha, l,        \
+                              key_dst, value_dst, query_dst, offset);                      \
   }
 ACMIX_PACK_KERNELS(float, ACMIX_CLONES)
 ACMIX_PACK_KERNELS(double, )
@@ -440,6 +548,58 @@ void pack(const T* qkv, const T* offset, T alpha, const Layout& l, const Rows& r
   });
 }
 
+// pack (above) from planes: the projection (B, 3C, H, W) and the offset (d, H*W) as
+// planes, so that each packed row is a copy of a source row.
+template <typename T>
+void pack_planes(const T* qkv, const T* offset, T alpha, const Layout& l, const Rows& r,
+                 T* query, T* key, T* value) {
+  std::vector<int64_t> source_x(l.key_w(), -1);
+  for (int64_t px = 0; px < l.padded_w; ++px) {
+    source_x[l.key_column(px)] = reflect(px - l.pad, l.width);
+  }
+  const int64_t key_plane = r.keys * l.key_w(), query_plane = r.queries * l.out_w;
+  const int64_t plane = l.pixels(), image = l.columns() * plane;
+  at::parallel_for(0, l.batch * r.keys, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t b = index / r.keys, row = index % r.keys;
+      const int64_t sy = reflect(r.first_key + row - l.pad, l.height);
+      for (int64_t h = 0; h < l.heads; ++h) {
+        for (int64_t c = 0; c < l.dims; ++c) {
+          const int64_t at = ((b * l.heads + h) * l.dims + c) * key_plane + row * l.key_w();
+          const T* source = qkv + b * image + sy * l.width;
+          pack_key_row(source + l.column(1, h, c) * plane, source + l.column(2, h, c) * plane,
+                       offset + c * plane + sy * l.width, alpha, source_x.data(), l,
+                       key + at, value + at);
+        }
+      }
+    }
+  });
+  at::parallel_for(0, l.batch * r.queries, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t b = index / r.queries, row = index % r.queries;
+      const T* source = qkv + b * image + (r.first_query + row) * l.stride * l.width;
+      for (int64_t h = 0; h < l.heads; ++h) {
+        for (int64_t c = 0; c < l.dims; ++c) {
+          const T* src = source + l.column(0, h, c) * plane;
+          T* dst = query + ((b * l.heads + h) * l.dims + c) * query_plane + row * l.out_w;
+          for (int64_t x = 0; x < l.out_w; ++x) dst[x] = src[x * l.stride];
+        }
+      }
+    }
+  });
+}
+
+// The padded columns that are mirror images, (source column, padded column): the ones
+// unpack adds to a source column beside its own.
+std::vector<std::pair<int64_t, int64_t>> mirror_columns(const Layout& l) {
+  std::vector<std::pair<int64_t, int64_t>> columns;
+  for (int64_t px = 0; px < l.padded_w; ++px) {
+    const int64_t sx = reflect(px - l.pad, l.width);
+    if (px != sx + l.pad) columns.emplace_back(sx, px);
+  }
+  return columns;
+}
+
 // The gradients of the padded planes taken back to the projection's layout (each source
 // pixel gathers its reflections), to the offset (minus the key gradients, summed over
 // images and heads) and to alpha (the value gradients times the values). Parallel over
@@ -449,11 +609,7 @@ template <typename T>
 void unpack(const T* grad_query, const T* grad_key, const T* grad_value, const T* qkv,
             T alpha, const Layout& l, T* grad_qkv, T* grad_offset, T* grad_alpha) {
   const auto rows = mirrors(l.height, l.pad, l.padded_h);
-  std::vector<std::pair<int64_t, int64_t>> mirror_cols;
-  for (int64_t px = 0; px < l.padded_w; ++px) {
-    const int64_t sx = reflect(px - l.pad, l.width);
-    if (px != sx + l.pad) mirror_cols.emplace_back(sx, px);
-  }
+  const auto mirror_cols = mirror_columns(l);
   std::vector<double> alpha_rows(l.height, 0.0);
   const int64_t width = chunk_width(l.stride);
   at::parallel_for(0, l.height, 1, [&](int64_t begin, int64_t end) {
@@ -476,6 +632,51 @@ void unpack(const T* grad_query, const T* grad_key, const T* grad_value, const T
   *grad_alpha = static_cast<T>(total);
 }
 
+// unpack (above) to planes: the projection's gradient (B, 3C, H, W) and the offset's
+// (d, H*W), row by row.
+template <typename T>
+void unpack_planes(const T* grad_query, const T* grad_key, const T* grad_value, const T* qkv,
+                   T alpha, const Layout& l, T* grad_qkv, T* grad_offset, T* grad_alpha) {
+  const auto rows = mirrors(l.height, l.pad, l.padded_h);
+  const auto mirror_cols = mirror_columns(l);
+  const int64_t key_plane = l.padded_h * l.key_w(), query_plane = l.out_h * l.out_w;
+  const int64_t plane = l.pixels(), image = l.columns() * plane;
+  std::vector<double> alpha_rows(l.height, 0.0);
+  at::parallel_for(0, l.height, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> keys(l.width), values(l.width);
+    for (int64_t sy = begin; sy < end; ++sy) {
+      for (int64_t c = 0; c < l.dims; ++c) {
+        T* offsets = grad_offset + c * plane + sy * l.width;
+        std::fill(offsets, offsets + l.width, T(0));
+      }
+      const bool query_row = sy % l.stride == 0;
+      double alpha_sum = 0.0;
+      for (int64_t b = 0; b < l.batch; ++b) {
+        for (int64_t h = 0; h < l.heads; ++h) {
+          for (int64_t c = 0; c < l.dims; ++c) {
+            const int64_t n = (b * l.heads + h) * l.dims + c;
+            fold_row(grad_key + n * key_plane, rows[sy], mirror_cols, l, keys.data());
+            fold_row(grad_value + n * key_plane, rows[sy], mirror_cols, l, values.data());
+            const int64_t at = b * image + sy * l.width;
+            alpha_sum += unpack_row(
+                keys.data(), values.data(),
+                query_row ? grad_query + n * query_plane + sy / l.stride * l.out_w : nullptr,
+                qkv + at + l.column(2, h, c) * plane, alpha, l,
+                grad_qkv + at + l.column(1, h, c) * plane,
+                grad_qkv + at + l.column(2, h, c) * plane,
+                grad_qkv + at + l.column(0, h, c) * plane,
+                grad_offset + c * plane + sy * l.width);
+          }
+        }
+      }
+      alpha_rows[sy] = alpha_sum;
+    }
+  });
+  double total = 0.0;
+  for (const double row : alpha_rows) total += row;
+  *grad_alpha = static_cast<T>(total);
+}
+
 void check_extras(const at::Tensor& qkv, const at::Tensor& key_offset,
                   const at::Tensor& out_scale, const Layout& l) {
   TORCH_CHECK(key_offset.dim() == 2 && key_offset.size(0) == l.pixels() &&
@@ -485,6 +686,11 @@ void check_extras(const at::Tensor& qkv, const at::Tensor& key_offset,
   TORCH_CHECK(key_offset.scalar_type() == qkv.scalar_type() &&
                   out_scale.scalar_type() == qkv.scalar_type(),
               "reflect_window_attention: qkv, key_offset and out_scale differ in dtype");
+}
+
+// The offset as pack reads it: (H*W, d) contiguous for tokens, (d, H*W) for planes.
+at::Tensor offset_in_layout(const at::Tensor& key_offset, const Layout& l) {
+  return l.from_planes ? key_offset.t().contiguous() : key_offset.contiguous();
 }
 
 struct Packed {
@@ -498,10 +704,10 @@ Packed pack_tensors(const at::Tensor& qkv, const at::Tensor& key_offset,
                 empty_large({l.planes(), l.dims, r.keys, l.key_w()}, options),
                 empty_large({l.planes(), l.dims, r.keys, l.key_w()}, options)};
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "reflect_window_attention_pack", [&] {
-    pack<scalar_t>(qkv.const_data_ptr<scalar_t>(), key_offset.const_data_ptr<scalar_t>(),
-                   out_scale.item<scalar_t>(), l, r, packed.query.mutable_data_ptr<scalar_t>(),
-                   packed.key.mutable_data_ptr<scalar_t>(),
-                   packed.value.mutable_data_ptr<scalar_t>());
+    (l.from_planes ? pack_planes<scalar_t> : pack<scalar_t>)(
+        qkv.const_data_ptr<scalar_t>(), key_offset.const_data_ptr<scalar_t>(),
+        out_scale.item<scalar_t>(), l, r, packed.query.mutable_data_ptr<scalar_t>(),
+        packed.key.mutable_data_ptr<scalar_t>(), packed.value.mutable_data_ptr<scalar_t>());
   });
   return packed;
 }
@@ -527,7 +733,8 @@ std::tuple<at::Tensor, at::Tensor> reflect_window_attention_forward(
     bool channel_major, double scale) {
   const Layout l = layout(qkv, num_heads, height, width, kernel_size, stride, channel_major);
   check_extras(qkv, key_offset, out_scale, l);
-  const at::Tensor tokens = qkv.contiguous(), offset = key_offset.contiguous();
+  const at::Tensor tokens = l.from_planes ? qkv : qkv.contiguous();
+  const at::Tensor offset = offset_in_layout(key_offset, l);
   at::Tensor out = empty_large({l.planes(), l.dims, l.out_h, l.out_w}, qkv.options());
   at::Tensor lse = at::empty({l.planes(), l.out_h, l.out_w}, qkv.options());
   const int64_t band = band_rows(l, qkv.element_size());
@@ -550,16 +757,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
     bool channel_major, double scale) {
   const Layout l = layout(qkv, num_heads, height, width, kernel_size, stride, channel_major);
   check_extras(qkv, key_offset, out_scale, l);
-  const at::Tensor tokens = qkv.contiguous();
-  Packed p = pack_tensors(tokens, key_offset.contiguous(), out_scale, l, Rows::all(l));
+  const at::Tensor tokens = l.from_planes ? qkv : qkv.contiguous();
+  Packed p = pack_tensors(tokens, offset_in_layout(key_offset, l), out_scale, l, Rows::all(l));
   const auto grads = phased_window_attention_backward(
       grad_out, p.query, p.key, p.value, out, lse, l.padded_w, kernel_size, stride, scale);
   p = Packed{};  // freed before the projection's gradient is allocated: a lower peak
-  at::Tensor grad_qkv = empty_large_like(tokens);
-  at::Tensor grad_offset = at::empty({l.pixels(), l.dims}, qkv.options());
+  // The gradients in the projection's layout: planes, or tokens; the offset's as planes
+  // (d, H*W) or (H*W, d), returned as (H*W, d) either way.
+  at::Tensor grad_qkv = l.from_planes
+                            ? empty_large({l.batch, l.columns(), l.pixels()}, qkv.options())
+                            : empty_large_like(tokens);
+  at::Tensor grad_offset = l.from_planes ? at::empty({l.dims, l.pixels()}, qkv.options())
+                                         : at::empty({l.pixels(), l.dims}, qkv.options());
   at::Tensor grad_scale = at::empty_like(out_scale);
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "reflect_window_attention_backward", [&] {
-    unpack<scalar_t>(std::get<0>(grads).const_data_ptr<scalar_t>(),
+    (l.from_planes ? unpack_planes<scalar_t> : unpack<scalar_t>)(std::get<0>(grads).const_data_ptr<scalar_t>(),
                      std::get<1>(grads).const_data_ptr<scalar_t>(),
                      std::get<2>(grads).const_data_ptr<scalar_t>(),
                      tokens.const_data_ptr<scalar_t>(), out_scale.item<scalar_t>(), l,
@@ -567,6 +779,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
                      grad_offset.mutable_data_ptr<scalar_t>(),
                      grad_scale.mutable_data_ptr<scalar_t>());
   });
+  if (l.from_planes) return {grad_qkv.transpose(1, 2), grad_offset.t(), grad_scale};
   return {grad_qkv, grad_offset, grad_scale};
 }
 
