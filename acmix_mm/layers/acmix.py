@@ -82,10 +82,10 @@ class _ChannelsLastCopy(torch.autograd.Function):
 
 
 def linear_of_tokens(x, weight, bias, hw_shape, planes=False):
-    """``F.linear`` of tokens (B, H*W, C) of an (H, W) map; on the CPU in float32, for
-    tokens that are a view of an NCHW map, as oneDNN's matrix product of the planes
-    (the native :func:`~acmix_mm.ops.linear.linear_of_maps`) or, without the native
-    ops, oneDNN's 1x1 convolution of the map, which is the same product.
+    """``F.linear`` of tokens (B, H*W, C) of an (H, W) map; on the CPU as oneDNN's matrix
+    product of the tokens as they lie, contiguous or a view of NCHW planes (the native
+    :func:`~acmix_mm.ops.linear.linear_of_maps`) or, without the native ops, for a view
+    of planes in float32, oneDNN's 1x1 convolution of the map, the same product.
 
     torch's linear runs MKL's sgemm, whose kernels on AMD CPUs are AVX2 ones: ACmix's
     projection there ran at 130-210 GFLOP/s where the 1x1 convolution runs at 200-450

@@ -375,22 +375,20 @@ ACMIX_INLINE void pack_key_row_impl(const T* __restrict key_src, const T* __rest
                                     const T* __restrict offset, T alpha,
                                     const int64_t* source_x, const Layout& l,
                                     T* __restrict key_dst, T* __restrict value_dst) {
-  int64_t first = 0, last = 0;  // the interior run [first, last) of the packed row
-  if (l.stride == 1) {
-    first = l.pad;
-    last = l.pad + l.width;
-    for (int64_t x = 0; x < l.width; ++x) {
-      key_dst[first + x] = key_src[x] - offset[x];
-      value_dst[first + x] = alpha * value_src[x];
+  auto gather = [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+      const int64_t sx = source_x[m];
+      key_dst[m] = sx < 0 ? T(0) : key_src[sx] - offset[sx];
+      value_dst[m] = sx < 0 ? T(0) : alpha * value_src[sx];
     }
+  };
+  if (l.stride != 1) return gather(0, l.key_w());
+  for (int64_t x = 0; x < l.width; ++x) {  // the interior, columns pad to pad + width
+    key_dst[l.pad + x] = key_src[x] - offset[x];
+    value_dst[l.pad + x] = alpha * value_src[x];
   }
-  for (int64_t m = 0; m < l.key_w(); ++m) {
-    if (m == first && last > first) m = last;
-    if (m >= l.key_w()) break;
-    const int64_t sx = source_x[m];
-    key_dst[m] = sx < 0 ? T(0) : key_src[sx] - offset[sx];
-    value_dst[m] = sx < 0 ? T(0) : alpha * value_src[sx];
-  }
+  gather(0, l.pad);
+  gather(l.pad + l.width, l.key_w());
 }
 
 // A padded plane's gradient rows (those in `rows`, phased as packed) folded back onto
@@ -582,7 +580,11 @@ void pack_planes(const T* qkv, const T* offset, T alpha, const Layout& l, const 
         for (int64_t c = 0; c < l.dims; ++c) {
           const T* src = source + l.column(0, h, c) * plane;
           T* dst = query + ((b * l.heads + h) * l.dims + c) * query_plane + row * l.out_w;
-          for (int64_t x = 0; x < l.out_w; ++x) dst[x] = src[x * l.stride];
+          if (l.stride == 1) {
+            std::copy(src, src + l.out_w, dst);
+          } else {
+            for (int64_t x = 0; x < l.out_w; ++x) dst[x] = src[x * l.stride];
+          }
         }
       }
     }
