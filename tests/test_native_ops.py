@@ -321,6 +321,43 @@ def test_acmix_layer_reads_the_projection_as_planes_where_both_paths_do(monkeypa
     assert calls == (['narrow_pieces_conv'] if stride == 1 else ['pieces_conv'])
 
 
+@needs_native
+def test_gradients_as_planes_are_summed_in_place(monkeypatch):
+    """The attention operator's gradient of the projection (planes) is a tensor of its
+    own, not a transposed view, so autograd adds the convolution path's gradient into it
+    rather than allocating the sum; linear_of_maps' gradient of planes is one too."""
+    from acmix_mm.layers import acmix as acmix_module
+    from acmix_mm.ops.linear import linear_of_maps
+    seen = {}
+    project = acmix_module.TokenACmix.project
+
+    def recording_project(self, *args, **kwargs):
+        qkv = project(self, *args, **kwargs)
+        qkv.register_hook(lambda grad: seen.update(sum=grad.data_ptr()))
+        return qkv
+
+    monkeypatch.setattr(acmix_module.TokenACmix, 'project', recording_project)
+    x = torch.randn(1, 64, 12, 20, requires_grad=True)
+    out = ACmix(64, 64)(x)
+    nodes, attention = [out.grad_fn], None
+    while attention is None:
+        node = nodes.pop()
+        if 'reflect_window_attention' in node.name():
+            attention = node
+        nodes += [f for f, _ in node.next_functions if f is not None]
+    # (keeping the gradient itself would hold a second reference, which rules the
+    # in-place sum out)
+    attention.register_hook(lambda grads, _: seen.update(
+        attention=grads[0].data_ptr(), view=grads[0]._is_view()))
+    out.backward(torch.randn_like(out))
+    assert not seen['view'] and seen['sum'] == seen['attention']
+
+    tokens = x.detach().flatten(2).transpose(1, 2).requires_grad_()
+    (grad, ) = torch.autograd.grad(linear_of_maps(tokens, torch.randn(32, 64), None, True),
+                                   tokens, torch.randn(1, 240, 32))
+    assert not grad._is_view() and grad.transpose(1, 2).is_contiguous()
+
+
 def small_resnet_acmix():
     backbone = ResNetACmix(26, base_channels=16)
     backbone.init_weights()

@@ -46,7 +46,7 @@ def linear(x, weight, bias=None):
 
 def _empty_tokens(like, batch, tokens, channels, planes):
     if planes:
-        return like.new_empty((batch, channels, tokens)).transpose(1, 2)
+        return like.new_empty_strided((batch, tokens, channels), (tokens * channels, 1, tokens))
     return like.new_empty((batch, tokens, channels))
 
 

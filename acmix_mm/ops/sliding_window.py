@@ -173,7 +173,7 @@ if native_built():
         # In the projection's layout: a view of planes (B, 3C, H*W), the offset's then a
         # view of (d, H*W) planes too; else contiguous tokens and offset.
         if not qkv.is_contiguous() and qkv.transpose(1, 2).is_contiguous():
-            return (qkv.new_empty((qkv.shape[0], qkv.shape[2], qkv.shape[1])).transpose(1, 2),
+            return (qkv.new_empty_strided(qkv.shape, qkv.stride()),
                     key_offset.new_empty((key_offset.shape[1], key_offset.shape[0])).t(),
                     torch.empty_like(out_scale))
         return (torch.empty_like(qkv, memory_format=torch.contiguous_format),

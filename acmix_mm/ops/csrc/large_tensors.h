@@ -20,9 +20,8 @@
 
 namespace acmix_mm {
 
-// at::empty, its whole 2 MB pages marked for huge pages (tensors of at least 8 MB).
-inline at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor tensor = at::empty(sizes, options);
+// Marks the whole 2 MB pages of a new tensor of at least 8 MB for huge pages.
+inline at::Tensor on_huge_pages(at::Tensor tensor) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
   const uintptr_t start = reinterpret_cast<uintptr_t>(tensor.data_ptr());
@@ -35,6 +34,22 @@ inline at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& op
   }
 #endif
   return tensor;
+}
+
+// at::empty on huge pages (on_huge_pages).
+inline at::Tensor empty_large(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  return on_huge_pages(at::empty(sizes, options));
+}
+
+// Uninitialised tokens (B, N, C) on huge pages, laid out as NCHW planes (B, C, N) where
+// `planes`. A tensor of its own with those strides, not a transposed view: autograd adds
+// a second gradient into a first one in place only where the first is not a view (else
+// it allocates the sum: 49 MB and 4.6 ms for ACmix's projection at 200x336).
+inline at::Tensor empty_large_tokens(int64_t batch, int64_t tokens, int64_t channels,
+                                     bool planes, const at::TensorOptions& options) {
+  if (!planes) return empty_large({batch, tokens, channels}, options);
+  return on_huge_pages(
+      at::empty_strided({batch, tokens, channels}, {tokens * channels, 1, tokens}, options));
 }
 
 inline at::Tensor empty_large_like(const at::Tensor& like) {

@@ -30,13 +30,6 @@ at::Tensor dense(const at::Tensor& tokens) {
   return tokens.is_contiguous() || are_planes(tokens) ? tokens : tokens.contiguous();
 }
 
-// Uninitialised (B, N, C) tokens, as a view of planes where `planes`.
-at::Tensor empty_tokens(int64_t batch, int64_t tokens, int64_t channels, bool planes,
-                        const at::TensorOptions& options) {
-  if (planes) return empty_large({batch, channels, tokens}, options).transpose(1, 2);
-  return empty_large({batch, tokens, channels}, options);
-}
-
 void check(const at::Tensor& x, const at::Tensor& weight) {
   TORCH_CHECK(x.device().is_cpu() && weight.device().is_cpu(),
               "linear_of_maps: CPU tensors only");
@@ -54,7 +47,7 @@ at::Tensor linear_of_maps(const at::Tensor& x_in, const at::Tensor& weight,
   check(x_in, weight);
   const at::Tensor x = dense(x_in);
   const int64_t batch = x.size(0), tokens = x.size(1), outputs = weight.size(0);
-  at::Tensor out = empty_tokens(batch, tokens, outputs, planes, x.options());
+  at::Tensor out = empty_large_tokens(batch, tokens, outputs, planes, x.options());
   for (int64_t b = 0; b < batch; ++b) {
     if (planes) {  // (M, N) = weight (M, K) @ (K, N)
       matmul_into(out[b].t(), weight, x[b].t(), false);
@@ -77,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_of_maps_backward(
   at::Tensor grad_x = at::empty({0}, x.options());
   if (input_grad) {
     const bool planes = are_planes(x);
-    grad_x = empty_tokens(batch, tokens, inputs, planes, x.options());
+    grad_x = empty_large_tokens(batch, tokens, inputs, planes, x.options());
     for (int64_t b = 0; b < batch; ++b) {
       if (planes) {  // (K, N) = weight^T (K, M) @ (M, N)
         matmul_into(grad_x[b].t(), weight.t(), grad_out[b].t(), false);

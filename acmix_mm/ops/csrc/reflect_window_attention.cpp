@@ -766,9 +766,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
   p = Packed{};  // freed before the projection's gradient is allocated: a lower peak
   // The gradients in the projection's layout: planes, or tokens; the offset's as planes
   // (d, H*W) or (H*W, d), returned as (H*W, d) either way.
-  at::Tensor grad_qkv = l.from_planes
-                            ? empty_large({l.batch, l.columns(), l.pixels()}, qkv.options())
-                            : empty_large_like(tokens);
+  at::Tensor grad_qkv =
+      empty_large_tokens(l.batch, l.pixels(), l.columns(), l.from_planes, qkv.options());
   at::Tensor grad_offset = l.from_planes ? at::empty({l.dims, l.pixels()}, qkv.options())
                                          : at::empty({l.pixels(), l.dims}, qkv.options());
   at::Tensor grad_scale = at::empty_like(out_scale);
@@ -781,7 +780,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
                      grad_offset.mutable_data_ptr<scalar_t>(),
                      grad_scale.mutable_data_ptr<scalar_t>());
   });
-  if (l.from_planes) return {grad_qkv.transpose(1, 2), grad_offset.t(), grad_scale};
+  if (l.from_planes) return {grad_qkv, grad_offset.t(), grad_scale};
   return {grad_qkv, grad_offset, grad_scale};
 }
 
