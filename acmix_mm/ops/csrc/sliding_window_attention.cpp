@@ -112,6 +112,9 @@ struct Geometry {
   // zeros around them (so that the key-side sums read whole vectors at the row's ends),
   // `band` rows per window offset or channel.
   int64_t band = 0, pitch = 0, lead = 0;
+  // Whether the band buffers are a ring of `band` query rows (query row y at row
+  // y % band) rather than the rows of one band from its first query row on.
+  bool ring = false;
   // Whether the blocked dots and sums build the window columns of a key row by shuffles
   // (window_columns: at stride 1, where shuffles_pay()).
   bool shuffled = false;
@@ -121,6 +124,8 @@ struct Geometry {
   int64_t column(int64_t x, int64_t j) const { return (j % stride) * phase_w + j / stride + x; }
   // Row `row` of the band buffers' block `block` (a window offset, or a channel).
   int64_t band_at(int64_t block, int64_t row) const { return (block * band + row) * pitch + lead; }
+  // The band buffers' row of query row y, in a band from query row y_begin on.
+  int64_t band_row(int64_t y, int64_t y_begin) const { return ring ? y % band : y - y_begin; }
   // Register-blocked row kernels exist for kernels 3, 5 and 7 (any stride: the phases
   // make every window column a unit-stride row).
   bool blocked() const {
@@ -564,7 +569,7 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
       const int64_t y = shifted / g.stride;
       if (y < y_begin || y >= y_end) continue;
       pairs.push_back(i);
-      pairs.push_back(y - y_begin);
+      pairs.push_back(g.band_row(y, y_begin));
     }
     if (pairs.empty()) return;
     if (g.stride == 1) {
@@ -606,7 +611,7 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
       auto gather = [&](T* acc, const T* weights, const T* factors) {
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t i = ys[2 * r], y = ys[2 * r + 1];
-          s.pa[r] = weights + g.band_at(i * g.kernel + j, y - y_begin);
+          s.pa[r] = weights + g.band_at(i * g.kernel + j, g.band_row(y, y_begin));
           s.pb[r] = factors + c * g.out_plane() + y * g.out_w;
         }
         sum_products(acc + start, s.pa.data(), s.pb.data(), s.pad(rows), g.out_w);
@@ -783,17 +788,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
   at::Tensor grad_v = empty_large_like(v).zero_();
   if (g.planes == 0 || g.out_plane() == 0) return {grad_q, grad_k, grad_v};
   const int64_t threads = at::get_num_threads();
-  // Bands of query rows: their weights and logit gradients are the only scratch (each
-  // band's key rows need them complete), at most about 4 MB a plane.
-  const int64_t plane_row_bytes = blocks * g.pitch * q.element_size();
-  // With a plane for every thread, each thread takes whole planes, band after band, and
-  // no thread waits for another. With fewer planes, all threads work on each band of
-  // all planes: a barrier per band, so bands are large (each wait costs more on a
-  // busy machine than any cache saves).
+  // The weights and logit gradients of query rows are the only scratch: a key row's
+  // gradients need those of every query row whose windows hold it.
+  // With a plane for every thread, each thread takes whole planes and no thread waits
+  // for another; a key row's gradients are then taken right after its last query row,
+  // from a ring of the last ceil(k / S) query rows (1.3 MB at 16 channels, 336 wide,
+  // k = 7), which stays in the second-level cache.
+  // With fewer planes, all threads work on each band of query rows of all planes, then
+  // on its key rows: a barrier per band, so bands are large, about 4 MB a thread (each
+  // wait costs more on a busy machine than any cache saves).
   const bool by_plane = g.planes >= threads;
-  const int64_t budget = (by_plane ? int64_t{4} : 4 * threads) << 20;
-  const int64_t row_bytes = plane_row_bytes * (by_plane ? 1 : g.planes);
-  const int64_t band = std::clamp<int64_t>(budget / row_bytes, 1, g.out_h);
+  g.ring = by_plane;
+  const int64_t band =
+      by_plane ? std::min(g.out_h, (g.kernel + g.stride - 1) / g.stride)
+               : std::clamp<int64_t>((int64_t{4} << 20) * threads /
+                                         (blocks * g.pitch * q.element_size() * g.planes),
+                                     1, g.out_h);
   g.band = band;
   const int64_t band_plane = blocks * band * g.pitch;  // one plane's band buffers
   AT_DISPATCH_FLOATING_TYPES(dtype, "sliding_window_attention_backward", [&] {
@@ -826,13 +836,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
         backward_query_row(go_data + n * q_plane, q_data + n * q_plane, k_data + n * k_plane,
                            v_data + n * k_plane, o_data + n * q_plane,
                            lse_data + n * g.out_plane(), gq_data + n * q_plane, b.probs,
-                           b.dlogits, g, y, y - y_begin, typed_scale, scratch);
+                           b.dlogits, g, y, g.band_row(y, y_begin), typed_scale, scratch);
         if (!g.blocked_keys()) continue;
         for (int64_t c = 0; c < g.dims; ++c) {
           const int64_t from = n * q_plane + c * g.out_plane() + y * g.out_w;
-          std::copy(q_data + from, q_data + from + g.out_w, b.q_rows + g.band_at(c, y - y_begin));
-          std::copy(go_data + from, go_data + from + g.out_w,
-                    b.go_rows + g.band_at(c, y - y_begin));
+          const int64_t to = g.band_at(c, g.band_row(y, y_begin));
+          std::copy(q_data + from, q_data + from + g.out_w, b.q_rows + to);
+          std::copy(go_data + from, go_data + from + g.out_w, b.go_rows + to);
         }
       }
     };
@@ -854,11 +864,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
         std::vector<T> buffer(band_plane);  // zeros, and the margins stay so
         const Band b = band_of(buffer.data());
         for (int64_t n = begin; n < end; ++n) {
-          for (int64_t y_begin = 0; y_begin < g.out_h; y_begin += band) {
-            const int64_t y_end = std::min(g.out_h, y_begin + band);
-            query_rows(n, y_begin, 0, y_end - y_begin, b, scratch);
-            const auto [key_begin, key_end] = key_range(y_begin, y_end);
-            key_rows(n, y_begin, y_end, key_begin, key_end, b, scratch);
+          for (int64_t y = 0; y < g.out_h; ++y) {
+            query_rows(n, y, 0, 1, b, scratch);
+            // The key rows whose last query row is y (the last one: all the rest).
+            const int64_t key_end =
+                y + 1 < g.out_h ? (y + 1) * g.stride : key_range(y, y + 1).second;
+            key_rows(n, std::max<int64_t>(0, y + 1 - band), y + 1, y * g.stride, key_end, b,
+                     scratch);
           }
         }
       });
