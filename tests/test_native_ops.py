@@ -88,9 +88,10 @@ def test_op_equals_the_unfold_definition_in_float64(planes, dims, size, kernel_s
 @pytest.mark.parametrize('stride', [1, 2])
 @pytest.mark.parametrize('planes,rows,threads', [(8, 10, 2), (2, 30, 4)])
 def test_backward_in_bands_adds_up(stride, planes, rows, threads):
-    """Rows wide enough that the backward pass splits the queries into bands (its
-    scratch is kept to a few MB): key rows seen from two bands add up, with a thread per
-    plane or (fewer planes than threads) all threads on each band."""
+    """Maps large enough that the backward pass keeps a few query rows' weights at a
+    time: with a thread per plane, a ring of the last ceil(k / S) query rows (each key
+    row's gradients stored once); with fewer planes than threads, all threads on each
+    band of a few MB, key rows seen from two bands adding up."""
     inputs = padded_inputs(planes, 2, (rows * stride, 700 * stride), 7, stride)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -338,10 +338,14 @@ ACMIX_INLINE void blocked_key_grads(const T* go_rows, const T* q_rows, const T* 
       const int64_t n = std::min(L, g.phase_w - p0);
       const int64_t column = key_row * g.key_w + phase * g.phase_w + p0;
       for (int c = 0; c < C; ++c) {
-        // Added, not stored: rows at a band's edge are reached from two bands.
+        // Stored where each key row is taken once (g.ring), else added: rows at a band's
+        // edge are reached from two bands.
         T* gk = grad_k + (c0 + c) * g.key_plane() + column;
         T* gv = grad_v + (c0 + c) * g.key_plane() + column;
-        if (n == L) {
+        if (n == L && g.ring) {
+          store(gk, acc_k[c]);
+          store(gv, acc_v[c]);
+        } else if (n == L) {
           store(gk, load(gk) + acc_k[c]);
           store(gv, load(gv) + acc_v[c]);
         } else {
@@ -349,8 +353,8 @@ ACMIX_INLINE void blocked_key_grads(const T* go_rows, const T* q_rows, const T* 
           store(k_sums, acc_k[c]);
           store(v_sums, acc_v[c]);
           for (int64_t t = 0; t < n; ++t) {
-            gk[t] += k_sums[t];
-            gv[t] += v_sums[t];
+            gk[t] = g.ring ? k_sums[t] : gk[t] + k_sums[t];
+            gv[t] = g.ring ? v_sums[t] : gv[t] + v_sums[t];
           }
         }
       }
@@ -549,8 +553,8 @@ ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* q, const T
 }
 
 // One key row of one plane: the key and value gradients from the queries of the band
-// [y_begin, y_end) whose windows cover it (added, as rows near a band's edge are seen
-// from two bands). go_rows and q_rows are the band's copies of the output gradients and
+// [y_begin, y_end) whose windows cover it (stored where g.ring, else added: rows near a
+// band's edge are seen from two bands). go_rows and q_rows are the band's copies of the output gradients and
 // queries (g.band_at), for the blocked kernels.
 template <typename T>
 ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* go_rows,
@@ -619,12 +623,12 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
       gather(acc_k, dlogits, q);
       gather(acc_v, probs, grad_out);
     }
-    // Added, not stored: rows at a band's edge are reached from two bands.
+    // Stored or added, as in blocked_key_grads.
     T* __restrict gk = grad_k + c * g.key_plane() + key_row * g.key_w;
     T* __restrict gv = grad_v + c * g.key_plane() + key_row * g.key_w;
     for (int64_t px = 0; px < g.key_w; ++px) {
-      gk[px] += acc_k[px];
-      gv[px] += acc_v[px];
+      gk[px] = g.ring ? acc_k[px] : gk[px] + acc_k[px];
+      gv[px] = g.ring ? acc_v[px] : gv[px] + acc_v[px];
     }
   }
 }
@@ -783,11 +787,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
   // the queries and output gradients.
   const int64_t blocks = 2 * g.window() + (g.blocked_keys() ? 2 * g.dims : 0);
   at::Tensor grad_q = empty_large_like(q);
-  // Zeroed: key rows at a band's edge are added to from two bands.
-  at::Tensor grad_k = empty_large_like(k).zero_();
-  at::Tensor grad_v = empty_large_like(v).zero_();
-  if (g.planes == 0 || g.out_plane() == 0) return {grad_q, grad_k, grad_v};
+  at::Tensor grad_k = empty_large_like(k);
+  at::Tensor grad_v = empty_large_like(v);
   const int64_t threads = at::get_num_threads();
+  const bool by_plane = g.planes >= threads;
+  // Zeroed where key rows at a band's edge are added to from two bands (not by_plane),
+  // else the rows below the last window (a phased map's last row at stride 2).
+  const int64_t windowed_rows = g.out_h == 0 ? 0 : (g.out_h - 1) * g.stride + g.kernel;
+  if (!by_plane || g.out_plane() == 0) {
+    grad_k.zero_();
+    grad_v.zero_();
+  } else if (windowed_rows < g.key_h) {
+    grad_k.narrow(2, windowed_rows, g.key_h - windowed_rows).zero_();
+    grad_v.narrow(2, windowed_rows, g.key_h - windowed_rows).zero_();
+  }
+  if (g.planes == 0 || g.out_plane() == 0) return {grad_q, grad_k, grad_v};
   // The weights and logit gradients of query rows are the only scratch: a key row's
   // gradients need those of every query row whose windows hold it.
   // With a plane for every thread, each thread takes whole planes and no thread waits
@@ -797,7 +811,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
   // With fewer planes, all threads work on each band of query rows of all planes, then
   // on its key rows: a barrier per band, so bands are large, about 4 MB a thread (each
   // wait costs more on a busy machine than any cache saves).
-  const bool by_plane = g.planes >= threads;
   g.ring = by_plane;
   const int64_t band =
       by_plane ? std::min(g.out_h, (g.kernel + g.stride - 1) / g.stride)
