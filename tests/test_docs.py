@@ -62,6 +62,27 @@ def test_generated_pages_are_what_their_generator_writes(tool):
                        f'records give; run python {tool}')
 
 
+def test_speed_table_marks_figures_of_another_machine():
+    """The README's speed table takes each figure's latest record: where they come from
+    several machines, the figures of all but the most common one carry a mark, and the
+    footer names each machine beside its mark."""
+    gen_docs = load_script('tools/gen_docs.py')
+
+    def record(figure, value, machine):
+        return dict(figure=figure, value=value, unit='x', machine=machine, torch='2.14.1',
+                    date='2026-12-06T00:00:00Z', command='python benchmarks/train_step.py')
+
+    latest = {f'train_step.{pair}.time_ratio': record(f'train_step.{pair}.time_ratio', 1.1,
+                                                       'AMD EPYC, 2 cores')
+              for _, pair in gen_docs.PAIRS}
+    latest['train_step.resnet.time_ratio'] = record('train_step.resnet.time_ratio', 1.36,
+                                                    'Intel Xeon, 2 cores')
+    text = gen_docs.render_speed(latest)
+    assert '| ResNet-ACmix-50 / ResNet-50 | 1.36x* |' in text
+    assert '| PVT-ACmix-T / PVT-T | 1.10x |' in text
+    assert 'Measured on AMD EPYC, 2 cores' in text and '; * Intel Xeon, 2 cores' in text
+
+
 def named_paths():
     """(page, path) for every repository path the pages name."""
     found = set()

@@ -58,27 +58,46 @@ SECTIONS = (
 )
 
 
-def cell(latest, figure):
-    return records.show(latest[figure]) if figure in latest else 'not measured'
+def cell(latest, figure, marks=None):
+    """A figure's latest value, with its machine's mark from ``marks`` if it has one."""
+    if figure not in latest:
+        return 'not measured'
+    return records.show(latest[figure]) + (marks or {}).get(latest[figure]['machine'], '')
+
+
+def machine_marks(used):
+    """Marks (*, **, ...) for the machines of a table's records but its most common one,
+    so that no figure reads as measured on a machine it was not."""
+    counts = {}
+    for record in used:
+        counts[record['machine']] = counts.get(record['machine'], 0) + 1
+    main = max(counts, key=counts.get) if counts else None
+    return main, {machine: '*' * (i + 1)
+                  for i, machine in enumerate(m for m in counts if m != main)}
 
 
 def render_speed(latest, link=True):
     rows = ['| ACmix / baseline | training step time, 512x640 | memory kept for backward | '
             'forward time, 800x1344 |', '|---|---|---|---|']
-    used = []
-    for label, pair in PAIRS:
-        figures = (f'train_step.{pair}.time_ratio', f'train_step.{pair}.memory_ratio',
-                   f'backbone_forward.{pair}')
-        used += [latest[f] for f in figures if f in latest]
-        rows.append(f'| {label} | ' + ' | '.join(cell(latest, f) for f in figures) + ' |')
     onnx = 'benchmark.retinanet_pvt_acmix_t_1x.576x576.onnxruntime'
     compiled = 'benchmark.retinanet_pvt_acmix_t_1x.576x576.compile'
-    used += [latest[f] for f in (onnx, compiled) if f in latest]
+    table = [(label, (f'train_step.{pair}.time_ratio', f'train_step.{pair}.memory_ratio',
+                      f'backbone_forward.{pair}')) for label, pair in PAIRS]
+    used = [latest[f] for _, figures in table for f in figures + (onnx, compiled)
+            if f in latest]
+    used = list({id(r): r for r in used}.values())
+    main, marks = machine_marks(used)
+    for label, figures in table:
+        rows.append(f'| {label} | ' + ' | '.join(cell(latest, f, marks) for f in figures) +
+                    ' |')
+    others = ''.join(
+        f'; {mark} {records.when([r for r in used if r["machine"] == machine])}'
+        for machine, mark in marks.items())
     return '\n'.join(rows + [
         '',
         f'Whole RetinaNet PVT-ACmix-T at 576x576, images/s: ONNX Runtime / eager '
-        f'{cell(latest, onnx)}, torch.compile / eager {cell(latest, compiled)}.',
-        f'Measured on {records.when(used)}'
+        f'{cell(latest, onnx, marks)}, torch.compile / eager {cell(latest, compiled, marks)}.',
+        f'Measured on {records.when([r for r in used if r["machine"] == main])}{others}'
         f'{"" if any("CUDA" in r["machine"] for r in used) else "; CPU only"}.'
         f'{transcribed(used)}',
         'Commands: `python benchmarks/train_step.py`, `python benchmarks/backbone_speed.py`,',
@@ -90,9 +109,8 @@ def render_speed(latest, link=True):
 def transcribed(recs):
     """A note when some of ``recs`` were transcribed rather than written by a tool."""
     if any(r.get('source') for r in recs):
-        return (' Figures marked (t) in docs/benchmarks.md were transcribed from the README '
-                'at commit e684e64, not written by a tool; a run of the command replaces '
-                'them.')
+        return (' Figures marked (t) in docs/benchmarks.md were copied by hand (commit '
+                'e684e64); rerunning their command replaces them.')
     return ''
 
 
