@@ -554,8 +554,8 @@ ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* q, const T
 
 // One key row of one plane: the key and value gradients from the queries of the band
 // [y_begin, y_end) whose windows cover it (stored where g.ring, else added: rows near a
-// band's edge are seen from two bands). go_rows and q_rows are the band's copies of the output gradients and
-// queries (g.band_at), for the blocked kernels.
+// band's edge are seen from two bands). go_rows and q_rows are the band's copies of the
+// output gradients and queries (g.band_at), for the blocked kernels.
 template <typename T>
 ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* go_rows,
                                         const T* q_rows, const T* probs, const T* dlogits,
