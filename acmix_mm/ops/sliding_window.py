@@ -170,8 +170,9 @@ if native_built():
 
     @torch.library.register_fake(FUSED_OP + '_backward')
     def _fused_backward_fake(grad_out, qkv, key_offset, out_scale, out, lse, *options):
-        # In the projection's layout: a view of planes (B, 3C, H*W), the offset's then a
-        # view of (d, H*W) planes too; else contiguous tokens and offset.
+        # In the projection's layout: laid out as planes (B, 3C, H*W), a tensor of its own
+        # rather than a view (see large_tensors.h), the offset's then a view of (d, H*W)
+        # planes; else contiguous tokens and offset.
         if not qkv.is_contiguous() and qkv.transpose(1, 2).is_contiguous():
             return (qkv.new_empty_strided(qkv.shape, qkv.stride()),
                     key_offset.new_empty((key_offset.shape[1], key_offset.shape[0])).t(),
