@@ -85,6 +85,21 @@ def test_op_equals_the_unfold_definition_in_float64(planes, dims, size, kernel_s
 
 
 @needs_native
+def test_op_on_one_thread_equals_the_unfold_definition():
+    """On one thread every case has a plane per thread: the backward pass stores each key
+    row's gradients once (zeros where no window reaches), where on more threads than
+    planes it adds bands into zeroed planes."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for planes, dims, size, kernel_size, stride in SHAPES:
+            test_op_equals_the_unfold_definition_in_float64(planes, dims, size, kernel_size,
+                                                            stride)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@needs_native
 @pytest.mark.parametrize('stride', [1, 2])
 @pytest.mark.parametrize('planes,rows,threads', [(8, 10, 2), (2, 30, 4)])
 def test_backward_in_bands_adds_up(stride, planes, rows, threads):

@@ -552,6 +552,17 @@ ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* q, const T
   }
 }
 
+// Zero key and value gradients for a key row no window reaches (below the last window,
+// or between windows of 1 at stride 2), where key rows are stored rather than added to.
+template <typename T>
+ACMIX_INLINE void zero_key_row(T* grad_k, T* grad_v, const Geometry& g, int64_t key_row) {
+  for (int64_t c = 0; c < g.dims; ++c) {
+    const int64_t at = c * g.key_plane() + key_row * g.key_w;
+    std::fill(grad_k + at, grad_k + at + g.key_w, T(0));
+    std::fill(grad_v + at, grad_v + at + g.key_w, T(0));
+  }
+}
+
 // One key row of one plane: the key and value gradients from the queries of the band
 // [y_begin, y_end) whose windows cover it (stored where g.ring, else added: rows near a
 // band's edge are seen from two bands). go_rows and q_rows are the band's copies of the
@@ -575,7 +586,10 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
       pairs.push_back(i);
       pairs.push_back(g.band_row(y, y_begin));
     }
-    if (pairs.empty()) return;
+    if (pairs.empty()) {
+      if (g.ring) zero_key_row(grad_k, grad_v, g, key_row);
+      return;
+    }
     if (g.stride == 1) {
       ACMIX_WITH_KERNEL(g.kernel, (blocked_key_grads<T, K, 1>(go_rows, q_rows, probs, dlogits,
                                                               grad_k, grad_v, g, key_row,
@@ -601,7 +615,10 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
     ys.push_back(y);
     ++rows;
   }
-  if (rows == 0) return;
+  if (rows == 0) {
+    if (g.ring) zero_key_row(grad_k, grad_v, g, key_row);
+    return;
+  }
   // Key column column(x, j) is seen by query x at offset j: with the keys in phases,
   // every sum runs along contiguous rows.
   for (int64_t c = 0; c < g.dims; ++c) {
@@ -792,7 +809,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
   const int64_t threads = at::get_num_threads();
   const bool by_plane = g.planes >= threads;
   // Zeroed where key rows at a band's edge are added to from two bands (not by_plane),
-  // else the rows below the last window (a phased map's last row at stride 2).
+  // else the rows below the last window (a phased map's last row at stride 2); rows
+  // between windows are zeroed as they come (zero_key_row).
   const int64_t windowed_rows = g.out_h == 0 ? 0 : (g.out_h - 1) * g.stride + g.kernel;
   if (!by_plane || g.out_plane() == 0) {
     grad_k.zero_();
