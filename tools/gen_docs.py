@@ -9,6 +9,7 @@ records when they run. Rerun this after they do (and tools/model_zoo.py for the 
 zoo); tests/test_docs.py fails when a page differs from what this writes.
 """
 import argparse
+import collections
 import os.path as osp
 import sys
 
@@ -68,10 +69,8 @@ def cell(latest, figure, marks=None):
 def machine_marks(used):
     """Marks (*, **, ...) for the machines of a table's records but its most common one,
     so that no figure reads as measured on a machine it was not."""
-    counts = {}
-    for record in used:
-        counts[record['machine']] = counts.get(record['machine'], 0) + 1
-    main = max(counts, key=counts.get) if counts else None
+    counts = collections.Counter(record['machine'] for record in used)
+    main = counts.most_common(1)[0][0] if counts else None
     return main, {machine: '*' * (i + 1)
                   for i, machine in enumerate(m for m in counts if m != main)}
 
@@ -83,9 +82,8 @@ def render_speed(latest, link=True):
     compiled = 'benchmark.retinanet_pvt_acmix_t_1x.576x576.compile'
     table = [(label, (f'train_step.{pair}.time_ratio', f'train_step.{pair}.memory_ratio',
                       f'backbone_forward.{pair}')) for label, pair in PAIRS]
-    used = [latest[f] for _, figures in table for f in figures + (onnx, compiled)
+    used = [latest[f] for f in [f for _, figures in table for f in figures] + [onnx, compiled]
             if f in latest]
-    used = list({id(r): r for r in used}.values())
     main, marks = machine_marks(used)
     for label, figures in table:
         rows.append(f'| {label} | ' + ' | '.join(cell(latest, f, marks) for f in figures) +
