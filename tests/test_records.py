@@ -91,3 +91,12 @@ def test_pages_name_the_allocator_setting_of_cpu_runs():
     assert records.when([reused]) == 'm, freed blocks reused (glibc), torch 2.14.1, 2026-12-05'
     assert records.when([plain, reused], torch=False) == (
         'm, freed blocks reused (glibc) in some, 2026-12-05')
+
+
+def test_machine_names_the_cpu_generation_where_the_model_name_is_bare():
+    bare = {'Model name': 'AMD EPYC', 'CPU family': '25', 'Model': '17'}
+    assert records.cpu_name(bare) == 'AMD EPYC (family 25, model 17)'
+    named = dict(bare, **{'Model name': 'AMD EPYC 9654 96-Core Processor'})
+    assert records.cpu_name(named) == 'AMD EPYC 9654 96-Core Processor'
+    assert records.cpu_name({'Model name': 'Intel(R) Xeon(R) Processor'}) == (
+        'Intel(R) Xeon(R) Processor')
