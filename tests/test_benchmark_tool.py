@@ -1,6 +1,8 @@
 """tools/benchmark.py end to end at a small size (timings are not asserted)."""
 import re
 
+import pytest
+
 from conftest import run_tool
 
 ACMIX = 'configs/retinanet_pvt_acmix_t_1x.py'
@@ -83,5 +85,7 @@ def test_onnxruntime_backend_times_eager_with_and_without_native_operators(tmp_p
     figure = f'benchmark.{name}.128x128.onnxruntime'
     assert set(written) == {figure, figure + '.vs_fallback'}
     rates = written[figure]['details']['images_per_s']
-    assert written[figure + '.vs_fallback']['value'] == round(
-        rates[f'{name} (onnxruntime)'] / rates[f'{name} (eager, PyTorch fallback)'], 3)
+    # The record's ratio is of the unrounded rates, the details' rates are rounded to
+    # 3 decimals: the two ratios agree within those roundings (about 1e-3 at ratios near 2).
+    assert written[figure + '.vs_fallback']['value'] == pytest.approx(
+        rates[f'{name} (onnxruntime)'] / rates[f'{name} (eager, PyTorch fallback)'], abs=1.5e-3)
