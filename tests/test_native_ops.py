@@ -541,7 +541,9 @@ def narrow_reference(planes, weight):
 
 
 # (batch, map size, pieces, groups): rows narrower than a vector, one pixel high, a
-# vector and a remainder, rows of more than one tile of 4 vectors, batch > 1;
+# vector and a remainder, rows of more than one tile of 4 vectors (70 and 133 wide: the
+# forward pass and input gradient read them in place, the last tile shifted back and
+# the edge columns apart), batch > 1;
 # SAN-ACmix-19's 6 pieces, ResNet-ACmix's 12 (whose planes run 6 pieces a pass of the
 # input gradient); d = 4 (SAN-ACmix-19's first stage) and 8, 16 (blocks of 4 groups).
 NARROW_SHAPES = [(1, (5, 7), 6, 4), (2, (1, 3), 3, 4), (1, (4, 16), 12, 4),
@@ -568,6 +570,10 @@ def test_narrow_pieces_conv_gradcheck_opcheck_and_float32():
     torch.library.opcheck(torch.ops.acmix_mm.narrow_pieces_conv, singles)
     # Sums of 54 products of unit normals: absolute tolerances.
     assert_float32_follows_float64(ops.narrow_pieces_conv, narrow_inputs(1, (9, 40), 6),
+                                   1e-4, 1e-3)
+    # rows the forward pass reads in place (float32 runs the vector clones, float64 the
+    # baseline code)
+    assert_float32_follows_float64(ops.narrow_pieces_conv, narrow_inputs(2, (5, 83), 12),
                                    1e-4, 1e-3)
     # what the fast path does not take: stride 2, other widths, layouts, autocast
     assert not ops.narrow_pieces_conv_usable(planes, weight, 2)

@@ -442,8 +442,23 @@ ACMIX_INLINE T unpack_row_impl(const T* __restrict key_grad, const T* __restrict
                                const T* query_row, const T* __restrict value_src, T alpha,
                                const Layout& l, T* __restrict key_dst, T* __restrict value_dst,
                                T* __restrict query_dst, T* __restrict offset) {
+  int64_t x = 0;
   T value_sum = 0;
-  for (int64_t x = 0; x < l.width; ++x) {
+#ifdef ACMIX_VECTORS
+  // In vectors, the sum in lanes: a scalar sum would keep the loop from vectorising
+  // (the compiler may not reorder a floating-point sum).
+  using V = vec_t<T>;
+  V sums = {};
+  for (; x + kLanes<T> <= l.width; x += kLanes<T>) {
+    const V keys = load(key_grad + x), values = load(value_grad + x);
+    store(key_dst + x, keys);
+    store(offset + x, load(offset + x) - keys);
+    store(value_dst + x, alpha * values);
+    sums += values * load(value_src + x);
+  }
+  for (int64_t t = 0; t < kLanes<T>; ++t) value_sum += sums[t];
+#endif
+  for (; x < l.width; ++x) {
     key_dst[x] = key_grad[x];
     offset[x] -= key_grad[x];
     value_dst[x] = alpha * value_grad[x];
@@ -759,10 +774,9 @@ std::tuple<at::Tensor, at::Tensor> reflect_window_attention_forward(
     const int64_t rows = std::min(band, l.out_h - y0);
     const Packed p = pack_tensors(tokens, offset, out_scale, l,
                                   Rows::band(l, kernel_size, y0, rows));
-    const auto [band_out, band_lse] = phased_window_attention_forward(
-        p.query, p.key, p.value, l.padded_w, kernel_size, stride, scale);
-    out.narrow(2, y0, rows).copy_(band_out);
-    lse.narrow(1, y0, rows).copy_(band_lse);
+    at::Tensor band_out = out.narrow(2, y0, rows), band_lse = lse.narrow(1, y0, rows);
+    phased_window_attention_forward_into(p.query, p.key, p.value, l.padded_w, kernel_size,
+                                         stride, scale, band_out, band_lse);
   }
   return {out, lse};
 }

@@ -118,7 +118,11 @@ struct Geometry {
   // Whether the blocked dots and sums build the window columns of a key row by shuffles
   // (window_columns: at stride 1, where shuffles_pay()).
   bool shuffled = false;
+  // The channel stride of window_sums' output (the forward's output, the query
+  // gradient): a plane (0), or a taller map's where the output is a band of its rows.
+  int64_t sums_stride = 0;
   int64_t out_plane() const { return out_h * out_w; }
+  int64_t sums_channel() const { return sums_stride ? sums_stride : out_plane(); }
   int64_t key_plane() const { return key_h * key_w; }
   int64_t window() const { return kernel * kernel; }
   int64_t column(int64_t x, int64_t j) const { return (j % stride) * phase_w + j / stride + x; }
@@ -219,8 +223,8 @@ ACMIX_INLINE void shuffled_window_sums(T* out, const T* weights, const T* b,
         acc[c] = sum;
       }
     }
-    T* dst = out + c0 * g.out_plane() + y * g.out_w + x0 + t;
-    for (int c = 0; c < C; ++c) store(dst + c * g.out_plane(), acc[c]);
+    T* dst = out + c0 * g.sums_channel() + y * g.out_w + x0 + t;
+    for (int c = 0; c < C; ++c) store(dst + c * g.sums_channel(), acc[c]);
   }
 }
 
@@ -292,8 +296,8 @@ ACMIX_INLINE void blocked_window_sums(T* out, const T* weights, const T* b,
         for (int c = 0; c < C; ++c) acc[c] += w * load(v + c * g.key_plane());
       }
     }
-    T* dst = out + c0 * g.out_plane() + y * g.out_w + x0 + t;
-    for (int c = 0; c < C; ++c) store(dst + c * g.out_plane(), acc[c]);
+    T* dst = out + c0 * g.sums_channel() + y * g.out_w + x0 + t;
+    for (int c = 0; c < C; ++c) store(dst + c * g.sums_channel(), acc[c]);
   }
 }
 
@@ -476,7 +480,7 @@ ACMIX_INLINE void window_sums(T* out, const T* weights, const T* b, const Geomet
       }
     }
     sum_products(acc, s.pa.data(), s.pb.data(), s.pad(g.window()), n);
-    std::copy(acc, acc + n, out + c * g.out_plane() + y * g.out_w + x0);
+    std::copy(acc, acc + n, out + c * g.sums_channel() + y * g.out_w + x0);
   }
 }
 
@@ -701,6 +705,14 @@ void check_inputs(const at::Tensor& query, const at::Tensor& key, const at::Tens
               key_width);
 }
 
+// Whether `map` (N, d, H', W') or (N, H', W') is laid out as the kernels write it: its
+// rows contiguous (the strides of dims of size 1 are never read).
+bool has_whole_rows(const at::Tensor& map) {
+  const int64_t last = map.dim() - 1;
+  return (map.size(last) <= 1 || map.stride(last) == 1) &&
+         (map.size(last - 1) <= 1 || map.stride(last - 1) == map.size(last));
+}
+
 // The geometry of queries and phased keys.
 Geometry geometry(const at::Tensor& query, const at::Tensor& key, int64_t kernel_size,
                   int64_t stride) {
@@ -737,16 +749,23 @@ at::Tensor unphased(const at::Tensor& x, int64_t stride, int64_t width) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
-    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
-    int64_t key_width, int64_t kernel_size, int64_t stride, double scale) {
+void phased_window_attention_forward_into(const at::Tensor& query, const at::Tensor& key,
+                                          const at::Tensor& value, int64_t key_width,
+                                          int64_t kernel_size, int64_t stride, double scale,
+                                          at::Tensor& out, at::Tensor& lse) {
   check_inputs(query, key, value, kernel_size, stride, key_width);
   TORCH_CHECK(key.size(3) == phased_width(key_width, stride),
               "sliding_window_attention: phased keys of the wrong width");
+  TORCH_CHECK(out.sizes() == query.sizes() && out.scalar_type() == query.scalar_type() &&
+                  has_whole_rows(out),
+              "sliding_window_attention: out must be (N, d, H', W') with whole rows");
+  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == query.size(0) &&
+                  lse.size(1) == query.size(2) && lse.size(2) == query.size(3) &&
+                  lse.scalar_type() == query.scalar_type() && has_whole_rows(lse),
+              "sliding_window_attention: lse must be (N, H', W') with whole rows");
   const at::Tensor q = query.contiguous(), k = key.contiguous(), v = value.contiguous();
-  const Geometry g = geometry(q, k, kernel_size, stride);
-  at::Tensor out = empty_large_like(q);
-  at::Tensor lse = at::empty({g.planes, g.out_h, g.out_w}, q.options());
+  Geometry g = geometry(q, k, kernel_size, stride);
+  g.sums_stride = out.stride(1);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "sliding_window_attention", [&] {
     const scalar_t* q_data = q.const_data_ptr<scalar_t>();
     const scalar_t* k_data = k.const_data_ptr<scalar_t>();
@@ -758,13 +777,21 @@ std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
       Scratch<scalar_t> scratch(g);
       for (int64_t index = begin; index < end; ++index) {
         const int64_t n = index / g.out_h, y = index % g.out_h;
-        forward_row(q_data + n * q_plane, k_data + n * k_plane,
-                              v_data + n * k_plane, out_data + n * q_plane,
-                              lse_data + n * g.out_plane(), g, y,
-                              static_cast<scalar_t>(scale), scratch);
+        forward_row(q_data + n * q_plane, k_data + n * k_plane, v_data + n * k_plane,
+                    out_data + n * out.stride(0), lse_data + n * lse.stride(0), g, y,
+                    static_cast<scalar_t>(scale), scratch);
       }
     });
   });
+}
+
+std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
+    const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+    int64_t key_width, int64_t kernel_size, int64_t stride, double scale) {
+  at::Tensor out = empty_large_like(query);
+  at::Tensor lse = at::empty({query.size(0), query.size(2), query.size(3)}, query.options());
+  phased_window_attention_forward_into(query, key, value, key_width, kernel_size, stride,
+                                       scale, out, lse);
   return {out, lse};
 }
 

@@ -31,6 +31,13 @@ std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
     int64_t key_width, int64_t kernel_size, int64_t stride, double scale);
 
+// The same into `out` and `lse` of the query's shape, whose rows (not planes) must be
+// contiguous: a band of the rows of taller maps.
+void phased_window_attention_forward_into(const at::Tensor& query, const at::Tensor& key,
+                                          const at::Tensor& value, int64_t key_width,
+                                          int64_t kernel_size, int64_t stride, double scale,
+                                          at::Tensor& out, at::Tensor& lse);
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
