@@ -99,10 +99,11 @@ ACMIX_INLINE void store_tile(T* dst, const vec_t<T>* acc, int64_t n) {
 // The row kernels take rows[dy * count + c]: channel c's row for window row dy (count
 // channels of a block), each at the row's column 0. Copied rows have zeros around them
 // (padded_rows). The forward pass reads wide rows where they lie (direct: 64 channels at
-// 200x336, forward 9.5 -> 7.1 ms, AMD EPYC family 25, 2 threads; the input gradient ran
-// ~9% slower so, and keeps the copies): only inside the row, in tiles that end one
-// column before either edge, the last one shifted back over its neighbour (its shared
-// outputs computed again to the same values), and the two edge columns value by value.
+// 200x336, forward 9.5 -> 7.1 ms, AMD EPYC family 25, 2 threads; read so, the input
+// gradient ran ~9% slower and the weight gradient no faster: they keep the copies):
+// only inside the row, in tiles that end one column before either edge, the last one
+// shifted back over its neighbour (its shared outputs computed again to the same
+// values), and the two edge columns value by value.
 
 // The first column of a row's tile from x0 on: as they come where the rows are copies;
 // read in place, tiles of columns [1, W - 1), the last shifted back to end there.
