@@ -452,7 +452,7 @@ std::tuple<at::Tensor, at::Tensor> narrow_pieces_conv_backward(const at::Tensor&
     scalar_t* gi = grad_in.mutable_data_ptr<scalar_t>();
     scalar_t* part = partials.mutable_data_ptr<scalar_t>();
     const int64_t block_weights = g.block_outputs() * g.pieces * 9;
-        at::parallel_for(0, g.batch * g.blocks() * g.height, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.batch * g.blocks() * g.height, 1, [&](int64_t begin, int64_t end) {
       for_unit_rows(g, begin, end, [&](int64_t b, int64_t block, int64_t first, int64_t stop) {
         const scalar_t* grads = gd + (b * g.outputs() + block * g.block_outputs()) * g.plane();
         with_row_windows(grads, g.block_outputs(), g.block_outputs(), 0, g, first, stop, -1,
