@@ -164,13 +164,20 @@ def test_opcheck(stride):
                            value.detach(), out.detach(), lse, 7, stride, 0.5))
 
 
-def fused_inputs(batch, heads, dims, size, dtype=torch.float64, seed=0):
-    """A projection (B, H*W, 3*C), a key offset (H*W, d) and an output scale."""
+def fused_inputs(batch, heads, dims, size, dtype=torch.float64, seed=0, planes=False):
+    """A projection (B, H*W, 3*C), a key offset (H*W, d) and an output scale; with
+    ``planes`` the projection and the offset are views of planes (B, 3*C, H*W) and
+    (d, H*W), as the layer makes them at stride 1."""
     generator = torch.Generator().manual_seed(seed)
     pixels = size[0] * size[1]
-    shapes = ((batch, pixels, 3 * heads * dims), (pixels, dims), (1, ))
-    return [torch.randn(*shape, dtype=dtype, generator=generator, requires_grad=True)
-            for shape in shapes]
+    shapes = ((batch, 3 * heads * dims, pixels), (dims, pixels), (1, ))
+    qkv, offset, scale = (torch.randn(*shape, dtype=dtype, generator=generator)
+                          for shape in shapes)
+    if planes:
+        qkv, offset = qkv.transpose(1, 2), offset.t()
+    else:
+        qkv, offset = qkv.transpose(1, 2).contiguous(), offset.t().contiguous()
+    return [x.requires_grad_() for x in (qkv, offset, scale)]
 
 
 @needs_native
@@ -212,14 +219,16 @@ def test_fused_op_in_float32_is_close_to_float64(channel_major, stride, size):
 
 
 @needs_native
-@pytest.mark.parametrize('stride', [1, 2])
-def test_fused_op_in_bands_equals_whole_planes(stride):
+@pytest.mark.parametrize('stride,planes', [(1, False), (2, False), (1, True)])
+def test_fused_op_in_bands_equals_whole_planes(stride, planes):
     """The forward pass packs and attends bands of query rows (here 21 rows in float64,
     42 in float32); the result is that of the planes padded whole (the formulation of
     the CUDA path, on the planes op) to float64 rounding, and float32 follows it. The
-    planes are large enough (9 MB each in float32) to be asked for on huge pages."""
+    planes are large enough (9 MB each in float32) to be asked for on huge pages. A
+    projection given as planes at stride 1 has its queries read in place, band by band,
+    and their gradient written in place."""
     size, heads, dims = (176, 184), 4, 16
-    inputs = fused_inputs(1, heads, dims, size)
+    inputs = fused_inputs(1, heads, dims, size, planes=planes)
 
     def fused(qkv, offset, scale):
         return torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, heads, *size,

@@ -23,6 +23,7 @@ from mmengine.model import BaseModule
 
 from ..errors import ConfigError
 from ..ops.linear import linear as native_linear
+from ..ops.linear import linear_of_maps, linear_of_maps_usable
 from ..registry import ATTENTION_PATHS
 from .batch_norm import build_norm
 from .patchwise import patch_aggregate, patch_hidden
@@ -173,13 +174,21 @@ class SlidingWindowAttentionPath(BaseModule):
         return x.device.type == 'cpu' and native_usable(x)
 
     def position_encoding(self, hw_shape, like):
-        """pe(p) without bias for every pixel p: shape (H*W, head_dims)."""
+        """pe(p) without bias for every pixel p: shape (H*W, head_dims). Where the
+        projection ``like`` is a view of planes and the native product serves, a view of
+        (head_dims, H*W) planes, the layout in which the native operator reads it."""
         height, width = hw_shape
         loc_y, loc_x = torch.meshgrid(
             torch.linspace(-1.0, 1.0, height, device=like.device, dtype=like.dtype),
             torch.linspace(-1.0, 1.0, width, device=like.device, dtype=like.dtype),
             indexing='ij')
-        return self.position_proj(torch.stack([loc_x, loc_y], dim=-1).view(-1, 2))
+        coords = torch.stack([loc_x, loc_y], dim=-1).view(1, -1, 2)
+        weight = self.position_proj.weight
+        if (not like.is_contiguous() and like.transpose(1, 2).is_contiguous()
+                and linear_of_maps_usable(coords, weight)):
+            # no transposed copy of it either way (forward or its gradient)
+            return linear_of_maps(coords, weight, None, True).squeeze(0)
+        return self.position_proj(coords[0])
 
     def attention_flops(self, batch, hw_shape):
         """Multiply-adds of q.k and attention.v over the k*k window of each query."""

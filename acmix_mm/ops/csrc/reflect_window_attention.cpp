@@ -41,6 +41,10 @@ struct Layout {
 
   int64_t pixels() const { return height * width; }
   int64_t columns() const { return 3 * heads * dims; }
+  // Whether the attention reads the queries where they lie, the projection's first C
+  // planes (query_planes), and writes their gradient there: planes in the projection's
+  // own order, at stride 1.
+  bool queries_in_place() const { return from_planes && !channel_major && stride == 1; }
   int64_t planes() const { return batch * heads; }
   // Column of channel c of head h of piece p (0 q, 1 k, 2 v) in the projection: the
   // projection's own order (q heads, k heads, v heads) or channel-major (the pieces of
@@ -435,8 +439,8 @@ ACMIX_INLINE void fold_row_impl(const T* grad, const std::vector<int64_t>& rows,
 
 // One source row of one channel of the projection's gradient as planes: keys (and minus
 // them the offset's row), values times alpha, and the queries at the strided pixels
-// (zeros between). Returns the row's share of alpha's gradient (values' gradients times
-// the values).
+// (zeros between; none where query_dst is null). Returns the row's share of alpha's
+// gradient (values' gradients times the values).
 template <typename T>
 ACMIX_INLINE T unpack_row_impl(const T* __restrict key_grad, const T* __restrict value_grad,
                                const T* query_row, const T* __restrict value_src, T alpha,
@@ -464,7 +468,8 @@ ACMIX_INLINE T unpack_row_impl(const T* __restrict key_grad, const T* __restrict
     value_dst[x] = alpha * value_grad[x];
     value_sum += value_grad[x] * value_src[x];
   }
-  if (query_row == nullptr) {
+  if (query_dst == nullptr) {  // written in place (Layout::queries_in_place)
+  } else if (query_row == nullptr) {
     std::fill(query_dst, query_dst + l.width, T(0));
   } else if (l.stride == 1) {
     std::copy(query_row, query_row + l.width, query_dst);
@@ -602,6 +607,7 @@ void pack_planes(const T* qkv, const T* offset, T alpha, const Layout& l, const 
       }
     }
   });
+  if (query == nullptr) return;  // read in place
   at::parallel_for(0, l.batch * r.queries, 1, [&](int64_t begin, int64_t end) {
     for (int64_t index = begin; index < end; ++index) {
       const int64_t b = index / r.queries, row = index % r.queries;
@@ -696,7 +702,7 @@ void unpack_planes(const T* grad_query, const T* grad_key, const T* grad_value, 
                 qkv + at + l.column(2, h, c) * plane, alpha, l,
                 grad_qkv + at + l.column(1, h, c) * plane,
                 grad_qkv + at + l.column(2, h, c) * plane,
-                grad_qkv + at + l.column(0, h, c) * plane,
+                l.queries_in_place() ? nullptr : grad_qkv + at + l.column(0, h, c) * plane,
                 grad_offset + c * plane + sy * l.width);
           }
         }
@@ -720,6 +726,14 @@ void check_extras(const at::Tensor& qkv, const at::Tensor& key_offset,
               "reflect_window_attention: qkv, key_offset and out_scale differ in dtype");
 }
 
+// The projection's (or its gradient's) query planes as (B, heads, d, H, W), a view.
+at::Tensor query_planes(const at::Tensor& qkv, const Layout& l) {
+  return qkv.transpose(1, 2)
+      .narrow(1, 0, l.heads * l.dims)
+      .unflatten(2, {l.height, l.width})
+      .unflatten(1, {l.heads, l.dims});
+}
+
 // The offset as pack reads it: (H*W, d) contiguous for tokens, (d, H*W) for planes.
 at::Tensor offset_in_layout(const at::Tensor& key_offset, const Layout& l) {
   return l.from_planes ? key_offset.t().contiguous() : key_offset.contiguous();
@@ -729,16 +743,20 @@ struct Packed {
   at::Tensor query, key, value;
 };
 
+// The packed planes of rows r; the queries the rows of query_planes where read in place.
 Packed pack_tensors(const at::Tensor& qkv, const at::Tensor& key_offset,
                     const at::Tensor& out_scale, const Layout& l, const Rows& r) {
   const auto options = qkv.options();
-  Packed packed{empty_large({l.planes(), l.dims, r.queries, l.out_w}, options),
+  Packed packed{l.queries_in_place()
+                    ? query_planes(qkv, l).narrow(3, r.first_query, r.queries)
+                    : empty_large({l.planes(), l.dims, r.queries, l.out_w}, options),
                 empty_large({l.planes(), l.dims, r.keys, l.key_w()}, options),
                 empty_large({l.planes(), l.dims, r.keys, l.key_w()}, options)};
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "reflect_window_attention_pack", [&] {
     (l.from_planes ? pack_planes<scalar_t> : pack<scalar_t>)(
         qkv.const_data_ptr<scalar_t>(), key_offset.const_data_ptr<scalar_t>(),
-        out_scale.item<scalar_t>(), l, r, packed.query.mutable_data_ptr<scalar_t>(),
+        out_scale.item<scalar_t>(), l, r,
+        l.queries_in_place() ? nullptr : packed.query.mutable_data_ptr<scalar_t>(),
         packed.key.mutable_data_ptr<scalar_t>(), packed.value.mutable_data_ptr<scalar_t>());
   });
   return packed;
@@ -790,13 +808,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
   check_extras(qkv, key_offset, out_scale, l);
   const at::Tensor tokens = l.from_planes ? qkv : qkv.contiguous();
   Packed p = pack_tensors(tokens, offset_in_layout(key_offset, l), out_scale, l, Rows::all(l));
-  const auto grads = phased_window_attention_backward(
-      grad_out, p.query, p.key, p.value, out, lse, l.padded_w, kernel_size, stride, scale);
-  p = Packed{};  // freed before the projection's gradient is allocated: a lower peak
   // The gradients in the projection's layout: planes, or tokens; the offset's as planes
-  // (d, H*W) or (H*W, d), returned as (H*W, d) either way.
-  at::Tensor grad_qkv =
-      empty_large_tokens(l.batch, l.pixels(), l.columns(), l.from_planes, qkv.options());
+  // (d, H*W) or (H*W, d), returned as (H*W, d) either way. The queries' is written in
+  // place where they are read so; else the projection's gradient is allocated after the
+  // packed planes are freed, for a lower peak.
+  at::Tensor grad_qkv;
+  std::optional<at::Tensor> grad_query;
+  if (l.queries_in_place()) {
+    grad_qkv = empty_large_tokens(l.batch, l.pixels(), l.columns(), true, qkv.options());
+    grad_query = query_planes(grad_qkv, l);
+  }
+  const auto grads =
+      phased_window_attention_backward(grad_out, p.query, p.key, p.value, out, lse, l.padded_w,
+                                       kernel_size, stride, scale, grad_query);
+  p = Packed{};
+  if (!grad_qkv.defined()) {
+    grad_qkv = empty_large_tokens(l.batch, l.pixels(), l.columns(), l.from_planes, qkv.options());
+  }
   at::Tensor grad_offset = l.from_planes ? at::empty({l.dims, l.pixels()}, qkv.options())
                                          : at::empty({l.pixels(), l.dims}, qkv.options());
   at::Tensor grad_scale = at::empty_like(out_scale);

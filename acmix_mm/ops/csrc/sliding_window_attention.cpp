@@ -19,6 +19,7 @@
 #include "vectorize.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -121,8 +122,12 @@ struct Geometry {
   // The channel stride of window_sums' output (the forward's output, the query
   // gradient): a plane (0), or a taller map's where the output is a band of its rows.
   int64_t sums_stride = 0;
+  // The channel stride of the queries: a plane (0), or a taller map's (queries read in
+  // place from the projection's planes).
+  int64_t query_stride = 0;
   int64_t out_plane() const { return out_h * out_w; }
   int64_t sums_channel() const { return sums_stride ? sums_stride : out_plane(); }
+  int64_t query_channel() const { return query_stride ? query_stride : out_plane(); }
   int64_t key_plane() const { return key_h * key_w; }
   int64_t window() const { return kernel * kernel; }
   int64_t column(int64_t x, int64_t j) const { return (j % stride) * phase_w + j / stride + x; }
@@ -243,8 +248,9 @@ ACMIX_INLINE void shuffled_window_sums(T* out, const T* weights, const T* b,
 // queries, the K key columns (loaded, or kShuffled: window_columns), K fused
 // multiply-adds.
 template <typename T, int K, bool kShuffled>
-ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, const T* b,
-                                      const Geometry& g, int64_t y, int64_t x0, int64_t n) {
+ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, int64_t a_channel,
+                                      const T* b, const Geometry& g, int64_t y, int64_t x0,
+                                      int64_t n) {
   using V = vec_t<T>;
   int64_t columns[K];
   for (int j = 0; j < K; ++j) columns[j] = g.column(x0, j);
@@ -254,7 +260,7 @@ ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, const T*
     for (int64_t t = 0; t < n; t += kLanes<T>) {
       V acc[K] = {};
       for (int64_t c = 0; c < g.dims; ++c) {
-        const V q = load(queries + c * g.out_plane() + t);
+        const V q = load(queries + c * a_channel + t);
         const T* k = keys + c * g.key_plane() + t;
         V key[K];
 #ifdef ACMIX_SHUFFLES
@@ -273,10 +279,11 @@ ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, const T*
 }
 
 template <typename T, int K>
-ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, const T* b,
-                                      const Geometry& g, int64_t y, int64_t x0, int64_t n) {
-  if (g.shuffled) return blocked_window_dots<T, K, true>(logits, a, b, g, y, x0, n);
-  blocked_window_dots<T, K, false>(logits, a, b, g, y, x0, n);
+ACMIX_INLINE void blocked_window_dots(T* __restrict logits, const T* a, int64_t a_channel,
+                                      const T* b, const Geometry& g, int64_t y, int64_t x0,
+                                      int64_t n) {
+  if (g.shuffled) return blocked_window_dots<T, K, true>(logits, a, a_channel, b, g, y, x0, n);
+  blocked_window_dots<T, K, false>(logits, a, a_channel, b, g, y, x0, n);
 }
 
 // window_sums for channels [c0, c0 + C): each weight vector loaded once for C channels.
@@ -428,11 +435,12 @@ struct Scratch {
 
 // logits[w][t] = sum_c a[c][y][x0 + t] * b[c][y * S + i][(x0 + t) * S + j], w = i * k + j:
 // the dot products of a tile of queries (or output gradients) with their windows of
-// keys (or values). a and b point at the planes of one head.
+// keys (or values). a and b point at the planes of one head, a's channels a_channel
+// apart.
 template <typename T>
-ACMIX_INLINE void window_dots(T* __restrict logits, const T* a, const T* b,
-                              const Geometry& g, int64_t y, int64_t x0, int64_t n,
-                              Scratch<T>& s) {
+ACMIX_INLINE void window_dots(T* __restrict logits, const T* a, int64_t a_channel,
+                              const T* b, const Geometry& g, int64_t y, int64_t x0,
+                              int64_t n, Scratch<T>& s) {
 #ifdef ACMIX_VECTORS
   if (g.blocked() && n >= kLanes<T>) {
     // Whole vectors, and a tile's last lanes as one more vector shifted back over its
@@ -440,11 +448,12 @@ ACMIX_INLINE void window_dots(T* __restrict logits, const T* a, const T* b,
     // values (where per-lane sums of the few pixels left would cost as much as a
     // vector of pixels each).
     const int64_t whole = n - n % kLanes<T>;
-    ACMIX_WITH_KERNEL(g.kernel, (blocked_window_dots<T, K>(logits, a, b, g, y, x0, whole)))
+    ACMIX_WITH_KERNEL(g.kernel,
+                      (blocked_window_dots<T, K>(logits, a, a_channel, b, g, y, x0, whole)))
     if (whole < n) {
       const int64_t back = n - kLanes<T>;
-      ACMIX_WITH_KERNEL(g.kernel, (blocked_window_dots<T, K>(logits + back, a, b, g, y,
-                                                             x0 + back, kLanes<T>)))
+      ACMIX_WITH_KERNEL(g.kernel, (blocked_window_dots<T, K>(logits + back, a, a_channel, b,
+                                                             g, y, x0 + back, kLanes<T>)))
     }
     return;
   }
@@ -454,7 +463,7 @@ ACMIX_INLINE void window_dots(T* __restrict logits, const T* a, const T* b,
       T* row = logits + (i * g.kernel + j) * kTile;
       std::fill(row, row + n, T(0));
       for (int64_t c = 0; c < g.dims; ++c) {
-        s.pa[c] = a + c * g.out_plane() + y * g.out_w + x0;
+        s.pa[c] = a + c * a_channel + y * g.out_w + x0;
         s.pb[c] = b + c * g.key_plane() + (y * g.stride + i) * g.key_w + g.column(x0, j);
       }
       sum_products(row, s.pa.data(), s.pb.data(), s.pad(g.dims), n);
@@ -528,7 +537,7 @@ ACMIX_INLINE void forward_row_impl(const T* q, const T* k, const T* v, T* out, T
                                    const Geometry& g, int64_t y, T scale, Scratch<T>& s) {
   for (int64_t x0 = 0, n; x0 < g.out_w; x0 += n) {
     n = tile_width<T>(g.out_w, x0);
-    window_dots(s.logits.data(), q, k, g, y, x0, n, s);
+    window_dots(s.logits.data(), q, g.query_channel(), k, g, y, x0, n, s);
     softmax_tile(s.logits.data(), lse + y * g.out_w + x0, scale, g.window(), n,
                  s.acc.data());
     window_sums(out, s.logits.data(), v, g, y, x0, n, s);
@@ -548,8 +557,8 @@ ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* q, const T
     n = tile_width<T>(g.out_w, x0);
     T* p = s.logits.data();
     T* dp = s.grads.data();
-    window_dots(p, q, k, g, y, x0, n, s);
-    window_dots(dp, grad_out, v, g, y, x0, n, s);
+    window_dots(p, q, g.query_channel(), k, g, y, x0, n, s);
+    window_dots(dp, grad_out, g.out_plane(), v, g, y, x0, n, s);
     // D = sum_c dO * O, the weights' share of each logit gradient.
     T* delta = s.row.data();
     std::fill(delta, delta + n, T(0));
@@ -643,16 +652,16 @@ ACMIX_INLINE void backward_key_row_impl(const T* grad_out, const T* q, const T* 
     for (int64_t j = 0; j < g.kernel; ++j) {
       const int64_t start = g.column(0, j);
       // acc[x] += sum over the query rows of weights[w][y][x] * factors[c][y][x].
-      auto gather = [&](T* acc, const T* weights, const T* factors) {
+      auto gather = [&](T* acc, const T* weights, const T* factors, int64_t channel) {
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t i = ys[2 * r], y = ys[2 * r + 1];
           s.pa[r] = weights + g.band_at(i * g.kernel + j, g.band_row(y, y_begin));
-          s.pb[r] = factors + c * g.out_plane() + y * g.out_w;
+          s.pb[r] = factors + c * channel + y * g.out_w;
         }
         sum_products(acc + start, s.pa.data(), s.pb.data(), s.pad(rows), g.out_w);
       };
-      gather(acc_k, dlogits, q);
-      gather(acc_v, probs, grad_out);
+      gather(acc_k, dlogits, q, g.query_channel());
+      gather(acc_v, probs, grad_out, g.out_plane());
     }
     // Stored or added, as in blocked_key_grads.
     T* __restrict gk = grad_k + c * g.key_plane() + key_row * g.key_w;
@@ -690,29 +699,49 @@ ACMIX_ROW_KERNELS(float, ACMIX_CLONES)
 ACMIX_ROW_KERNELS(double, )
 #undef ACMIX_ROW_KERNELS
 
+// Queries (or their gradient) as planes (N, d, H', W'), or (B, heads, d, H', W') for
+// queries read in place from a projection's planes: images, heads and channels at any
+// strides, rows whole. shape is the (N, d, H', W') of plane n = b * heads + h.
+struct QueryPlanes {
+  std::array<int64_t, 4> shape;
+  int64_t heads, image, plane, channel;
+  int64_t at(int64_t n) const { return n / heads * image + n % heads * plane; }
+};
+
+QueryPlanes query_planes(const at::Tensor& q) {
+  TORCH_CHECK(q.dim() == 4 || q.dim() == 5,
+              "sliding_window_attention: queries are (N, d, H, W) or (B, heads, d, H, W)");
+  if (q.dim() == 4) {
+    return {{q.size(0), q.size(1), q.size(2), q.size(3)},
+            std::max<int64_t>(q.size(0), 1), 0, q.stride(0), q.stride(1)};
+  }
+  return {{q.size(0) * q.size(1), q.size(2), q.size(3), q.size(4)},
+          std::max<int64_t>(q.size(1), 1), q.stride(0), q.stride(1), q.stride(2)};
+}
+
 // The checks of every entry point; key_width is the keys' width before phasing.
 void check_inputs(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                   int64_t kernel_size, int64_t stride, int64_t key_width) {
   TORCH_CHECK(query.device().is_cpu(), "sliding_window_attention: CPU tensors only");
-  TORCH_CHECK(query.dim() == 4 && key.dim() == 4 && value.dim() == 4,
+  TORCH_CHECK((query.dim() == 4 || query.dim() == 5) && key.dim() == 4 && value.dim() == 4,
               "sliding_window_attention: query, key and value are (N, d, H, W)");
+  const auto shape = query_planes(query).shape;
   TORCH_CHECK(key.sizes() == value.sizes(),
               "sliding_window_attention: key and value differ in shape");
   TORCH_CHECK(query.scalar_type() == key.scalar_type() &&
                   key.scalar_type() == value.scalar_type(),
               "sliding_window_attention: query, key and value differ in dtype");
-  TORCH_CHECK(query.size(0) == key.size(0) && query.size(1) == key.size(1),
+  TORCH_CHECK(shape[0] == key.size(0) && shape[1] == key.size(1),
               "sliding_window_attention: query and key differ in planes or channels");
   TORCH_CHECK(kernel_size >= 1 && stride >= 1,
               "sliding_window_attention: kernel_size and stride must be positive");
-  TORCH_CHECK(query.size(2) >= 1 && query.size(3) >= 1 &&
-                  (query.size(2) - 1) * stride + kernel_size <= key.size(2) &&
-                  (query.size(3) - 1) * stride + kernel_size <= key_width,
+  TORCH_CHECK(shape[2] >= 1 && shape[3] >= 1 &&
+                  (shape[2] - 1) * stride + kernel_size <= key.size(2) &&
+                  (shape[3] - 1) * stride + kernel_size <= key_width,
               "sliding_window_attention: windows of ", kernel_size, " at stride ", stride,
-              " for ", query.size(2), "x", query.size(3), " queries need keys of at least ",
-              (query.size(2) - 1) * stride + kernel_size, "x",
-              (query.size(3) - 1) * stride + kernel_size, ", got ", key.size(2), "x",
-              key_width);
+              " for ", shape[2], "x", shape[3], " queries need keys of at least ",
+              (shape[2] - 1) * stride + kernel_size, "x",
+              (shape[3] - 1) * stride + kernel_size, ", got ", key.size(2), "x", key_width);
 }
 
 // Whether `map` (N, d, H', W') or (N, H', W') is laid out as the kernels write it: its
@@ -723,12 +752,13 @@ bool has_whole_rows(const at::Tensor& map) {
          (map.size(last - 1) <= 1 || map.stride(last - 1) == map.size(last));
 }
 
-// The geometry of queries and phased keys.
-Geometry geometry(const at::Tensor& query, const at::Tensor& key, int64_t kernel_size,
+// The geometry of queries (query_planes) and phased keys.
+Geometry geometry(const QueryPlanes& query, const at::Tensor& key, int64_t kernel_size,
                   int64_t stride) {
   const int64_t phase_w = key.size(3) / stride;
-  Geometry g{query.size(0), query.size(1), query.size(2), query.size(3), key.size(2),
-             key.size(3),   kernel_size,   stride,        phase_w};
+  Geometry g{query.shape[0], query.shape[1], query.shape[2], query.shape[3], key.size(2),
+             key.size(3),    kernel_size,    stride,         phase_w};
+  g.query_stride = query.channel;
 #ifdef ACMIX_SHUFFLES
   g.shuffled = stride == 1 && shuffles_pay();
 #endif
@@ -766,15 +796,18 @@ void phased_window_attention_forward_into(const at::Tensor& query, const at::Ten
   check_inputs(query, key, value, kernel_size, stride, key_width);
   TORCH_CHECK(key.size(3) == phased_width(key_width, stride),
               "sliding_window_attention: phased keys of the wrong width");
-  TORCH_CHECK(out.sizes() == query.sizes() && out.scalar_type() == query.scalar_type() &&
+  const at::Tensor q = has_whole_rows(query) ? query : query.contiguous();
+  const at::Tensor k = key.contiguous(), v = value.contiguous();
+  const QueryPlanes planes = query_planes(q);
+  const auto& shape = planes.shape;
+  TORCH_CHECK(out.sizes() == at::IntArrayRef(shape) && out.scalar_type() == query.scalar_type() &&
                   has_whole_rows(out),
               "sliding_window_attention: out must be (N, d, H', W') with whole rows");
-  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == query.size(0) &&
-                  lse.size(1) == query.size(2) && lse.size(2) == query.size(3) &&
-                  lse.scalar_type() == query.scalar_type() && has_whole_rows(lse),
+  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == shape[0] && lse.size(1) == shape[2] &&
+                  lse.size(2) == shape[3] && lse.scalar_type() == query.scalar_type() &&
+                  has_whole_rows(lse),
               "sliding_window_attention: lse must be (N, H', W') with whole rows");
-  const at::Tensor q = query.contiguous(), k = key.contiguous(), v = value.contiguous();
-  Geometry g = geometry(q, k, kernel_size, stride);
+  Geometry g = geometry(planes, k, kernel_size, stride);
   g.sums_stride = out.stride(1);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "sliding_window_attention", [&] {
     const scalar_t* q_data = q.const_data_ptr<scalar_t>();
@@ -782,12 +815,12 @@ void phased_window_attention_forward_into(const at::Tensor& query, const at::Ten
     const scalar_t* v_data = v.const_data_ptr<scalar_t>();
     scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
     scalar_t* lse_data = lse.mutable_data_ptr<scalar_t>();
-    const int64_t q_plane = g.dims * g.out_plane(), k_plane = g.dims * g.key_plane();
+    const int64_t k_plane = g.dims * g.key_plane();
     at::parallel_for(0, g.planes * g.out_h, 1, [&](int64_t begin, int64_t end) {
       Scratch<scalar_t> scratch(g);
       for (int64_t index = begin; index < end; ++index) {
         const int64_t n = index / g.out_h, y = index % g.out_h;
-        forward_row(q_data + n * q_plane, k_data + n * k_plane, v_data + n * k_plane,
+        forward_row(q_data + planes.at(n), k_data + n * k_plane, v_data + n * k_plane,
                     out_data + n * out.stride(0), lse_data + n * lse.stride(0), g, y,
                     static_cast<scalar_t>(scale), scratch);
       }
@@ -798,6 +831,7 @@ void phased_window_attention_forward_into(const at::Tensor& query, const at::Ten
 std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
     const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
     int64_t key_width, int64_t kernel_size, int64_t stride, double scale) {
+  TORCH_CHECK(query.dim() == 4, "sliding_window_attention: query must be (N, d, H, W)");
   at::Tensor out = empty_large_like(query);
   at::Tensor lse = at::empty({query.size(0), query.size(2), query.size(3)}, query.options());
   phased_window_attention_forward_into(query, key, value, key_width, kernel_size, stride,
@@ -816,23 +850,32 @@ std::tuple<at::Tensor, at::Tensor> sliding_window_attention_forward(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
-    int64_t key_width, int64_t kernel_size, int64_t stride, double scale) {
+    int64_t key_width, int64_t kernel_size, int64_t stride, double scale,
+    const std::optional<at::Tensor>& grad_query) {
   check_inputs(query, key, value, kernel_size, stride, key_width);
   TORCH_CHECK(key.size(3) == phased_width(key_width, stride),
               "sliding_window_attention_backward: phased keys of the wrong width");
-  TORCH_CHECK(grad_out.sizes() == query.sizes() && out.sizes() == query.sizes(),
-              "sliding_window_attention_backward: grad_out and out must have the "
-              "query's shape");
-  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == query.size(0) &&
-                  lse.size(1) == query.size(2) && lse.size(2) == query.size(3),
+  const at::Tensor q = has_whole_rows(query) ? query : query.contiguous();
+  const QueryPlanes planes = query_planes(q);
+  const auto& shape = planes.shape;
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(shape) && out.sizes() == at::IntArrayRef(shape),
+              "sliding_window_attention_backward: grad_out and out must be (N, d, H', W') "
+              "of the queries");
+  TORCH_CHECK(lse.dim() == 3 && lse.size(0) == shape[0] && lse.size(1) == shape[2] &&
+                  lse.size(2) == shape[3],
               "sliding_window_attention_backward: lse must be (N, H', W')");
   const at::ScalarType dtype = query.scalar_type();
   TORCH_CHECK(grad_out.scalar_type() == dtype && out.scalar_type() == dtype &&
                   lse.scalar_type() == dtype,
               "sliding_window_attention_backward: all tensors must share one dtype");
-  const at::Tensor q = query.contiguous(), k = key.contiguous(), v = value.contiguous();
+  TORCH_CHECK(!grad_query.has_value() ||
+                  (grad_query->sizes() == query.sizes() && grad_query->scalar_type() == dtype &&
+                   has_whole_rows(*grad_query)),
+              "sliding_window_attention_backward: grad_query must have the queries' shape "
+              "and whole rows");
+  const at::Tensor k = key.contiguous(), v = value.contiguous();
   const at::Tensor go = grad_out.contiguous(), o = out.contiguous(), m = lse.contiguous();
-  Geometry g = geometry(q, k, kernel_size, stride);
+  Geometry g = geometry(planes, k, kernel_size, stride);
   // Band rows with k - 1 zeros on the left and k - 1 plus a vector's lanes on the right:
   // the key-side sums read a window's width and a vector beyond the row.
   g.lead = g.kernel - 1;
@@ -840,7 +883,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
   // Per band row: the weights and logit gradients, and the blocked kernels' copies of
   // the queries and output gradients.
   const int64_t blocks = 2 * g.window() + (g.blocked_keys() ? 2 * g.dims : 0);
-  at::Tensor grad_q = empty_large_like(q);
+  // The query gradient where asked for (in place in a projection's gradient), else new.
+  at::Tensor grad_q = grad_query.has_value() ? *grad_query : empty_large_like(q);
+  const QueryPlanes grad_planes = query_planes(grad_q);
+  g.sums_stride = grad_planes.channel;
   at::Tensor grad_k = empty_large_like(k);
   at::Tensor grad_v = empty_large_like(v);
   const int64_t threads = at::get_num_threads();
@@ -886,7 +932,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
     T* gk_data = grad_k.mutable_data_ptr<T>();
     T* gv_data = grad_v.mutable_data_ptr<T>();
     const int64_t q_plane = g.dims * g.out_plane(), k_plane = g.dims * g.key_plane();
-    const T typed_scale = static_cast<T>(scale);
+    const T typed_scale = static_cast<T>(scale);  // q_plane: of grad_out and out
     // Plane n's band buffers: the weights, the logit gradients, then (blocked kernels)
     // the copies of the queries and of the output gradients.
     struct Band {
@@ -901,15 +947,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
     auto query_rows = [&](int64_t n, int64_t y_begin, int64_t first, int64_t last,
                           const Band& b, Scratch<T>& scratch) {
       for (int64_t y = y_begin + first; y < y_begin + last; ++y) {
-        backward_query_row(go_data + n * q_plane, q_data + n * q_plane, k_data + n * k_plane,
+        backward_query_row(go_data + n * q_plane, q_data + planes.at(n), k_data + n * k_plane,
                            v_data + n * k_plane, o_data + n * q_plane,
-                           lse_data + n * g.out_plane(), gq_data + n * q_plane, b.probs,
+                           lse_data + n * g.out_plane(), gq_data + grad_planes.at(n), b.probs,
                            b.dlogits, g, y, g.band_row(y, y_begin), typed_scale, scratch);
         if (!g.blocked_keys()) continue;
         for (int64_t c = 0; c < g.dims; ++c) {
           const int64_t from = n * q_plane + c * g.out_plane() + y * g.out_w;
+          const int64_t q_from = planes.at(n) + c * g.query_channel() + y * g.out_w;
           const int64_t to = g.band_at(c, g.band_row(y, y_begin));
-          std::copy(q_data + from, q_data + from + g.out_w, b.q_rows + to);
+          std::copy(q_data + q_from, q_data + q_from + g.out_w, b.q_rows + to);
           std::copy(go_data + from, go_data + from + g.out_w, b.go_rows + to);
         }
       }
@@ -918,7 +965,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
     auto key_rows = [&](int64_t n, int64_t y_begin, int64_t y_end, int64_t first,
                         int64_t last, const Band& b, Scratch<T>& scratch) {
       for (int64_t key_row = first; key_row < last; ++key_row) {
-        backward_key_row(go_data + n * q_plane, q_data + n * q_plane, b.go_rows, b.q_rows,
+        backward_key_row(go_data + n * q_plane, q_data + planes.at(n), b.go_rows, b.q_rows,
                          b.probs, b.dlogits, gk_data + n * k_plane, gv_data + n * k_plane,
                          g, key_row, y_begin, y_end, scratch);
       }
@@ -976,9 +1023,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
     const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
     int64_t kernel_size, int64_t stride, double scale) {
   check_inputs(query, key, value, kernel_size, stride, key.size(3));
+  TORCH_CHECK(query.dim() == 4, "sliding_window_attention_backward: query must be (N, d, H, W)");
   auto [grad_q, grad_k, grad_v] = phased_window_attention_backward(
       grad_out, query, phased(key, stride), phased(value, stride), out, lse, key.size(3),
-      kernel_size, stride, scale);
+      kernel_size, stride, scale, std::nullopt);
   return {grad_q, unphased(grad_k, stride, key.size(3)), unphased(grad_v, stride, key.size(3))};
 }
 

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <tuple>
 
 namespace acmix_mm {
@@ -32,15 +33,21 @@ std::tuple<at::Tensor, at::Tensor> phased_window_attention_forward(
     int64_t key_width, int64_t kernel_size, int64_t stride, double scale);
 
 // The same into `out` and `lse` of the query's shape, whose rows (not planes) must be
-// contiguous: a band of the rows of taller maps.
+// contiguous: a band of the rows of taller maps. Here and below the query may also be
+// (B, heads, d, H', W') at any strides of images, heads and channels, rows whole (read
+// in place from a projection's planes): plane n of the keys, values and outputs is then
+// b * heads + h.
 void phased_window_attention_forward_into(const at::Tensor& query, const at::Tensor& key,
                                           const at::Tensor& value, int64_t key_width,
                                           int64_t kernel_size, int64_t stride, double scale,
                                           at::Tensor& out, at::Tensor& lse);
 
+// grad_query, where given, takes the query gradient (the queries' shape, rows whole):
+// it is returned as the first gradient.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
-    int64_t key_width, int64_t kernel_size, int64_t stride, double scale);
+    int64_t key_width, int64_t kernel_size, int64_t stride, double scale,
+    const std::optional<at::Tensor>& grad_query);
 
 }  // namespace acmix_mm
