@@ -332,27 +332,85 @@ def test_acmix_layer_equals_the_official_formulation(native_on, in_channels, out
 @pytest.mark.parametrize('stride', [1, 2])
 def test_acmix_layer_reads_the_projection_as_planes_where_both_paths_do(monkeypatch,
                                                                        stride):
-    """At stride 1 the projection is written as planes, which the attention operator and
-    the convolution path on planes read as they are; at stride 2 (no planes kernel for
-    the convolution path) both read contiguous tokens. No token copy either way."""
+    """At stride 1 the projection is written as planes, which one operator reads as they
+    are for both paths (the attention plus the convolution on planes); at stride 2 (no
+    planes kernel for the convolution path) both paths read contiguous tokens. No token
+    copy either way."""
     from acmix_mm.layers import acmix as acmix_module
+    from acmix_mm.layers import attention_paths
     calls = []
-    for name in ('narrow_pieces_conv', 'pieces_conv', 'contiguous_tokens'):
-        function = getattr(acmix_module, name)
-        monkeypatch.setattr(acmix_module, name,
+    for module, name in ((acmix_module, 'narrow_pieces_conv'), (acmix_module, 'pieces_conv'),
+                         (acmix_module, 'contiguous_tokens'),
+                         (attention_paths, 'native_local_attention_plus_conv')):
+        function = getattr(module, name)
+        monkeypatch.setattr(module, name,
                             lambda *a, _f=function, _n=name: calls.append(_n) or _f(*a))
     layer = ACmix(64, 64, stride=stride)  # 16 channels a head, as ResNet-ACmix's first
     layer(torch.randn(1, 64, 12, 20, requires_grad=True)).sum().backward()
-    assert calls == (['narrow_pieces_conv'] if stride == 1 else ['pieces_conv'])
+    assert calls == (['native_local_attention_plus_conv'] if stride == 1 else ['pieces_conv'])
+
+
+def plus_conv_inputs(batch, size, dims, dtype=torch.float64):
+    """The projection (as planes), key offset and output scale of 4 heads of ``dims``
+    channels, and the convolution path's weight (4 * dims, 12, 3, 3)."""
+    inputs = fused_inputs(batch, 4, dims, size, dtype, planes=True)
+    weight = torch.randn(4 * dims, 12, 3, 3, dtype=dtype, generator=torch.Generator()
+                         .manual_seed(1)).requires_grad_()
+    return inputs + [weight]
 
 
 @needs_native
-def test_gradients_as_planes_are_summed_in_place(monkeypatch):
+@pytest.mark.parametrize('batch,size,dims', [(2, (9, 21), 4), (1, (20, 83), 16)])
+def test_attention_plus_conv_op_equals_the_two_ops_apart(batch, size, dims):
+    """ResNet-ACmix's layer at stride 1 as one operator: the output is the attention
+    operator's plus narrow_pieces_conv's of the same planes (summed as the convolution
+    stores), and the gradients are those of the two ops apart (the convolution's
+    gradient of the projection added in place to the attention's), in float64; float32
+    follows (at 20x83 the AVX-512 clones, rows read in place)."""
+    inputs = plus_conv_inputs(batch, size, dims)
+
+    def together(qkv, offset, scale, weight):
+        return ops.reflect_window_attention_plus_conv(qkv, size, 4, 7, offset, scale, weight,
+                                                      dims**-0.5)
+
+    def apart(qkv, offset, scale, weight):
+        conv = ops.narrow_pieces_conv(qkv.transpose(1, 2).unflatten(2, size), weight)
+        attention = ops.reflect_window_attention(qkv, size, 4, 7, 1, offset, scale, False,
+                                                 dims**-0.5)
+        return attention.view_as(conv) + conv
+
+    assert_same_with_gradients(together(*inputs), apart(*inputs), inputs, inputs,
+                               (1e-12, ) * 4)
+    assert_float32_follows_float64(together, inputs, 1e-4, 1e-3)
+
+
+@needs_native
+def test_attention_plus_conv_op_gradcheck_and_opcheck():
+    inputs = plus_conv_inputs(2, (4, 5), 4)
+
+    def together(*inputs):
+        return ops.reflect_window_attention_plus_conv(inputs[0], (4, 5), 4, 7, *inputs[1:],
+                                                      0.5)
+
+    assert torch.autograd.gradcheck(together, inputs)
+    singles = [x.detach().float().requires_grad_() for x in plus_conv_inputs(1, (6, 9), 4)]
+    torch.library.opcheck(torch.ops.acmix_mm.reflect_window_attention_plus_conv.default,
+                          (singles[0], singles[1], singles[2], singles[3], 4, 6, 9, 7, 0.5))
+
+
+@needs_native
+@pytest.mark.parametrize('together', [False, True])
+def test_gradients_as_planes_are_summed_in_place(monkeypatch, together):
     """The attention operator's gradient of the projection (planes) is a tensor of its
     own, not a transposed view, so autograd adds the convolution path's gradient into it
-    rather than allocating the sum; linear_of_maps' gradient of planes is one too."""
+    rather than allocating the sum (where the paths run apart); the operator of both
+    paths adds it there itself and returns that tensor; linear_of_maps' gradient of
+    planes is one too."""
     from acmix_mm.layers import acmix as acmix_module
+    from acmix_mm.layers.attention_paths import SlidingWindowAttentionPath
     from acmix_mm.ops.linear import linear_of_maps
+    if not together:
+        monkeypatch.setattr(SlidingWindowAttentionPath, 'adds_conv_for', lambda *args: False)
     seen = {}
     project = acmix_module.TokenACmix.project
 
@@ -372,6 +430,7 @@ def test_gradients_as_planes_are_summed_in_place(monkeypatch):
         nodes += [f for f, _ in node.next_functions if f is not None]
     # (keeping the gradient itself would hold a second reference, which rules the
     # in-place sum out)
+    assert ('plus_conv' in attention.name()) == together
     attention.register_hook(lambda grads, _: seen.update(
         attention=grads[0].data_ptr(), view=grads[0]._is_view()))
     out.backward(torch.randn_like(out))

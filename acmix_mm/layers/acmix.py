@@ -398,6 +398,22 @@ def conv_of_pieces(qkv, hw_shape, num_pieces, weight, bias_kernel, stride,
     return out.flatten(2).transpose(1, 2)
 
 
+def planes_conv_weight(conv_path, qkv, hw_shape, channel_major, scale=None):
+    """The grouped conv's weight of a convolution path (``ShiftConvPath``'s fused form,
+    ``FusedConvPath``) where its forward would run the native
+    :func:`~acmix_mm.ops.narrow_pieces_conv` on the projection ``qkv`` (tokens of
+    ``hw_shape``) as it lies, with no bias map: for an attention path that adds the
+    convolution path itself (its ``adds_conv_for``). Else None. ``scale`` as the path's
+    forward takes it."""
+    if not conv_path.runs_fused or channel_major:
+        return None
+    weight, bias_kernel, stride = conv_path.grouped_conv(scale)
+    maps = qkv.transpose(1, 2).unflatten(2, hw_shape)
+    if bias_kernel is not None or not narrow_pieces_conv_usable(maps, weight, stride):
+        return None
+    return weight
+
+
 def conv_of_piece_maps(maps, weight, bias_kernel, stride):
     """The convolution path as one grouped conv of NCHW maps of the projection whose
     channels are channel-major (the pieces of each channel d adjacent: the groups' own
@@ -613,9 +629,18 @@ class TokenACmix(BaseModule):
                                 self.conv_path.num_pieces).transpose(2, 3).reshape(
                                     qkv.shape)
         # alpha and beta are folded into each path's last weights (Eq. 13 without two
-        # products of the whole map, which the backward pass would keep). The attention
-        # path runs last, so its backward runs first: its larger working set is freed
-        # before the convolution path's gradient of the projection exists.
+        # products of the whole map, which the backward pass would keep). An attention
+        # path that adds the convolution path itself gets its weight (the sum and its
+        # gradient then take no passes of their own).
+        if path_qkv is qkv and getattr(self.attn_path, 'adds_conv_for', None) is not None \
+                and self.attn_path.adds_conv_for(qkv, path_channel_major):
+            conv_weight = planes_conv_weight(self.conv_path, qkv, hw_shape, conv_channel_major,
+                                             scale=self.beta)
+            if conv_weight is not None:
+                return self.attn_path(x, qkv, hw_shape, self.qkv, out_scale=self.alpha,
+                                      conv_weight=conv_weight, **path_kwargs)
+        # The attention path runs last, so its backward runs first: its larger working
+        # set is freed before the convolution path's gradient of the projection exists.
         f_conv = self.conv_path(qkv, hw_shape, path_channel_major or conv_channel_major,
                                 scale=self.beta)
         f_att = self.attn_path(x, path_qkv, hw_shape, self.qkv, out_scale=self.alpha,

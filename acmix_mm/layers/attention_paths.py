@@ -27,7 +27,13 @@ from ..ops.linear import linear_of_maps, linear_of_maps_usable
 from ..registry import ATTENTION_PATHS
 from .batch_norm import build_norm
 from .patchwise import patch_aggregate, patch_hidden
-from .sliding_window import local_attention, native_local_attention, native_usable
+from .sliding_window import (
+                             adds_conv_natively,
+                             local_attention,
+                             native_local_attention,
+                             native_local_attention_plus_conv,
+                             native_usable,
+)
 from .window_attention import partition_windows, window_attention
 
 
@@ -195,11 +201,23 @@ class SlidingWindowAttentionPath(BaseModule):
         out_pixels = -(-hw_shape[0] // self.stride) * -(-hw_shape[1] // self.stride)
         return 2 * batch * out_pixels * self.kernel_size**2 * self.embed_dims
 
-    def forward(self, x, qkv, hw_shape, projection, out_scale=None, channel_major=True):
+    def adds_conv_for(self, qkv, channel_major):
+        """Whether :meth:`forward` adds a convolution path on the projection ``qkv``
+        itself (its ``conv_weight``): the native operator of the layer at stride 1
+        (:func:`~acmix_mm.layers.sliding_window.adds_conv_natively`)."""
+        return adds_conv_natively(qkv, self.stride, channel_major)
+
+    def forward(self, x, qkv, hw_shape, projection, out_scale=None, channel_major=True,
+                conv_weight=None):
         # The native operator where it serves (it packs and pads the keys itself),
         # else blocks of queries in PyTorch. Either way the encodings are subtracted
         # from the keys and alpha applied to the values as they are gathered: no key map
-        # or scaled output map is made or kept.
+        # or scaled output map is made or kept. With conv_weight (where adds_conv_for),
+        # the operator adds the convolution path too.
+        if conv_weight is not None:
+            return native_local_attention_plus_conv(
+                qkv, hw_shape, self.num_heads, self.kernel_size,
+                self.position_encoding(hw_shape, qkv), out_scale, conv_weight)
         attention, options = local_attention, dict(block=self.block_size)
         if native_usable(qkv):
             attention, options = native_local_attention, {}

@@ -306,6 +306,33 @@ def native_usable(tensor):
     return ops.native_enabled() and tensor.device.type == 'cpu'
 
 
+def adds_conv_natively(qkv, stride, channel_major):
+    """Whether :func:`native_local_attention_plus_conv` serves the projection ``qkv``:
+    the native CPU operator, float32 or float64 without autocast, stride 1, a view of
+    planes in the projection's own order."""
+    return (stride == 1 and not channel_major and qkv.device.type == 'cpu'
+            and native_usable(qkv) and ops.sliding_window.PLUS_CONV_BUILT
+            and qkv.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled('cpu') and not qkv.is_contiguous()
+            and qkv.transpose(1, 2).is_contiguous())
+
+
+def native_local_attention_plus_conv(qkv, hw_shape, num_heads, kernel_size, key_offset,
+                                     out_scale, conv_weight):
+    """:func:`native_local_attention` at stride 1 plus ACmix's convolution path (its
+    grouped conv ``conv_weight`` on the projection's planes), in one native operator
+    (``torch.ops.acmix_mm.reflect_window_attention_plus_conv``, where
+    :func:`adds_conv_natively`): the sum and its gradient are taken as the convolution
+    stores them. Returns (B, H*W, C), a view of NCHW planes."""
+    height, width = hw_shape
+    check_map_size(height, width, kernel_size)
+    dims = qkv.shape[2] // (3 * num_heads)
+    out = ops.reflect_window_attention_plus_conv(
+        qkv, hw_shape, num_heads, kernel_size, key_offset.to(qkv.dtype),
+        out_scale.to(qkv.dtype), conv_weight, dims**-0.5)
+    return out.flatten(2).transpose(1, 2)
+
+
 def native_local_attention(qkv, hw_shape, num_heads, kernel_size=7, stride=1,
                            key_offset=None, out_scale=None, channel_major=False):
     """:func:`local_attention` as a native operator. On CPU one operator

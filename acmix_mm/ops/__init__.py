@@ -38,6 +38,7 @@ from .pieces_conv import (
 )
 from .sliding_window import (
                       reflect_window_attention,
+                      reflect_window_attention_plus_conv,
                       sliding_window_attention,
                       sliding_window_attention_reference,
 )
@@ -50,7 +51,8 @@ __all__ = [
     'patch_aggregate_reference', 'patch_hidden', 'patch_hidden_reference', 'patch_moments',
     'patch_moments_reference', 'pieces_conv', 'pieces_conv_fits', 'pieces_conv_reference',
     'pieces_conv_usable',
-    'reflect_window_attention', 'sliding_window_attention',
+    'reflect_window_attention', 'reflect_window_attention_plus_conv',
+    'sliding_window_attention',
     'sliding_window_attention_reference', 'to_channels_first', 'to_channels_last',
     'triton_enabled', 'triton_loaded', 'with_native_ops'
 ]

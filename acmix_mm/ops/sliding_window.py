@@ -15,6 +15,10 @@ from ._native import native_built, triton_loaded
 
 OP = 'acmix_mm::sliding_window_attention'
 FUSED_OP = 'acmix_mm::reflect_window_attention'
+PLUS_CONV_OP = 'acmix_mm::reflect_window_attention_plus_conv'
+# An extension built from older sources lacks the op: the two paths apart then.
+PLUS_CONV_BUILT = native_built() and hasattr(torch.ops.acmix_mm,
+                                             'reflect_window_attention_plus_conv')
 
 
 def sliding_window_attention_reference(query, key, value, kernel_size, stride, scale):
@@ -86,6 +90,36 @@ def reflect_window_attention(qkv, hw_shape, num_heads, kernel_size, stride, key_
     return torch.ops.acmix_mm.reflect_window_attention(qkv, key_offset, out_scale, num_heads,
                                                        *hw_shape, kernel_size, stride,
                                                        channel_major, scale)[0]
+
+
+def reflect_window_attention_plus_conv(qkv, hw_shape, num_heads, kernel_size, key_offset,
+                                       out_scale, conv_weight, scale):
+    """ResNet-ACmix's layer at stride 1 in one native operator (CPU): the attention of
+    :func:`reflect_window_attention` plus the convolution path
+    (:func:`~acmix_mm.ops.pieces_conv.narrow_pieces_conv` of the same projection with
+    ``conv_weight``), the sum and its gradient taken as the convolution stores them,
+    without passes of their own.
+
+    Args:
+        qkv (Tensor): The projection (B, H*W, 3*C): q, k, v heads, a view of NCHW planes
+            (B, 3*C, H, W).
+        hw_shape (tuple[int]): (H, W).
+        num_heads (int): Heads.
+        kernel_size (int): The attention's window side k.
+        key_offset (Tensor): (H*W, head_dims), subtracted from every head's keys.
+        out_scale (Tensor): One element, the factor of the attention's output.
+        conv_weight (Tensor): (C, 12, 3, 3) for q, k, v of 4 heads: the convolution
+            path's grouped conv on the projection's piece-major planes.
+        scale (float): Factor of the logits.
+
+    Returns:
+        Tensor: (B, C, H, W). Differentiable in ``qkv``, ``key_offset``, ``out_scale``
+        and ``conv_weight``.
+    """
+    return torch.ops.acmix_mm.reflect_window_attention_plus_conv(qkv, key_offset, out_scale,
+                                                                 conv_weight, num_heads,
+                                                                 *hw_shape, kernel_size,
+                                                                 scale)[0]
 
 
 def window_outputs_like(query, key, value, kernel_size, stride, lse_dtype):
@@ -197,3 +231,33 @@ if native_built():
 
     torch.library.register_autograd(FUSED_OP, _fused_backward,
                                     setup_context=_fused_setup_context)
+
+if PLUS_CONV_BUILT:
+
+    @torch.library.register_fake(PLUS_CONV_OP)
+    def _plus_conv_fake(qkv, key_offset, out_scale, conv_weight, num_heads, height, width,
+                        kernel_size, scale):
+        attention, lse = _fused_forward_fake(qkv, key_offset, out_scale, num_heads, height,
+                                             width, kernel_size, 1, False, scale)
+        out = qkv.new_empty((qkv.shape[0], conv_weight.shape[0], height, width))
+        return out, attention, lse
+
+    @torch.library.register_fake(PLUS_CONV_OP + '_backward')
+    def _plus_conv_backward_fake(grad_out, qkv, key_offset, out_scale, conv_weight, *rest):
+        return _fused_backward_fake(grad_out, qkv, key_offset, out_scale, None, None) + (
+            torch.empty_like(conv_weight), )
+
+    def _plus_conv_setup_context(ctx, inputs, output):
+        qkv, key_offset, out_scale, conv_weight, *options = inputs
+        _, attention, lse = output
+        ctx.mark_non_differentiable(attention, lse)
+        ctx.save_for_backward(qkv, key_offset, out_scale, conv_weight, attention, lse)
+        ctx.options = options
+
+    def _plus_conv_backward(ctx, grad_out, grad_attention, grad_lse):
+        grads = torch.ops.acmix_mm.reflect_window_attention_plus_conv_backward(
+            grad_out, *ctx.saved_tensors, *ctx.options)
+        return grads + (None, ) * 5
+
+    torch.library.register_autograd(PLUS_CONV_OP, _plus_conv_backward,
+                                    setup_context=_plus_conv_setup_context)

@@ -20,6 +20,7 @@
 #include <ATen/Dispatch.h>
 
 #include "large_tensors.h"
+#include "narrow_pieces_conv.h"
 #include "vectorize.h"
 
 #include <algorithm>
@@ -96,11 +97,24 @@ ACMIX_INLINE void store_first(T* dst, const vec_t<T>& v, int64_t n) {
 // 7.8 ms, where the tokens kernel, pieces_conv.cpp, took 5.2).
 constexpr int64_t kTileVectors = 4;
 
-// The first n lanes of a tile's vectors to dst (n <= the tile's pixels).
+// The first n <= L values from src in a vector, zeros after them.
 template <typename T>
-ACMIX_INLINE void store_tile(T* dst, const vec_t<T>* acc, int64_t n) {
+ACMIX_INLINE vec_t<T> load_first(const T* src, int64_t n) {
+  if (n == kLanes<T>) return load(src);
+  T lanes[kLanes<T>] = {};
+  std::copy(src, src + n, lanes);
+  return load(lanes);
+}
+
+// The first n lanes of a tile's vectors to dst (n <= the tile's pixels), plus those of
+// addend where it is given (the same offsets in a map of dst's layout).
+template <typename T>
+ACMIX_INLINE void store_tile(T* dst, const vec_t<T>* acc, int64_t n, const T* addend) {
   for (int64_t v = 0; v < kTileVectors && v * kLanes<T> < n; ++v) {
-    store_first(dst + v * kLanes<T>, acc[v], std::min(kLanes<T>, n - v * kLanes<T>));
+    const int64_t lanes = std::min(kLanes<T>, n - v * kLanes<T>);
+    vec_t<T> value = acc[v];
+    if (addend != nullptr) value += load_first(addend + v * kLanes<T>, lanes);
+    store_first(dst + v * kLanes<T>, value, lanes);
   }
 }
 
@@ -124,7 +138,7 @@ ACMIX_INLINE int64_t tile_start(const PlanesGeometry& g, bool direct, int64_t sp
 // dy, dx} w[o][p][dy][dx] * in[p * d + o / M][y + dy - 1][x + dx - 1] for x in [x0, x0 +
 // n). rows: the input rows y + dy - 1 of the block's channels.
 template <typename T>
-ACMIX_INLINE void forward_tile(const T* const* rows, const T* weight, T* out,
+ACMIX_INLINE void forward_tile(const T* const* rows, const T* weight, T* out, const T* addend,
                                const PlanesGeometry& g, int64_t y, int64_t x0, int64_t n) {
   using V = vec_t<T>;
   constexpr int64_t L = kLanes<T>, N = kTileVectors;
@@ -145,14 +159,15 @@ ACMIX_INLINE void forward_tile(const T* const* rows, const T* weight, T* out,
       }
     }
     for (int h = 0; h < kOuts; ++h) {
-      store_tile(out + (gr * kOuts + h) * g.plane() + y * g.width + x0, acc[h], n);
+      const int64_t at = (gr * kOuts + h) * g.plane() + y * g.width + x0;
+      store_tile(out + at, acc[h], n, addend == nullptr ? nullptr : addend + at);
     }
   }
 }
 
 // Column x (0 or W - 1) of forward_tile, value by value, rows read in place.
 template <typename T>
-ACMIX_INLINE void forward_edge(const T* const* rows, const T* weight, T* out,
+ACMIX_INLINE void forward_edge(const T* const* rows, const T* weight, T* out, const T* addend,
                                const PlanesGeometry& g, int64_t y, int64_t x) {
   for (int64_t o = 0; o < g.block_outputs(); ++o) {
     T sum = 0;
@@ -167,7 +182,8 @@ ACMIX_INLINE void forward_edge(const T* const* rows, const T* weight, T* out,
         }
       }
     }
-    out[o * g.plane() + y * g.width + x] = sum;
+    const int64_t at = o * g.plane() + y * g.width + x;
+    out[at] = addend == nullptr ? sum : addend[at] + sum;
   }
 }
 
@@ -176,15 +192,16 @@ ACMIX_INLINE void forward_edge(const T* const* rows, const T* weight, T* out,
 // apart from the caller's clone, for the baseline CPU.)
 template <typename T>
 ACMIX_INLINE void forward_row_impl(const T* const* rows, const T* weight, T* out,
-                                   const PlanesGeometry& g, int64_t y, bool direct) {
+                                   const T* addend, const PlanesGeometry& g, int64_t y,
+                                   bool direct) {
   constexpr int64_t span = kTileVectors * kLanes<T>;
   for (int64_t x0 = direct; x0 < g.width - direct; x0 += span) {
     const int64_t start = tile_start(g, direct, span, x0);
-    forward_tile(rows, weight, out, g, y, start, std::min(span, g.width - start));
+    forward_tile(rows, weight, out, addend, g, y, start, std::min(span, g.width - start));
   }
   if (direct) {
-    forward_edge(rows, weight, out, g, y, 0);
-    forward_edge(rows, weight, out, g, y, g.width - 1);
+    forward_edge(rows, weight, out, addend, g, y, 0);
+    forward_edge(rows, weight, out, addend, g, y, g.width - 1);
   }
 }
 
@@ -194,8 +211,8 @@ ACMIX_INLINE void forward_row_impl(const T* const* rows, const T* weight, T* out
 // outputs.
 template <typename T, int PB>
 ACMIX_INLINE void input_grad_pieces(const T* const* rows, const T* weight, T* grad_in,
-                                    const PlanesGeometry& g, int64_t y, int64_t x0, int64_t n,
-                                    int gr, int64_t p0) {
+                                    const T* addend, const PlanesGeometry& g, int64_t y,
+                                    int64_t x0, int64_t n, int gr, int64_t p0) {
   using V = vec_t<T>;
   constexpr int64_t L = kLanes<T>, N = kTileVectors;
   V acc[PB][N] = {};
@@ -214,7 +231,8 @@ ACMIX_INLINE void input_grad_pieces(const T* const* rows, const T* weight, T* gr
     }
   }
   for (int p = 0; p < PB; ++p) {
-    store_tile(grad_in + ((p0 + p) * g.dims + gr) * g.plane() + y * g.width + x0, acc[p], n);
+    const int64_t at = ((p0 + p) * g.dims + gr) * g.plane() + y * g.width + x0;
+    store_tile(grad_in + at, acc[p], n, addend == nullptr ? nullptr : addend + at);
   }
 }
 
@@ -225,18 +243,19 @@ ACMIX_INLINE void input_grad_pieces(const T* const* rows, const T* weight, T* gr
 // gradients serves six pieces), else three.
 template <typename T>
 ACMIX_INLINE void input_grad_row_impl(const T* const* rows, const T* weight, T* grad_in,
-                                      const PlanesGeometry& g, int64_t y) {
+                                      const T* addend, const PlanesGeometry& g, int64_t y) {
   constexpr int64_t span = kTileVectors * kLanes<T>;
   for (int64_t x0 = 0; x0 < g.width; x0 += span) {
     const int64_t n = std::min(span, g.width - x0);
     for (int gr = 0; gr < kGroups; ++gr) {
       if (g.pieces % 6 == 0) {
         for (int64_t p0 = 0; p0 < g.pieces; p0 += 6) {
-          input_grad_pieces<T, 6>(rows, weight, grad_in, g, y, x0, n, gr, p0);
+          input_grad_pieces<T, 6>(rows, weight, grad_in, addend, g, y, x0, n, gr, p0);
         }
       } else {
         for (int64_t p0 = 0; p0 < g.pieces; p0 += kPieceBlock) {
-          input_grad_pieces<T, kPieceBlock>(rows, weight, grad_in, g, y, x0, n, gr, p0);
+          input_grad_pieces<T, kPieceBlock>(rows, weight, grad_in, addend, g, y, x0, n, gr,
+                                            p0);
         }
       }
     }
@@ -298,12 +317,13 @@ ACMIX_INLINE void weight_grad_row_impl(const T* const* rows, const T* grads, T* 
 
 #define ACMIX_NARROW_KERNELS(T, ATTRIBUTES)                                                 \
   ATTRIBUTES void forward_row(const T* const* rows, const T* weight, T* out,               \
-                              const PlanesGeometry& g, int64_t y, bool direct) {           \
-    forward_row_impl<T>(rows, weight, out, g, y, direct);                                  \
+                              const T* addend, const PlanesGeometry& g, int64_t y,         \
+                              bool direct) {                                               \
+    forward_row_impl<T>(rows, weight, out, addend, g, y, direct);                          \
   }                                                                                        \
   ATTRIBUTES void input_grad_row(const T* const* rows, const T* weight, T* grad_in,        \
-                                 const PlanesGeometry& g, int64_t y) {                     \
-    input_grad_row_impl<T>(rows, weight, grad_in, g, y);                                   \
+                                 const T* addend, const PlanesGeometry& g, int64_t y) {    \
+    input_grad_row_impl<T>(rows, weight, grad_in, addend, g, y);                           \
   }                                                                                        \
   ATTRIBUTES void weight_grad_row(const T* const* rows, const T* grads, T* partial,        \
                                   const PlanesGeometry& g) {                               \
@@ -413,24 +433,45 @@ void for_unit_rows(const PlanesGeometry& g, int64_t begin, int64_t end, Body bod
 
 }  // namespace
 
-at::Tensor narrow_pieces_conv_forward(const at::Tensor& planes, const at::Tensor& weight) {
+// A map added to an output or input gradient as the kernels store it: (B, channels, H,
+// W) in the planes' dtype, contiguous (an undefined tensor where none).
+at::Tensor addend_of(const std::optional<at::Tensor>& addend, const PlanesGeometry& g,
+                     int64_t channels, const at::Tensor& planes, const char* what) {
+  if (!addend.has_value()) return at::Tensor();
+  TORCH_CHECK(addend->sizes() == at::IntArrayRef({g.batch, channels, g.height, g.width}) &&
+                  addend->scalar_type() == planes.scalar_type(),
+              "narrow_pieces_conv: ", what, " must be (B, ", channels,
+              ", H, W) in the planes' dtype");
+  return addend->contiguous();
+}
+
+template <typename T>
+const T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+at::Tensor narrow_pieces_conv_forward(const at::Tensor& planes, const at::Tensor& weight,
+                                      const std::optional<at::Tensor>& addend_in) {
   const PlanesGeometry g = planes_geometry(planes, weight);
   const at::Tensor in = planes.contiguous(), w = weight.contiguous();
+  const at::Tensor addend = addend_of(addend_in, g, g.outputs(), planes, "the output's addend");
   at::Tensor out = empty_large({g.batch, g.outputs(), g.height, g.width}, planes.options());
 #ifdef ACMIX_VECTORS
   AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "narrow_pieces_conv", [&] {
     const scalar_t* src = in.const_data_ptr<scalar_t>();
     const scalar_t* wd = w.const_data_ptr<scalar_t>();
     scalar_t* dst = out.mutable_data_ptr<scalar_t>();
+    const scalar_t* add = data_or_null<scalar_t>(addend);
     const int64_t block_weights = g.block_outputs() * g.pieces * 9;
     const bool direct = reads_in_place(g);
     at::parallel_for(0, g.batch * g.blocks() * g.height, 1, [&](int64_t begin, int64_t end) {
       for_unit_rows(g, begin, end, [&](int64_t b, int64_t block, int64_t first, int64_t stop) {
         const scalar_t* image = src + (b * g.channels() + block * kGroups) * g.plane();
-        scalar_t* outs = dst + (b * g.outputs() + block * g.block_outputs()) * g.plane();
+        const int64_t outs = (b * g.outputs() + block * g.block_outputs()) * g.plane();
         with_row_windows(image, g.block_channels(), kGroups, g.dims, g, first, stop, 1, direct,
                          [&](int64_t y, const scalar_t* const* rows) {
-                           forward_row(rows, wd + block * block_weights, outs, g, y, direct);
+                           forward_row(rows, wd + block * block_weights, dst + outs,
+                                       add == nullptr ? nullptr : add + outs, g, y, direct);
                          });
       });
     });
@@ -439,16 +480,20 @@ at::Tensor narrow_pieces_conv_forward(const at::Tensor& planes, const at::Tensor
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> narrow_pieces_conv_backward(const at::Tensor& grad_out,
-                                                               const at::Tensor& planes,
-                                                               const at::Tensor& weight) {
+std::tuple<at::Tensor, at::Tensor> narrow_pieces_conv_backward(
+    const at::Tensor& grad_out, const at::Tensor& planes, const at::Tensor& weight,
+    const std::optional<at::Tensor>& grad_into) {
   const PlanesGeometry g = planes_geometry(planes, weight);
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({g.batch, g.outputs(), g.height, g.width}) &&
                   grad_out.scalar_type() == planes.scalar_type(),
               "narrow_pieces_conv_backward: grad_out must be (B, 4 * d, H, W) in the planes' "
               "dtype");
   const at::Tensor in = planes.contiguous(), w = weight.contiguous(), go = grad_out.contiguous();
-  at::Tensor grad_in = empty_large_like(in);
+  TORCH_CHECK(!grad_into.has_value() || grad_into->is_contiguous(),
+              "narrow_pieces_conv_backward: the gradient to add to must be contiguous");
+  const at::Tensor addend =
+      addend_of(grad_into, g, g.channels(), planes, "the gradient to add to");
+  at::Tensor grad_in = addend.defined() ? addend : empty_large_like(in);
   // Weight-gradient lane sums per chunk of rows and block, added in order: the same
   // result on every run whatever the threads. 32 chunks of work in all (fewer chunks
   // of more blocks).
@@ -462,6 +507,7 @@ std::tuple<at::Tensor, at::Tensor> narrow_pieces_conv_backward(const at::Tensor&
     const scalar_t* wd = w.const_data_ptr<scalar_t>();
     const scalar_t* gd = go.const_data_ptr<scalar_t>();
     scalar_t* gi = grad_in.mutable_data_ptr<scalar_t>();
+    const scalar_t* add = data_or_null<scalar_t>(addend);
     scalar_t* part = partials.mutable_data_ptr<scalar_t>();
     const int64_t block_weights = g.block_outputs() * g.pieces * 9;
     at::parallel_for(0, g.batch * g.blocks() * g.height, 1, [&](int64_t begin, int64_t end) {
@@ -469,9 +515,9 @@ std::tuple<at::Tensor, at::Tensor> narrow_pieces_conv_backward(const at::Tensor&
         const scalar_t* grads = gd + (b * g.outputs() + block * g.block_outputs()) * g.plane();
         with_row_windows(grads, g.block_outputs(), g.block_outputs(), 0, g, first, stop, -1,
                          false, [&](int64_t y, const scalar_t* const* window) {
-                           input_grad_row(window, wd + block * block_weights,
-                                          gi + (b * g.channels() + block * kGroups) * g.plane(),
-                                          g, y);
+                           const int64_t at = (b * g.channels() + block * kGroups) * g.plane();
+                           input_grad_row(window, wd + block * block_weights, gi + at,
+                                          add == nullptr ? nullptr : add + at, g, y);
                          });
       });
     });
@@ -516,6 +562,11 @@ TORCH_LIBRARY_FRAGMENT(acmix_mm, m) {
 }
 
 TORCH_LIBRARY_IMPL(acmix_mm, CPU, m) {
-  m.impl("narrow_pieces_conv", &acmix_mm::narrow_pieces_conv_forward);
-  m.impl("narrow_pieces_conv_backward", &acmix_mm::narrow_pieces_conv_backward);
+  m.impl("narrow_pieces_conv", [](const at::Tensor& planes, const at::Tensor& weight) {
+    return acmix_mm::narrow_pieces_conv_forward(planes, weight, std::nullopt);
+  });
+  m.impl("narrow_pieces_conv_backward",
+         [](const at::Tensor& grad_out, const at::Tensor& planes, const at::Tensor& weight) {
+           return acmix_mm::narrow_pieces_conv_backward(grad_out, planes, weight, std::nullopt);
+         });
 }

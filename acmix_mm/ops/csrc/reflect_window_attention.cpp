@@ -15,6 +15,7 @@
 #include <ATen/Dispatch.h>
 
 #include "large_tensors.h"
+#include "narrow_pieces_conv.h"
 #include "sliding_window_attention.h"
 #include "vectorize.h"
 
@@ -841,6 +842,48 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
   return {grad_qkv, grad_offset, grad_scale};
 }
 
+// ResNet-ACmix's layer at stride 1 as one operator, from a projection that is a view of
+// planes in its own order (q, k, v heads): the attention path (above) plus the
+// convolution path (narrow_pieces_conv, which reads the same planes), the two summed as
+// the convolution stores its output; in the backward pass the convolution's gradient of
+// the projection is added as it is stored, in place, to the attention's. So neither sum
+// takes a pass over the maps of its own. Returns the sum (B, C, H, W) and, for the
+// backward pass, the attention's output and log-sum-exp.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_plus_conv_forward(
+    const at::Tensor& qkv, const at::Tensor& key_offset, const at::Tensor& out_scale,
+    const at::Tensor& conv_weight, int64_t num_heads, int64_t height, int64_t width,
+    int64_t kernel_size, double scale) {
+  const Layout l = layout(qkv, num_heads, height, width, kernel_size, 1, false);
+  TORCH_CHECK(l.from_planes,
+              "reflect_window_attention_plus_conv: qkv must be a view of planes (B, 3C, H*W)");
+  auto [attention, lse] = reflect_window_attention_forward(
+      qkv, key_offset, out_scale, num_heads, height, width, kernel_size, 1, false, scale);
+  const at::Tensor maps = qkv.transpose(1, 2).unflatten(2, {height, width});
+  at::Tensor out = narrow_pieces_conv_forward(
+      maps, conv_weight, attention.view({l.batch, l.heads * l.dims, height, width}));
+  return {out, attention, lse};
+}
+
+// The gradients of the projection (planes, as the projection), the key offset, the
+// attention's output scale and the convolution's weight.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+reflect_window_attention_plus_conv_backward(
+    const at::Tensor& grad_out, const at::Tensor& qkv, const at::Tensor& key_offset,
+    const at::Tensor& out_scale, const at::Tensor& conv_weight, const at::Tensor& attention,
+    const at::Tensor& lse, int64_t num_heads, int64_t height, int64_t width,
+    int64_t kernel_size, double scale) {
+  const at::Tensor go = grad_out.contiguous();  // once for both paths
+  auto [grad_qkv, grad_offset, grad_scale] = reflect_window_attention_backward(
+      go.view(attention.sizes()), qkv, key_offset, out_scale, attention, lse, num_heads,
+      height, width, kernel_size, 1, false, scale);
+  const at::Tensor maps = qkv.transpose(1, 2).unflatten(2, {height, width});
+  // grad_qkv, a tensor of its own (not a view: see large_tensors.h), takes the sum.
+  const at::Tensor grad_weight =
+      std::get<1>(narrow_pieces_conv_backward(
+          go, maps, conv_weight, grad_qkv.transpose(1, 2).unflatten(2, {height, width})));
+  return {grad_qkv, grad_offset, grad_scale, grad_weight};
+}
+
 }  // namespace acmix_mm
 
 TORCH_LIBRARY_FRAGMENT(acmix_mm, m) {
@@ -848,6 +891,15 @@ TORCH_LIBRARY_FRAGMENT(acmix_mm, m) {
       "reflect_window_attention(Tensor qkv, Tensor key_offset, Tensor out_scale, "
       "int num_heads, int height, int width, int kernel_size, int stride, "
       "bool channel_major, float scale) -> (Tensor, Tensor)");
+  m.def(
+      "reflect_window_attention_plus_conv(Tensor qkv, Tensor key_offset, Tensor out_scale, "
+      "Tensor conv_weight, int num_heads, int height, int width, int kernel_size, "
+      "float scale) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "reflect_window_attention_plus_conv_backward(Tensor grad_out, Tensor qkv, "
+      "Tensor key_offset, Tensor out_scale, Tensor conv_weight, Tensor attention, "
+      "Tensor lse, int num_heads, int height, int width, int kernel_size, float scale) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "reflect_window_attention_backward(Tensor grad_out, Tensor qkv, Tensor key_offset, "
       "Tensor out_scale, Tensor out, Tensor lse, int num_heads, int height, int width, "
@@ -858,4 +910,8 @@ TORCH_LIBRARY_FRAGMENT(acmix_mm, m) {
 TORCH_LIBRARY_IMPL(acmix_mm, CPU, m) {
   m.impl("reflect_window_attention", &acmix_mm::reflect_window_attention_forward);
   m.impl("reflect_window_attention_backward", &acmix_mm::reflect_window_attention_backward);
+  m.impl("reflect_window_attention_plus_conv",
+         &acmix_mm::reflect_window_attention_plus_conv_forward);
+  m.impl("reflect_window_attention_plus_conv_backward",
+         &acmix_mm::reflect_window_attention_plus_conv_backward);
 }
