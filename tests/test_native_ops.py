@@ -360,14 +360,28 @@ def plus_conv_inputs(batch, size, dims, dtype=torch.float64):
 
 
 @needs_native
-@pytest.mark.parametrize('batch,size,dims', [(2, (9, 21), 4), (1, (20, 83), 16)])
-def test_attention_plus_conv_op_equals_the_two_ops_apart(batch, size, dims):
+@pytest.mark.parametrize('batch,size,dims,threads', [(2, (9, 21), 4, None),
+                                                     (1, (20, 83), 16, None),
+                                                     (1, (12, 40), 8, 8)])
+def test_attention_plus_conv_op_equals_the_two_ops_apart(batch, size, dims, threads):
     """ResNet-ACmix's layer at stride 1 as one operator: the output is the attention
     operator's plus narrow_pieces_conv's of the same planes (summed as the convolution
     stores), and the gradients are those of the two ops apart (the convolution's
     gradient of the projection added in place to the attention's), in float64; float32
-    follows (at 20x83 the AVX-512 clones, rows read in place)."""
+    follows (at 20x83 the AVX-512 clones, rows read in place). With more threads than
+    planes the attention's backward runs in bands, the query gradient written in place
+    all the same."""
     inputs = plus_conv_inputs(batch, size, dims)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        check_attention_plus_conv(inputs, size, dims)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def check_attention_plus_conv(inputs, size, dims):
+    """The one operator against the attention operator plus narrow_pieces_conv."""
 
     def together(qkv, offset, scale, weight):
         return ops.reflect_window_attention_plus_conv(qkv, size, 4, 7, offset, scale, weight,
