@@ -412,7 +412,9 @@ void with_row_windows(const T* planes, int64_t count, int64_t run, int64_t step,
         padded_rows(planes, count, run, step, r, g, rows_of_slot);
         held[slot] = r;
       }
-      for (int64_t c = 0; c < count; ++c) rows[dy * count + c] = rows_of_slot + c * g.pitch + g.lead;
+      for (int64_t c = 0; c < count; ++c) {
+        rows[dy * count + c] = rows_of_slot + c * g.pitch + g.lead;
+      }
     }
     // the next y's new row: y + 2 either way
     if (y + 1 < end) prefetch_rows(planes, count, run, step, y + 2, g);

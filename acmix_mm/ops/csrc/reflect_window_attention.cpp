@@ -43,7 +43,7 @@ struct Layout {
   int64_t pixels() const { return height * width; }
   int64_t columns() const { return 3 * heads * dims; }
   // Whether the attention reads the queries where they lie, the projection's first C
-  // planes (query_planes), and writes their gradient there: planes in the projection's
+  // planes (query_view), and writes their gradient there: planes in the projection's
   // own order, at stride 1.
   bool queries_in_place() const { return from_planes && !channel_major && stride == 1; }
   int64_t planes() const { return batch * heads; }
@@ -728,7 +728,7 @@ void check_extras(const at::Tensor& qkv, const at::Tensor& key_offset,
 }
 
 // The projection's (or its gradient's) query planes as (B, heads, d, H, W), a view.
-at::Tensor query_planes(const at::Tensor& qkv, const Layout& l) {
+at::Tensor query_view(const at::Tensor& qkv, const Layout& l) {
   return qkv.transpose(1, 2)
       .narrow(1, 0, l.heads * l.dims)
       .unflatten(2, {l.height, l.width})
@@ -744,12 +744,12 @@ struct Packed {
   at::Tensor query, key, value;
 };
 
-// The packed planes of rows r; the queries the rows of query_planes where read in place.
+// The packed planes of rows r; the queries the rows of query_view where read in place.
 Packed pack_tensors(const at::Tensor& qkv, const at::Tensor& key_offset,
                     const at::Tensor& out_scale, const Layout& l, const Rows& r) {
   const auto options = qkv.options();
   Packed packed{l.queries_in_place()
-                    ? query_planes(qkv, l).narrow(3, r.first_query, r.queries)
+                    ? query_view(qkv, l).narrow(3, r.first_query, r.queries)
                     : empty_large({l.planes(), l.dims, r.queries, l.out_w}, options),
                 empty_large({l.planes(), l.dims, r.keys, l.key_w()}, options),
                 empty_large({l.planes(), l.dims, r.keys, l.key_w()}, options)};
@@ -817,7 +817,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
   std::optional<at::Tensor> grad_query;
   if (l.queries_in_place()) {
     grad_qkv = empty_large_tokens(l.batch, l.pixels(), l.columns(), true, qkv.options());
-    grad_query = query_planes(grad_qkv, l);
+    grad_query = query_view(grad_qkv, l);
   }
   const auto grads =
       phased_window_attention_backward(grad_out, p.query, p.key, p.value, out, lse, l.padded_w,
