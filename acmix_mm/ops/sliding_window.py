@@ -251,10 +251,14 @@ if PLUS_CONV_BUILT:
         qkv, key_offset, out_scale, conv_weight, *options = inputs
         _, attention, lse = output
         ctx.mark_non_differentiable(attention, lse)
+        # No zero map made for the attention's gradient (17 MB at 64 channels, 200x336).
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(qkv, key_offset, out_scale, conv_weight, attention, lse)
         ctx.options = options
 
     def _plus_conv_backward(ctx, grad_out, grad_attention, grad_lse):
+        if grad_out is None:
+            return (None, ) * 9
         grads = torch.ops.acmix_mm.reflect_window_attention_plus_conv_backward(
             grad_out, *ctx.saved_tensors, *ctx.options)
         return grads + (None, ) * 5
