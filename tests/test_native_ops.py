@@ -248,6 +248,38 @@ def test_fused_op_in_bands_equals_whole_planes(stride, planes):
 
 
 @needs_native
+@pytest.mark.parametrize('stride,threads', [(1, 1), (2, 1), (1, 3), (2, 8)])
+def test_fused_op_gradients_take_the_place_of_its_packed_keys(stride, threads):
+    """With whole planes a thread (no more threads than planes), the backward pass
+    writes each key row's gradients over its packed keys and values once no query row
+    reads them (with more threads, in bands, it does not); the gradients are the PyTorch
+    formulation's in float64 all the same."""
+    size, heads, dims = (11, 14), 2, 4
+    inputs = fused_inputs(2, heads, dims, size, planes=True)
+
+    def fused(qkv, offset, scale):
+        return torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, heads, *size,
+                                                           7, stride, False, dims**-0.5)[0]
+
+    def whole(qkv, offset, scale):
+        return sliding_window._padded_window_attention(qkv, size, heads, 7, stride, offset,
+                                                       scale, False)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = fused(*inputs)
+        grad = torch.randn_like(got)
+        ours = torch.autograd.grad(got, inputs, grad)
+    finally:
+        torch.set_num_threads(previous)
+    expected = whole(*inputs)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for mine, theirs in zip(ours, torch.autograd.grad(expected, inputs, grad)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-10)
+
+
+@needs_native
 @pytest.mark.parametrize('stride,size,channel_major', [(1, (9, 21), False), (2, (7, 8), True),
                                                         (1, (20, 40), False)])
 def test_fused_op_reads_planes_as_it_reads_tokens(stride, size, channel_major):

@@ -821,7 +821,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> reflect_window_attention_backward
   }
   const auto grads =
       phased_window_attention_backward(grad_out, p.query, p.key, p.value, out, lse, l.padded_w,
-                                       kernel_size, stride, scale, grad_query);
+                                       kernel_size, stride, scale, grad_query, true);
   p = Packed{};
   if (!grad_qkv.defined()) {
     grad_qkv = empty_large_tokens(l.batch, l.pixels(), l.columns(), l.from_planes, qkv.options());

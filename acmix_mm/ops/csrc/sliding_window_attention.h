@@ -43,11 +43,12 @@ void phased_window_attention_forward_into(const at::Tensor& query, const at::Ten
                                           at::Tensor& out, at::Tensor& lse);
 
 // grad_query, where given, takes the query gradient (the queries' shape, rows whole):
-// it is returned as the first gradient.
+// it is returned as the first gradient. With overwrite_key_value, the key and value
+// planes (the caller's own scratch) may take their gradients in place.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
     int64_t key_width, int64_t kernel_size, int64_t stride, double scale,
-    const std::optional<at::Tensor>& grad_query);
+    const std::optional<at::Tensor>& grad_query, bool overwrite_key_value = false);
 
 }  // namespace acmix_mm
