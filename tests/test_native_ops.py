@@ -229,6 +229,14 @@ def test_fused_op_in_bands_equals_whole_planes(stride, planes):
     and their gradient written in place."""
     size, heads, dims = (176, 184), 4, 16
     inputs = fused_inputs(1, heads, dims, size, planes=planes)
+    fused, whole = fused_and_whole(size, heads, dims, stride)
+    check_fused_equals_whole(fused, whole, inputs)
+    assert_float32_follows_float64(fused, inputs, 1e-5, 1e-3)
+
+
+def fused_and_whole(size, heads, dims, stride):
+    """The fused op (kernel 7, piece-major projection) and the PyTorch formulation on the
+    planes padded whole, each as f(qkv, offset, scale)."""
 
     def fused(qkv, offset, scale):
         return torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, heads, *size,
@@ -238,13 +246,23 @@ def test_fused_op_in_bands_equals_whole_planes(stride, planes):
         return sliding_window._padded_window_attention(qkv, size, heads, 7, stride, offset,
                                                        scale, False)
 
-    expected, got = whole(*inputs), fused(*inputs)
+    return fused, whole
+
+
+def check_fused_equals_whole(fused, whole, inputs, threads=None):
+    """Outputs and gradients of the two in float64, the fused op run on ``threads``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        got = fused(*inputs)
+        grad = torch.randn_like(got)
+        ours = torch.autograd.grad(got, inputs, grad)
+    finally:
+        torch.set_num_threads(previous)
+    expected = whole(*inputs)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    grad = torch.randn_like(expected)
-    for ours, theirs in zip(torch.autograd.grad(got, inputs, grad),
-                            torch.autograd.grad(expected, inputs, grad)):
-        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
-    assert_float32_follows_float64(fused, inputs, 1e-5, 1e-3)
+    for mine, theirs in zip(ours, torch.autograd.grad(expected, inputs, grad)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-10)
 
 
 @needs_native
@@ -256,27 +274,7 @@ def test_fused_op_gradients_take_the_place_of_its_packed_keys(stride, threads):
     formulation's in float64 all the same."""
     size, heads, dims = (11, 14), 2, 4
     inputs = fused_inputs(2, heads, dims, size, planes=True)
-
-    def fused(qkv, offset, scale):
-        return torch.ops.acmix_mm.reflect_window_attention(qkv, offset, scale, heads, *size,
-                                                           7, stride, False, dims**-0.5)[0]
-
-    def whole(qkv, offset, scale):
-        return sliding_window._padded_window_attention(qkv, size, heads, 7, stride, offset,
-                                                       scale, False)
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        got = fused(*inputs)
-        grad = torch.randn_like(got)
-        ours = torch.autograd.grad(got, inputs, grad)
-    finally:
-        torch.set_num_threads(previous)
-    expected = whole(*inputs)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    for mine, theirs in zip(ours, torch.autograd.grad(expected, inputs, grad)):
-        torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-10)
+    check_fused_equals_whole(*fused_and_whole(size, heads, dims, stride), inputs, threads)
 
 
 @needs_native
