@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include "batched_transpose.h"
 #include "large_tensors.h"
 #include "vectorize.h"
 
