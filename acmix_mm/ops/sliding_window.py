@@ -237,10 +237,10 @@ if PLUS_CONV_BUILT:
     @torch.library.register_fake(PLUS_CONV_OP)
     def _plus_conv_fake(qkv, key_offset, out_scale, conv_weight, num_heads, height, width,
                         kernel_size, scale):
-        attention, lse = _fused_forward_fake(qkv, key_offset, out_scale, num_heads, height,
-                                             width, kernel_size, 1, False, scale)
+        _, lse = _fused_forward_fake(qkv, key_offset, out_scale, num_heads, height, width,
+                                     kernel_size, 1, False, scale)
         out = qkv.new_empty((qkv.shape[0], conv_weight.shape[0], height, width))
-        return out, attention, lse
+        return out, lse
 
     @torch.library.register_fake(PLUS_CONV_OP + '_backward')
     def _plus_conv_backward_fake(grad_out, qkv, key_offset, out_scale, conv_weight, *rest):
@@ -249,16 +249,13 @@ if PLUS_CONV_BUILT:
 
     def _plus_conv_setup_context(ctx, inputs, output):
         qkv, key_offset, out_scale, conv_weight, *options = inputs
-        _, attention, lse = output
-        ctx.mark_non_differentiable(attention, lse)
-        # No zero map made for the attention's gradient (17 MB at 64 channels, 200x336).
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(qkv, key_offset, out_scale, conv_weight, attention, lse)
+        _, lse = output
+        ctx.mark_non_differentiable(lse)
+        # The attention's output is not kept: the backward pass needs its weights only.
+        ctx.save_for_backward(qkv, key_offset, out_scale, conv_weight, lse)
         ctx.options = options
 
-    def _plus_conv_backward(ctx, grad_out, grad_attention, grad_lse):
-        if grad_out is None:
-            return (None, ) * 9
+    def _plus_conv_backward(ctx, grad_out, grad_lse):
         grads = torch.ops.acmix_mm.reflect_window_attention_plus_conv_backward(
             grad_out, *ctx.saved_tensors, *ctx.options)
         return grads + (None, ) * 5

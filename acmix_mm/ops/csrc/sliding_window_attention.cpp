@@ -89,6 +89,33 @@ ACMIX_INLINE void add_products(T* __restrict acc, const T* __restrict a,
 }
 
 // The attention weights of one window offset, recomputed from the scaled logits and the
+// log-sum-exp, stored and their products with the weights' gradients dP added to D
+// (delta): D = sum_j P_j dP_j = dO . O, where the output is not kept.
+template <typename T>
+ACMIX_INLINE void weights_and_delta(const T* __restrict logits, const T* __restrict grads,
+                                    const T* __restrict lse, T* __restrict delta,
+                                    T* __restrict weights_out, T scale, int64_t n) {
+  for (int64_t t = 0; t < n; ++t) {
+    const T weight = exp_of(logits[t] * scale - lse[t]);
+    weights_out[t] = weight;
+    delta[t] += weight * grads[t];
+  }
+}
+
+// The gradients of the raw logits of one window offset from its stored weights:
+// weight * (dP - D) * scale.
+template <typename T>
+ACMIX_INLINE void logit_grads(T* __restrict grads, const T* __restrict weights,
+                              const T* __restrict delta, T* __restrict grads_out, T scale,
+                              int64_t n) {
+  for (int64_t t = 0; t < n; ++t) {
+    const T grad = weights[t] * (grads[t] - delta[t]) * scale;
+    grads_out[t] = grad;
+    grads[t] = grad;
+  }
+}
+
+// The attention weights of one window offset, recomputed from the scaled logits and the
 // log-sum-exp, and the gradients of the raw logits: weight * (dP - D) * scale.
 template <typename T>
 ACMIX_INLINE void weights_and_grads(const T* __restrict logits, T* __restrict grads,
@@ -611,17 +638,29 @@ ACMIX_INLINE void backward_query_row_impl(const T* grad_out, const T* q, const T
     T* dp = s.grads.data();
     window_dots(p, q, g.query_channel(), k, g, y, x0, n, s);
     window_dots(dp, grad_out, g.out_plane(), v, g, y, x0, n, s);
-    // D = sum_c dO * O, the weights' share of each logit gradient.
+    // D = sum_c dO * O, the weights' share of each logit gradient; without the output,
+    // sum_j P_j dP_j (the same), the weights first.
     T* delta = s.row.data();
     std::fill(delta, delta + n, T(0));
-    for (int64_t c = 0; c < g.dims; ++c) {
-      const int64_t at = c * g.out_plane() + y * g.out_w + x0;
-      add_products(delta, grad_out + at, out + at, n);
-    }
-    for (int64_t w = 0; w < g.window(); ++w) {
-      const int64_t at = g.band_at(w, band_row) + x0;
-      weights_and_grads(p + w * kTile, dp + w * kTile, lse + y * g.out_w + x0, delta,
-                        probs + at, dlogits + at, scale, n);
+    if (out == nullptr) {
+      for (int64_t w = 0; w < g.window(); ++w) {
+        weights_and_delta(p + w * kTile, dp + w * kTile, lse + y * g.out_w + x0, delta,
+                          probs + g.band_at(w, band_row) + x0, scale, n);
+      }
+      for (int64_t w = 0; w < g.window(); ++w) {
+        const int64_t at = g.band_at(w, band_row) + x0;
+        logit_grads(dp + w * kTile, probs + at, delta, dlogits + at, scale, n);
+      }
+    } else {
+      for (int64_t c = 0; c < g.dims; ++c) {
+        const int64_t at = c * g.out_plane() + y * g.out_w + x0;
+        add_products(delta, grad_out + at, out + at, n);
+      }
+      for (int64_t w = 0; w < g.window(); ++w) {
+        const int64_t at = g.band_at(w, band_row) + x0;
+        weights_and_grads(p + w * kTile, dp + w * kTile, lse + y * g.out_w + x0, delta,
+                          probs + at, dlogits + at, scale, n);
+      }
     }
     window_sums(grad_q, dp, k, g, y, x0, n, s);
   }
@@ -910,15 +949,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
   const at::Tensor q = has_whole_rows(query) ? query : query.contiguous();
   const QueryPlanes planes = query_planes(q);
   const auto& shape = planes.shape;
-  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(shape) && out.sizes() == at::IntArrayRef(shape),
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(shape) &&
+                  (!out.defined() || out.sizes() == at::IntArrayRef(shape)),
               "sliding_window_attention_backward: grad_out and out must be (N, d, H', W') "
               "of the queries");
   TORCH_CHECK(lse.dim() == 3 && lse.size(0) == shape[0] && lse.size(1) == shape[2] &&
                   lse.size(2) == shape[3],
               "sliding_window_attention_backward: lse must be (N, H', W')");
   const at::ScalarType dtype = query.scalar_type();
-  TORCH_CHECK(grad_out.scalar_type() == dtype && out.scalar_type() == dtype &&
-                  lse.scalar_type() == dtype,
+  TORCH_CHECK(grad_out.scalar_type() == dtype &&
+                  (!out.defined() || out.scalar_type() == dtype) && lse.scalar_type() == dtype,
               "sliding_window_attention_backward: all tensors must share one dtype");
   TORCH_CHECK(!grad_query.has_value() ||
                   (grad_query->sizes() == query.sizes() && grad_query->scalar_type() == dtype &&
@@ -926,7 +966,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
               "sliding_window_attention_backward: grad_query must have the queries' shape "
               "and whole rows");
   const at::Tensor k = key.contiguous(), v = value.contiguous();
-  const at::Tensor go = grad_out.contiguous(), o = out.contiguous(), m = lse.contiguous();
+  const at::Tensor go = grad_out.contiguous(), m = lse.contiguous();
+  const at::Tensor o = out.defined() ? out.contiguous() : out;
   Geometry g = geometry(planes, k, kernel_size, stride);
   // Band rows with k - 1 zeros on the left and k - 1 plus a vector's lanes on the right:
   // the key-side sums read a window's width and a vector beyond the row.
@@ -983,7 +1024,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
     const T* k_data = k.const_data_ptr<T>();
     const T* v_data = v.const_data_ptr<T>();
     const T* go_data = go.const_data_ptr<T>();
-    const T* o_data = o.const_data_ptr<T>();
+    const T* o_data = o.defined() ? o.const_data_ptr<T>() : nullptr;
     const T* lse_data = m.const_data_ptr<T>();
     T* gq_data = grad_q.mutable_data_ptr<T>();
     T* gk_data = grad_k.mutable_data_ptr<T>();
@@ -1005,7 +1046,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
                           const Band& b, Scratch<T>& scratch) {
       for (int64_t y = y_begin + first; y < y_begin + last; ++y) {
         backward_query_row(go_data + n * q_plane, q_data + planes.at(n), k_data + n * k_plane,
-                           v_data + n * k_plane, o_data + n * q_plane,
+                           v_data + n * k_plane, o_data ? o_data + n * q_plane : nullptr,
                            lse_data + n * g.out_plane(), gq_data + grad_planes.at(n), b.probs,
                            b.dlogits, g, y, g.band_row(y, y_begin), typed_scale, scratch);
         if (!g.blocked_keys()) continue;

@@ -44,7 +44,9 @@ void phased_window_attention_forward_into(const at::Tensor& query, const at::Ten
 
 // grad_query, where given, takes the query gradient (the queries' shape, rows whole):
 // it is returned as the first gradient. With overwrite_key_value, the key and value
-// planes (the caller's own scratch) may take their gradients in place.
+// planes (the caller's own scratch) may take their gradients in place. An undefined
+// `out` (the forward's output not kept) has the weights' share of the logit gradients
+// taken from the weights themselves.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> phased_window_attention_backward(
     const at::Tensor& grad_out, const at::Tensor& query, const at::Tensor& key,
     const at::Tensor& value, const at::Tensor& out, const at::Tensor& lse,
