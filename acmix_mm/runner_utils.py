@@ -127,16 +127,24 @@ def build_runner(cfg):
 
 
 def finish_distributed():
-    """End a distributed run together: wait for every process, then close the group.
+    """End a distributed run together: wait for every process, close the group, and
+    free it while the interpreter is whole.
 
     A process that exits while another is still in a collective (the last evaluation
     gathers results) aborts in gloo's threads ("terminate called without an active
-    exception", exit status -6), and torchrun reports the run as failed.
+    exception", exit status -6), and torchrun reports the run as failed. So does one
+    whose group outlives ``destroy_process_group``: the runner's distributed wrapper
+    holds it inside reference cycles, and gloo's threads then end during the
+    interpreter's teardown (about one run in 30). Call this once the runner is
+    released; collecting the cycles joins those threads here.
     """
+    import gc
+
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def init_scope(cfg):
@@ -474,13 +482,15 @@ def _one_line(err):
 
 def run_with_clear_errors(body):
     """Run a tool's work; bad input ends with one line on stderr and exit status 1
-    (128 + the signal for Ctrl-C and SIGTERM).
+    (128 + the signal for Ctrl-C and SIGTERM). A distributed run that succeeded ends
+    with :func:`finish_distributed` once the work (and its runner) is released.
 
     Returns:
         int: the exit status (0 on success).
     """
     try:
         body()
+        finish_distributed()
     except USER_ERRORS as err:
         print(f'error: {_one_line(err)}', file=sys.stderr)
         return getattr(err, 'exit_status', 1)

@@ -54,6 +54,43 @@ def free_port():
         return sock.getsockname()[1]
 
 
+# Imported first by each process of a distributed run (sitecustomize), so its exit
+# handler runs last: it names the threads still running. gloo's threads that end in
+# the interpreter's teardown abort a run now and then (exit status -6).
+_THREADS_AT_EXIT = """import atexit, os
+def report():
+    names = [open(f'/proc/self/task/{t}/comm').read().strip()
+             for t in os.listdir('/proc/self/task')]
+    line = f'threads at exit of rank {os.environ.get("RANK")} {sorted(names)}\\n'
+    os.write(2, line.encode())  # one write: the ranks' lines do not interleave
+atexit.register(report)
+"""
+
+
+def distributed_env(tmp_path):
+    """The environment for tools/dist_*.sh: this Python, a free port, and the report
+    of the threads each process leaves at exit (see :func:`threads_left_at_exit`)."""
+    site = osp.join(str(tmp_path), 'site')
+    os.makedirs(site, exist_ok=True)
+    with open(osp.join(site, 'sitecustomize.py'), 'w') as f:
+        f.write(_THREADS_AT_EXIT)
+    path = os.pathsep.join(filter(None, [site, os.environ.get('PYTHONPATH')]))
+    return dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), PYTHONPATH=path)
+
+
+def threads_left_at_exit(stderr):
+    """{rank: names of its threads at exit} from a run started with distributed_env."""
+    import re
+    return dict(re.findall(r'threads at exit of rank (\d+) (\[[^]]*\])', stderr))
+
+
+def assert_group_freed_before_exit(stderr, world_size=2):
+    """Every process reported its threads at exit, and no gloo thread was left."""
+    threads = threads_left_at_exit(stderr)
+    assert sorted(threads) == [str(rank) for rank in range(world_size)], stderr[-3000:]
+    assert not {rank: names for rank, names in threads.items() if 'gloo' in names}, threads
+
+
 def load_script(relative_path):
     """A script of the repository (tools/, benchmarks/: not packages) as a module."""
     name = osp.splitext(osp.basename(relative_path))[0]

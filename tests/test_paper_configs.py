@@ -4,18 +4,16 @@ data. One config per backbone family and per head type; the only changes are wha
 user with other data changes: data roots and classes, no ImageNet weights, one
 epoch or iteration, and every score kept so that evaluation has detections to score.
 """
-import os
 import os.path as osp
 import platform
 import re
 import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import ROOT, free_port, run_tool
+from conftest import ROOT, assert_group_freed_before_exit, distributed_env, run_tool
 
 DEMO_CLASSES = ('circle', 'square', 'triangle')
 PAPER_CONFIGS = [
@@ -96,14 +94,14 @@ def test_syncbn_paper_config_trains_over_two_cpu_processes(sync_bn, tiny_demo_da
     config = tmp_path / 'sem_fpn_pvt_acmix_t_40k.py'
     small_data_config('sem_fpn_pvt_acmix_t_40k.py', tiny_demo_data, config)
     work_dir = tmp_path / 'work'
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
     proc = subprocess.run(
         ['bash', 'tools/dist_train.sh', str(config), '2', '--sync-bn', sync_bn,
          '--work-dir', str(work_dir), '--cfg-options', 'train_dataloader.batch_size=1',
          'train_cfg.max_iters=2', 'train_cfg.val_interval=2'],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        cwd=ROOT, env=distributed_env(tmp_path), capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert 'GPU number: 2' in log and 'Iter(train) [2/2]' in log
     assert re.search(r'mIoU: [0-9.]+', log)
     assert osp.isfile(work_dir / 'iter_2.pth')
+    assert_group_freed_before_exit(proc.stderr)

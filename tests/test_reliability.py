@@ -4,7 +4,6 @@ import os.path as osp
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ import torch
 import acmix_mm  # noqa: F401
 from acmix_mm.backbones import AttNet, PVTACmix, ResNetACmix, SANACmix, SwinACmix
 
-from conftest import ROOT, free_port, load_script, run_tool
+from conftest import ROOT, assert_group_freed_before_exit, distributed_env, load_script, run_tool
 from test_tools import DEMO, demo_data_options
 
 
@@ -27,12 +26,11 @@ def iteration_losses(log):
 
 def test_two_process_distributed_training(tiny_demo_data, tmp_path):
     work_dir = str(tmp_path / 'dist')
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
     proc = subprocess.run(
         ['bash', 'tools/dist_train.sh', DEMO, '2', '--sync-bn', 'torch',
          *train_args(tiny_demo_data, work_dir, 'train_dataloader.batch_size=1',
                      'train_cfg.max_epochs=2', 'train_cfg.val_interval=100')[1:]],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        cwd=ROOT, env=distributed_env(tmp_path), capture_output=True, text=True, timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert 'Distributed training: True' in log
@@ -41,6 +39,7 @@ def test_two_process_distributed_training(tiny_demo_data, tmp_path):
     assert 'Epoch(train) [1][1/1]' in log and 'Epoch(train) [2][1/1]' in log
     assert sorted(os.listdir(work_dir)).count('epoch_2.pth') == 1
     assert not [f for f in os.listdir(work_dir) if f.endswith('.partial')]
+    assert_group_freed_before_exit(proc.stderr)
 
 
 def test_same_seed_deterministic_runs_give_the_same_first_loss(tiny_demo_data, tmp_path):

@@ -4,11 +4,17 @@ import os
 import os.path as osp
 import re
 import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, free_port, run_in_process, run_tool, scratch_dir
+from conftest import (
+    ROOT,
+    assert_group_freed_before_exit,
+    distributed_env,
+    run_in_process,
+    run_tool,
+    scratch_dir,
+)
 
 DEMO = 'configs/demo/retinanet_pvt_acmix_t_demo.py'
 
@@ -134,11 +140,10 @@ def test_test_refuses_a_checkpoint_of_another_model(trained, tiny_demo_data, tmp
 
 
 def run_dist_test(checkpoint, tiny_demo_data, work_dir, *options):
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
     return subprocess.run(
         ['bash', 'tools/dist_test.sh', DEMO, checkpoint, '2', '--work-dir', work_dir,
          '--cfg-options', *demo_data_options(tiny_demo_data), *options],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        cwd=ROOT, env=distributed_env(work_dir), capture_output=True, text=True, timeout=900)
 
 
 def test_dist_test_evaluates_over_two_processes(trained, tiny_demo_data, tmp_path):
@@ -149,6 +154,7 @@ def test_dist_test_evaluates_over_two_processes(trained, tiny_demo_data, tmp_pat
     assert proc.returncode == 0, log[-3000:]
     assert 'Distributed launcher: pytorch' in log and 'GPU number: 2' in log
     assert re.search(r'Epoch\(test\) \[1/1\] +coco/bbox_mAP: [0-9.]+', log)
+    assert_group_freed_before_exit(proc.stderr)
 
 
 def test_a_failed_distributed_run_ends_without_a_launcher_traceback(

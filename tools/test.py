@@ -20,7 +20,6 @@ from acmix_mm.runner_utils import (
     build_runner,
     check_data,
     config_from_args,
-    finish_distributed,
     init_scope,
     run_with_clear_errors,
 )
@@ -151,7 +150,6 @@ def main(argv=None):
                 from mmengine.evaluator import DumpResults
             runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
         runner.test()
-        finish_distributed()
 
     return run_with_clear_errors(test)
 

@@ -19,7 +19,6 @@ from acmix_mm.runner_utils import (
     check_free_space,
     claim_work_dir,
     config_from_args,
-    finish_distributed,
     init_scope,
     run_with_clear_errors,
     stop_signals_end_cleanly,
@@ -90,7 +89,6 @@ def main(argv=None):
             check_free_space(runner)
             with stop_signals_end_cleanly(runner.work_dir):
                 runner.train()
-        finish_distributed()
 
     return run_with_clear_errors(train)
 
