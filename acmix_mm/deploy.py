@@ -168,6 +168,37 @@ def export_friendly_upsampling():
         Upsample.forward = original
 
 
+@contextlib.contextmanager
+def without_pairwise_slice_rewrite():
+    """onnxscript's graph optimizer (run by ``torch.onnx.export``) tries its
+    ``SlicesSplit`` rule, two Slices of one input into a Split, on every pair of Slice
+    nodes, and lists the whole graph for each try: time quadratic in the graph's size.
+    ResNet- and SAN-ACmix export their windows as k*k shifted Slices (overlapping, so the
+    rule never applies): the optimizer took 3 of SAN-ACmix-10's 4 minutes at 128x128.
+    While exporting, the optimizer runs its other rules only (all of them where this
+    onnxscript has no such rule)."""
+    try:
+        from onnxscript import rewriter
+        rules = rewriter._DEFAULT_REWRITE_RULES
+    except (ImportError, AttributeError):
+        yield
+        return
+    rewriter._DEFAULT_REWRITE_RULES = tuple(
+        rule for rule in rules if getattr(rule, 'name', None) != 'SlicesSplit')
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = rules
+
+
+@contextlib.contextmanager
+def onnx_exporting():
+    """What every ONNX export here runs under: mmseg's upsampling by scale factor and
+    the graph optimizer without its pairwise Slice rule (above)."""
+    with export_friendly_upsampling(), without_pairwise_slice_rewrite():
+        yield
+
+
 def model_signature(model):
     """A fingerprint of the model's architecture: its type and every state-dict name
     and shape (not the values), taken before any fusing for deployment."""

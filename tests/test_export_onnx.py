@@ -416,3 +416,19 @@ def test_acmix_export_transposes_no_projection():
     shapes = [list(node.inputs[0].shape) for node in program.model.graph
               if node.op_type == 'Transpose']
     assert shapes and all(3 * channels not in shape for shape in shapes), shapes
+
+
+def test_export_leaves_out_only_the_pairwise_slice_rewrite():
+    """onnxscript's SlicesSplit rule is quadratic in the graph's size (ResNet- and
+    SAN-ACmix export k*k Slices a window) and never applies to overlapping shifts: the
+    export runs every other rule, and the optimizer's rules are whole again after it."""
+    from onnxscript import rewriter
+
+    from acmix_mm.deploy import without_pairwise_slice_rewrite
+    rules = rewriter._DEFAULT_REWRITE_RULES
+    names = [rule.name for rule in rules]
+    assert 'SlicesSplit' in names  # this onnxscript has the rule
+    with without_pairwise_slice_rewrite():
+        assert [rule.name for rule in rewriter._DEFAULT_REWRITE_RULES] == [
+            name for name in names if name != 'SlicesSplit']
+    assert rewriter._DEFAULT_REWRITE_RULES is rules

@@ -41,7 +41,7 @@ from acmix_mm.analysis import (
     limit_mask_rois,
     timed,
 )
-from acmix_mm.deploy import RawOutputs, export_friendly_upsampling, export_network
+from acmix_mm.deploy import RawOutputs, export_network, onnx_exporting
 from acmix_mm.errors import ConfigError
 from acmix_mm.layers import fuse_acmix
 from acmix_mm.layers.attention_paths import PatchwiseAttentionPath, SlidingWindowAttentionPath
@@ -110,7 +110,7 @@ def onnxruntime_runner(model, inputs):
     import onnxruntime as ort
     path = osp.join(tempfile.mkdtemp(prefix='acmix_mm_benchmark_'), 'model.onnx')
     raw = RawOutputs(model).cpu().eval()
-    with torch.no_grad(), export_friendly_upsampling():
+    with torch.no_grad(), onnx_exporting():
         torch.onnx.export(raw, (inputs.cpu(), ), dynamo=True, verbose=False).save(path)
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     feed = {session.get_inputs()[0].name: inputs.cpu().numpy()}

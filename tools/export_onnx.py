@@ -36,11 +36,11 @@ from mmengine.config import DictAction
 
 from acmix_mm.checkpoint import check_model_checkpoint, extract_state_dict, load_checkpoint_file
 from acmix_mm.deploy import (
-    export_friendly_upsampling,
     export_metadata,
     export_network,
     min_free_side,
     model_signature,
+    onnx_exporting,
 )
 from acmix_mm.runner_utils import UserError, init_scope, load_config, run_with_clear_errors
 
@@ -130,7 +130,7 @@ def export(network, inputs, out, min_side, metadata):
         dynamic_shapes = None
     with torch.no_grad():
         outputs = network(*inputs)
-    with export_friendly_upsampling():
+    with onnx_exporting():
         program = torch.onnx.export(
             network.eval(), tuple(inputs), dynamo=True, dynamic_shapes=dynamic_shapes,
             input_names=network.input_names, output_names=network.output_names(outputs))
