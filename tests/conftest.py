@@ -4,6 +4,7 @@ import importlib.util
 import io
 import os
 import os.path as osp
+import re
 import shutil
 import socket
 import subprocess
@@ -80,7 +81,6 @@ def distributed_env(tmp_path):
 
 def threads_left_at_exit(stderr):
     """{rank: names of its threads at exit} from a run started with distributed_env."""
-    import re
     return dict(re.findall(r'threads at exit of rank (\d+) (\[[^]]*\])', stderr))
 
 
